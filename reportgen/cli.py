@@ -1,0 +1,107 @@
+"""The `reportgen` command: parses options, loads the experiment file, calls the stages.
+
+Every stage reads and writes files, so each command can be rerun alone.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+
+from .config import ConfigError, ExperimentConfig, load_experiment, parse_override
+
+app = typer.Typer(
+    help="Run the CNN practical (Practical 2) end to end and write a paper-style report.",
+    no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="Experiment file (experiments/*.toml); "
+                         "default: the practical's full settings.")
+DataOpt = typer.Option(None, "--data", help="CIFAR-10: a folder, or a .tar/.tar.gz/.zip image "
+                       "folder archive (default: $REPORTGEN_DATA, else ./data).")
+OutOpt = typer.Option(None, "--out", help="Output folder for runs, results and the report.")
+EpochsOpt = typer.Option(None, "--epochs", help="Training epochs (overrides train.epochs).")
+SubsetOpt = typer.Option(None, "--subset", help="Use only N training images (quick runs).")
+DeviceOpt = typer.Option(None, "--device", help="auto, cpu or gpu.")
+DevicesOpt = typer.Option(None, "--devices", help="Number of devices for Lightning (DDP).")
+StrategyOpt = typer.Option(None, "--strategy", help="Lightning strategy, e.g. ddp.")
+SetOpt = typer.Option(None, "--set", help="Override any setting: --set optim.lr=0.05 "
+                      "(repeatable; the value is read as TOML).")
+RetrainOpt = typer.Option(False, "--retrain", help="Train again even if a finished run exists.")
+
+
+@app.callback()
+def _group() -> None:
+    """Run the CNN practical (Practical 2) end to end and write a paper-style report."""
+
+
+def _fail(msg: str, code: int = 2) -> None:
+    typer.echo(f"error: {msg}", err=True)
+    raise typer.Exit(code)
+
+
+def _log(msg: str) -> None:
+    typer.echo(msg, err=True)
+
+
+def load_config(config: Optional[Path], data: Optional[str] = None, out: Optional[str] = None,
+                epochs: Optional[int] = None, subset: Optional[int] = None,
+                device: Optional[str] = None, devices: Optional[int] = None,
+                strategy: Optional[str] = None, sets: Optional[list[str]] = None,
+                extra: dict[str, Any] | None = None) -> ExperimentConfig:
+    """Experiment file -> --set overrides -> named options -> validated, frozen config."""
+    overrides: dict[str, Any] = {}
+    for text in sets or []:
+        key, value = parse_override(text)
+        overrides[key] = value
+    for key, value in (("data.source", data), ("out_dir", out), ("train.epochs", epochs),
+                       ("data.subset", subset), ("train.device", device),
+                       ("train.devices", devices), ("train.strategy", strategy)):
+        if value is not None:
+            overrides[key] = value
+    overrides.update(extra or {})
+    return load_experiment(config, overrides)
+
+
+def _run(fn, *args, **kwargs):
+    """Call a stage; turn the errors a user can fix into one line and a non-zero exit."""
+    from .data import DataError
+    from .training import Interrupted, TrainingError
+
+    try:
+        return fn(*args, **kwargs)
+    except Interrupted as e:
+        _fail(str(e), 130)
+    except KeyboardInterrupt:
+        _fail("interrupted: run the same command again to continue where it stopped", 130)
+    except (ConfigError, DataError, TrainingError, ValueError, FileNotFoundError) as e:
+        _fail(str(e))
+
+
+@app.command()
+def train(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
+          out: Optional[str] = OutOpt, epochs: Optional[int] = EpochsOpt,
+          subset: Optional[int] = SubsetOpt, device: Optional[str] = DeviceOpt,
+          devices: Optional[int] = DevicesOpt, strategy: Optional[str] = StrategyOpt,
+          set_: Optional[list[str]] = SetOpt, retrain: bool = RetrainOpt) -> None:
+    """Part 1: train the pre-activation ResNet; writes checkpoints, metrics.csv, results.json."""
+    from .experiments import baseline_spec, prepare_data
+    from .training import train_run
+
+    cfg = _run(load_config, config, data, out, epochs, subset, device, devices, strategy, set_)
+    prepared = _run(prepare_data, cfg, log=_log)
+    res = _run(train_run, baseline_spec(cfg, prepared.data_digest), prepared.splits, cfg.out_dir,
+               retrain=retrain, log=_log)
+    if res:
+        typer.echo(f"val_acc {res['val_acc']:.4f}  test_acc {res['test_acc']:.4f}  "
+                   f"run {res['run_dir']}")
+
+
+def main() -> None:  # console-script entry point
+    app()
+
+
+if __name__ == "__main__":
+    sys.exit(main())

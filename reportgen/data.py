@@ -1,0 +1,405 @@
+"""CIFAR-10 sources -> cached uint8 tensors -> the notebook's split -> index batches on the device.
+
+Sources (Krizhevsky 2009, "Learning Multiple Layers of Features from Tiny Images"):
+  * torchvision's format: a folder holding `cifar-10-batches-py/` or `cifar-10-python.tar.gz`
+    (torchvision's md5 checks apply), downloaded by torchvision when online and missing;
+  * an image folder `train/<class>/*`, `test/<class>/*`, as a directory or a .tar, .tar.gz or
+    .zip archive (read in place, every member path checked).
+Images are decoded once into a uint8 tensor file in the cache, keyed by the source's size and
+modification times, so later runs start in seconds.
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import tarfile
+import zipfile
+import zlib
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Iterator
+
+import torch
+from torch.utils.data import DataLoader, Dataset, Sampler
+
+from .config import DataConfig
+
+CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
+           "truck")  # CIFAR-10's label order, which is also alphabetical
+N_TRAIN, N_TEST, IMAGE_SIZE = 50000, 10000, 32
+CACHE_VERSION = 1
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
+DEFAULT_ROOT = "data"
+
+
+class DataError(ValueError):
+    """CIFAR-10 could not be read; the message names the file and says what to do."""
+
+
+@dataclass(frozen=True)
+class Cifar10:
+    """The whole data set as uint8 NCHW tensors and int64 labels."""
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+    source: str  # where it came from
+    digest: str  # sha256 of the decoded content: identifies the data in run keys
+
+
+@dataclass(frozen=True)
+class Splits:
+    """The notebook's train/val split of the training images, plus the test set."""
+    train_x: torch.Tensor
+    train_y: torch.Tensor
+    val_x: torch.Tensor
+    val_y: torch.Tensor
+    test_x: torch.Tensor
+    test_y: torch.Tensor
+
+    def get(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
+        return getattr(self, f"{split}_x"), getattr(self, f"{split}_y")
+
+
+# --- locating the source ------------------------------------------------------------------
+
+def resolve_source(source: str, env: dict | None = None) -> tuple[Path, bool]:
+    """The data path to use and whether it was given explicitly (--data or REPORTGEN_DATA)."""
+    env = os.environ if env is None else env
+    if source:
+        return Path(source).expanduser(), True
+    if env.get("REPORTGEN_DATA"):
+        return Path(env["REPORTGEN_DATA"]).expanduser(), True
+    return Path(DEFAULT_ROOT), False
+
+
+def _is_archive(p: Path) -> bool:
+    return p.is_file() and p.name.lower().endswith(ARCHIVE_SUFFIXES)
+
+
+def _archive_names(p: Path) -> list[str]:
+    try:
+        if p.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(p) as z:
+                return z.namelist()
+        with tarfile.open(p) as t:
+            return t.getnames()
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
+        raise DataError(f"{p} is not a readable archive ({e}): copy it again or pass --data "
+                        "with an intact CIFAR-10 copy") from e
+
+
+def detect_kind(p: Path) -> str:
+    """'torchvision', 'torchvision-tarball', 'image-folder', 'image-archive' or 'missing'."""
+    if p.is_dir():
+        if (p / "cifar-10-batches-py").is_dir() or p.name == "cifar-10-batches-py":
+            return "torchvision"
+        if (p / "cifar-10-python.tar.gz").is_file():
+            return "torchvision-tarball"
+        if _find_image_root(p) is not None:
+            return "image-folder"
+        return "missing"
+    if _is_archive(p):
+        names = _archive_names(p)
+        if any(n.split("/")[0] == "cifar-10-batches-py" for n in names):
+            return "torchvision-tarball"
+        return "image-archive"
+    if p.exists():
+        raise DataError(f"{p} is neither a folder nor a .tar/.tar.gz/.zip archive: pass --data "
+                        "with a CIFAR-10 folder or archive")
+    return "missing"
+
+
+def _find_image_root(p: Path) -> Path | None:
+    for cand in [p, *sorted(c for c in p.iterdir() if c.is_dir())]:
+        if (cand / "train").is_dir() and (cand / "test").is_dir():
+            return cand
+    return None
+
+
+def fingerprint(p: Path) -> str:
+    """Cheap identity of a source: paths, sizes and modification times of its files."""
+    h = hashlib.sha256(str(p.resolve()).encode())
+    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
+    for q in files:
+        st = q.stat()
+        h.update(f"{q.relative_to(p) if q != p else q.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+    return h.hexdigest()[:16]
+
+
+# --- reading image folders ----------------------------------------------------------------
+
+def _safe_member(name: str, archive: Path) -> PurePosixPath:
+    member = PurePosixPath(name.replace("\\", "/"))
+    if member.is_absolute() or ".." in member.parts or (member.parts and ":" in member.parts[0]):
+        raise DataError(f"{archive} has a member {name!r} that would escape the extraction folder: "
+                        "refusing to read it; use a trusted copy of CIFAR-10")
+    return member
+
+
+def _iter_archive(p: Path) -> Iterator[tuple[str, bytes]]:
+    """(member name, bytes) of every regular file in a tar or zip archive."""
+    try:
+        if p.name.lower().endswith(".zip"):
+            with zipfile.ZipFile(p) as z:
+                for info in z.infolist():
+                    _safe_member(info.filename, p)
+                    if not info.is_dir():
+                        yield info.filename, z.read(info)
+            return
+        with tarfile.open(p) as t:
+            for m in t:
+                _safe_member(m.name, p)
+                if m.issym() or m.islnk():
+                    raise DataError(f"{p} has a link member {m.name!r}: refusing to follow it; "
+                                    "use a trusted copy of CIFAR-10")
+                if m.isfile():
+                    f = t.extractfile(m)
+                    yield m.name, f.read() if f else b""
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
+        raise DataError(f"{p} is truncated or corrupt ({type(e).__name__}: {e}): copy it again "
+                        "or pass --data with an intact CIFAR-10 copy") from e
+
+
+def _iter_folder(root: Path) -> Iterator[tuple[str, bytes]]:
+    for q in sorted(root.rglob("*")):
+        if q.is_file():
+            yield q.relative_to(root).as_posix(), q.read_bytes()
+
+
+def _decode(blob: bytes, name: str) -> torch.Tensor:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(io.BytesIO(blob)) as img:
+            img.load()
+            if img.size != (IMAGE_SIZE, IMAGE_SIZE):
+                raise DataError(f"{name} is {img.size[0]}x{img.size[1]} pixels, not 32x32: "
+                                "CIFAR-10 images are 32x32; remove or replace it")
+            # Grayscale, palette and RGBA images are converted to RGB (alpha is dropped).
+            rgb = img.convert("RGB") if img.mode != "RGB" else img
+            data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        if isinstance(e, DataError):
+            raise
+        raise DataError(f"{name} is not a readable image ({e}): remove or replace it") from e
+    return data.view(IMAGE_SIZE, IMAGE_SIZE, 3).permute(2, 0, 1)
+
+
+def read_image_folder(p: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Decode `train/<class>/*` and `test/<class>/*` from a folder or an archive."""
+    items = _iter_archive(p) if p.is_file() else _iter_folder(_find_image_root(p) or p)
+    found: dict[str, dict[str, list[tuple[str, bytes]]]] = {"train": {}, "test": {}}
+    for name, blob in items:
+        parts = PurePosixPath(name).parts
+        # Accept any leading folder (e.g. cifar10-jpeg/) before train|test/<class>/<file>.
+        for k in range(len(parts) - 2):
+            if parts[k] in found and len(parts) - k == 3:
+                if parts[-1].lower().endswith(IMAGE_SUFFIXES):
+                    found[parts[k]].setdefault(parts[k + 1], []).append((name, blob))
+                break
+    out = []
+    for split in ("train", "test"):
+        classes = set(found[split])
+        if not classes:
+            raise DataError(f"{p} has no {split}/<class>/ images: an image folder needs "
+                            "train/<class>/*.jpg and test/<class>/*.jpg")
+        unknown, missing = sorted(classes - set(CLASSES)), [c for c in CLASSES if c not in classes]
+        if unknown:
+            raise DataError(f"{p}: {split}/ has unknown class folder(s) {', '.join(unknown)}: "
+                            f"CIFAR-10's classes are {', '.join(CLASSES)}")
+        if missing:
+            raise DataError(f"{p}: {split}/ lacks class folder(s) {', '.join(missing)} (or they "
+                            "are empty): copy the complete data set")
+        xs, ys = [], []
+        for label, cls in enumerate(CLASSES):
+            for name, blob in sorted(found[split][cls]):
+                xs.append(_decode(blob, f"{p}:{name}" if p.is_file() else name))
+                ys.append(label)
+        out += [torch.stack(xs), torch.tensor(ys, dtype=torch.int64)]
+    return out[0], out[1], out[2], out[3]
+
+
+# --- torchvision's format ------------------------------------------------------------------
+
+def read_torchvision(root: Path, download: bool, cache_dir: Path) -> tuple[torch.Tensor, ...]:
+    """Read torchvision's CIFAR10 from `root`, extracting a tarball into the cache if needed."""
+    from torchvision.datasets import CIFAR10
+    from torchvision.datasets.utils import check_integrity, extract_archive
+
+    if root.name == "cifar-10-batches-py":
+        root = root.parent
+    if root.is_file():  # the official tarball itself
+        tarball, root = root, root.parent
+    else:
+        tarball = root / "cifar-10-python.tar.gz"
+    if not (root / "cifar-10-batches-py").is_dir() and tarball.is_file():
+        if not check_integrity(str(tarball), CIFAR10.tgz_md5):
+            raise DataError(f"{tarball} fails torchvision's md5 check (corrupt or incomplete): "
+                            "download it again or pass --data with an intact copy")
+        _archive_names(tarball)  # readable
+        for name in _archive_names(tarball):
+            _safe_member(name, tarball)
+        root = cache_dir / "torchvision"
+        root.mkdir(parents=True, exist_ok=True)
+        extract_archive(str(tarball), str(root))
+    try:
+        parts = []
+        for train in (True, False):
+            ds = CIFAR10(str(root), train=train, download=download)
+            parts += [torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
+                      torch.tensor(ds.targets, dtype=torch.int64)]
+    except RuntimeError as e:  # torchvision: "Dataset not found or corrupted."
+        raise DataError(f"CIFAR-10 in {root} is missing or fails torchvision's md5 check ({e}): "
+                        "download it again, or pass --data with an intact copy") from e
+    except OSError as e:  # offline download, full disk, unreadable files
+        raise DataError(f"could not read or download CIFAR-10 into {root} ({e}): put "
+                        "cifar-10-python.tar.gz or an image folder there, or pass --data PATH "
+                        "(or set REPORTGEN_DATA)") from e
+    return tuple(parts)
+
+
+# --- loading with a cache ------------------------------------------------------------------
+
+def _content_digest(parts) -> str:
+    h = hashlib.sha256()
+    for t in parts:
+        h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def _check_tensors(train_x, train_y, test_x, test_y, where: str) -> None:
+    for name, x, y in (("train", train_x, train_y), ("test", test_x, test_y)):
+        if x.dtype != torch.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != (3, 32, 32):
+            raise DataError(f"{where}: {name} images have shape {tuple(x.shape)} {x.dtype}, "
+                            "expected N x 3 x 32 x 32 uint8")
+        if y.shape != (x.shape[0],) or y.min() < 0 or y.max() >= len(CLASSES):
+            raise DataError(f"{where}: {name} labels do not match the images or CIFAR-10's "
+                            "10 classes")
+
+
+def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print) -> Cifar10:
+    """Find, decode (once) and return CIFAR-10; raises DataError with what to do."""
+    path, explicit = resolve_source(cfg.source, env)
+    if explicit and not path.exists():
+        raise DataError(f"--data {path} does not exist: pass the folder or archive that holds "
+                        "CIFAR-10 (e.g. ../shared/data/cifar10-jpeg.tar)")
+    kind = detect_kind(path)
+    cache_dir = Path(cfg.cache_dir)
+    parts = None
+    if kind == "missing":
+        if not cfg.download:
+            raise DataError(f"no CIFAR-10 found at {path} and downloads are off: put "
+                            "cifar-10-python.tar.gz or an image folder there, or pass --data PATH")
+        log(f"CIFAR-10 not found in {path}: downloading it with torchvision ...")
+        path.mkdir(parents=True, exist_ok=True)
+        parts = read_torchvision(path, True, cache_dir)
+    key = fingerprint(path)
+    cache = cache_dir / f"cifar10-{key}.pt"
+    if parts is None and cache.is_file():
+        try:
+            blob = torch.load(cache, weights_only=True)
+            if blob.get("version") != CACHE_VERSION or blob.get("fingerprint") != key:
+                raise ValueError("it belongs to another source or version")
+            parts = [blob[k] for k in ("train_x", "train_y", "test_x", "test_y")]
+            _check_tensors(*parts, where=str(cache))
+            if _content_digest(parts) != blob["digest"]:
+                raise ValueError("its content does not match its checksum")
+            return Cifar10(*parts, source=str(path), digest=blob["digest"])
+        except Exception as e:  # any damage to the cache: rebuild it from the source
+            log(f"cache {cache} is unusable ({e}); decoding {path} again")
+    if parts is None:
+        log(f"decoding CIFAR-10 from {path} (once; cached in {cache_dir}) ...")
+        if kind in ("image-folder", "image-archive"):
+            parts = read_image_folder(path)
+        else:
+            parts = read_torchvision(path, cfg.download, cache_dir)
+    _check_tensors(*parts, where=str(path))
+    digest = _content_digest(parts)
+    try:
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}")
+        torch.save({"version": CACHE_VERSION, "fingerprint": key, "digest": digest,
+                    "source": str(path), "train_x": parts[0], "train_y": parts[1],
+                    "test_x": parts[2], "test_y": parts[3]}, tmp)
+        os.replace(tmp, cache)
+    except OSError as e:  # a cache is a convenience: say so and go on
+        log(f"could not write the cache {cache} ({e}); the next run will decode again")
+    return Cifar10(*parts, source=str(path), digest=digest)
+
+
+def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The notebook's `random_split(..., [45000, 5000], generator=manual_seed(42))` as indices."""
+    from torch.utils.data import random_split
+
+    train, val = random_split(range(n), [n - val_size, val_size],
+                              generator=torch.Generator().manual_seed(seed))
+    return torch.tensor(train.indices, dtype=torch.int64), torch.tensor(val.indices, dtype=torch.int64)
+
+
+def make_splits(data: Cifar10, cfg: DataConfig) -> Splits:
+    n = data.train_x.shape[0]
+    if cfg.val_size >= n:
+        raise DataError(f"data.val_size = {cfg.val_size} leaves no training images out of {n}")
+    tr, va = split_indices(n, cfg.val_size, cfg.split_seed)
+    if cfg.subset:
+        tr = tr[: cfg.subset]  # the split is already a random order, so this is a random subset
+    return Splits(data.train_x[tr], data.train_y[tr], data.train_x[va], data.train_y[va],
+                  data.test_x, data.test_y)
+
+
+# --- batches of indices, gathered on the device --------------------------------------------
+
+class _Indices(Dataset):
+    def __init__(self, n: int):
+        self.n = n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, i: int) -> int:
+        return i
+
+    def __getitems__(self, idx: list[int]) -> list[int]:
+        return idx
+
+
+class EpochSampler(Sampler[int]):
+    """A shuffled order that depends only on (seed, epoch), so a resumed run sees the same batches."""
+
+    def __init__(self, n: int, seed: int):
+        self.n, self.seed, self.epoch = n, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:  # Lightning calls this at every epoch start
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __iter__(self) -> Iterator[int]:
+        g = torch.Generator().manual_seed(self.seed * 100003 + self.epoch)
+        return iter(torch.randperm(self.n, generator=g).tolist())
+
+
+class _Gather:
+    """Collate: a list of indices -> (uint8 images, labels) gathered where the tensors live."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor):
+        self.x, self.y = x, y
+
+    def __call__(self, idx: list[int]):
+        i = torch.as_tensor(idx, dtype=torch.int64).to(self.x.device, non_blocking=True)
+        return self.x.index_select(0, i), self.y.index_select(0, i)
+
+
+def batches(x: torch.Tensor, y: torch.Tensor, batch_size: int, shuffle_seed: int | None = None,
+            drop_last: bool = False) -> DataLoader:
+    """A DataLoader over in-memory tensors, without workers (the data is already decoded).
+
+    It is a real DataLoader so that Lightning can put a DistributedSampler in it under DDP.
+    """
+    sampler = EpochSampler(len(x), shuffle_seed) if shuffle_seed is not None else None
+    return DataLoader(_Indices(len(x)), batch_size=batch_size, sampler=sampler,
+                      drop_last=drop_last, collate_fn=_Gather(x, y), num_workers=0)

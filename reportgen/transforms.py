@@ -1,0 +1,159 @@
+"""Batched image transforms on the device: normalisation, the notebook's augmentation,
+rotation and the fixed pixel permutation.
+
+Every geometric transform is one affine resampling (`affine_grid` + `grid_sample`) of the whole
+batch, with one matrix per image, so each image gets its own random flip, crop and rotation
+without a per-image Python loop.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+
+from .config import AugmentConfig
+
+# The notebook's normalisation statistics (of the original CIFAR-10 training images).
+MEAN = (0.491, 0.482, 0.447)
+STD = (0.247, 0.243, 0.261)
+
+
+def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    mean = torch.tensor(MEAN, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
+    std = torch.tensor(STD, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
+    return mean, std
+
+
+def normalize(x: torch.Tensor) -> torch.Tensor:
+    """uint8 NCHW in [0, 255] -> float32, zero mean and unit std per channel."""
+    mean, std = _stats(x)
+    return (x.float().div_(255.0) - mean) / std
+
+
+def denormalize(x: torch.Tensor) -> torch.Tensor:
+    """Inverse of `normalize`, to [0, 1] floats (for pictures)."""
+    mean, std = _stats(x)
+    return (x * std + mean).clamp(0, 1)
+
+
+def fill_value(fill: str, x: torch.Tensor) -> torch.Tensor | None:
+    """The normalised colour that corners outside the image take; None means 0 (the mean colour)."""
+    if fill == "mean":
+        return None
+    if fill == "black":
+        mean, std = _stats(x)
+        return (0.0 - mean) / std
+    raise ValueError(f"fill {fill!r}: use mean or black")
+
+
+def _resample(x: torch.Tensor, theta: torch.Tensor, mode: str, fill: torch.Tensor | None,
+              padding: str = "zeros"):
+    """Sample `x` (normalised floats) at the affine map `theta` (N x 2 x 3, output -> input)."""
+    grid = F.affine_grid(theta.to(x.dtype), list(x.shape), align_corners=False)
+    if fill is None:  # zeros padding is the mean colour after normalisation
+        return F.grid_sample(x, grid, mode=mode, padding_mode=padding, align_corners=False)
+    # Shift so the wanted fill is 0; interpolation is linear, so shifting back is exact.
+    return F.grid_sample(x - fill, grid, mode=mode, padding_mode="zeros",
+                         align_corners=False) + fill
+
+
+def _cos_sin(degrees: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    rad = torch.deg2rad(degrees.double())
+    c, s = torch.cos(rad), torch.sin(rad)
+    # Exact values at multiples of 90 degrees, so those rotations move pixels exactly.
+    return c.round(decimals=12).float(), s.round(decimals=12).float()
+
+
+def rotation_matrices(degrees: torch.Tensor) -> torch.Tensor:
+    """N x 2 x 3 maps for a counter-clockwise rotation about the centre (as torchvision's rotate)."""
+    c, s = _cos_sin(degrees)
+    z = torch.zeros_like(c)
+    # Output pixel q samples the input at R q with y pointing down: [[c, -s], [s, c]].
+    return torch.stack([torch.stack([c, -s, z], -1), torch.stack([s, c, z], -1)], -2)
+
+
+def rotate(x: torch.Tensor, degrees: float, interpolation: str = "bilinear",
+           fill: str = "mean") -> torch.Tensor:
+    """Rotate a normalised batch by one angle (counter-clockwise, about the image centre)."""
+    if degrees % 360 == 0:
+        return x
+    theta = rotation_matrices(torch.full((x.shape[0],), float(degrees), device=x.device))
+    return _resample(x, theta, interpolation, fill_value(fill, x))
+
+
+def _sample_crops(n: int, h: int, w: int, cfg: AugmentConfig, g: torch.Generator, device):
+    """RandomResizedCrop's boxes (torchvision's rule: 10 tries, then the whole image), batched."""
+    tries = 10
+    area = float(h * w)
+    lo, hi = cfg.crop_scale
+    target = area * (lo + (hi - lo) * torch.rand(n, tries, generator=g, device=device))
+    log_r = (math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]))
+    ratio = torch.exp(log_r[0] + (log_r[1] - log_r[0]) * torch.rand(n, tries, generator=g,
+                                                                      device=device))
+    cw = torch.sqrt(target * ratio).round()
+    ch = torch.sqrt(target / ratio).round()
+    ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1, device=device))
+    pick = first.clamp(min=0).unsqueeze(1)
+    cw = torch.where(first >= 0, cw.gather(1, pick).squeeze(1), torch.full((n,), float(w), device=device))
+    ch = torch.where(first >= 0, ch.gather(1, pick).squeeze(1), torch.full((n,), float(h), device=device))
+    # torchvision draws the corner uniformly among the integer positions that fit.
+    top = torch.floor(torch.rand(n, generator=g, device=device) * (h - ch + 1))
+    left = torch.floor(torch.rand(n, generator=g, device=device) * (w - cw + 1))
+    return top, left, ch, cw
+
+
+def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
+    """The notebook's training augmentation on a normalised batch, one draw per image.
+
+    RandomHorizontalFlip, then RandomResizedCrop((32, 32), scale, ratio) with bilinear
+    resizing, then (for Part 2's comparison model) a random rotation in [-d, d] degrees with
+    the mean colour in the corners. All three are composed into one affine map per image.
+    """
+    n, _, h, w = x.shape
+    dev = x.device
+    top, left, ch, cw = _sample_crops(n, h, w, cfg, g, dev)
+    # Crop box -> normalised coordinates (align_corners=False): x_in = sx * x_out + tx.
+    sx, sy = cw / w, ch / h
+    tx, ty = (2 * left + cw) / w - 1, (2 * top + ch) / h - 1
+    if cfg.flip:
+        flip = torch.rand(n, generator=g, device=dev) < 0.5
+        sx = torch.where(flip, -sx, sx)
+    crop = torch.zeros(n, 3, 3, device=dev)
+    crop[:, 0, 0], crop[:, 0, 2], crop[:, 1, 1], crop[:, 1, 2], crop[:, 2, 2] = sx, tx, sy, ty, 1
+    if cfg.rotate_degrees > 0:
+        deg = (2 * torch.rand(n, generator=g, device=dev) - 1) * cfg.rotate_degrees
+        rot = torch.zeros(n, 3, 3, device=dev)
+        rot[:, :2] = rotation_matrices(deg)
+        rot[:, 2, 2] = 1
+        crop = crop @ rot  # rotate the cropped view, then look it up in the image
+        return _resample(x, crop[:, :2], "bilinear", None)
+    # Without rotation every sample lies in the image; "border" clamps the half-pixel at the
+    # edges as torchvision's resize does, instead of blending in the zero padding.
+    return _resample(x, crop[:, :2], "bilinear", None, padding="border")
+
+
+def pixel_permutation(seed: int, size: int = 32 * 32) -> torch.Tensor:
+    """A fixed random permutation of the pixel positions, reproducible from its seed."""
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed))
+
+
+def check_permutation(perm: object, size: int = 32 * 32) -> torch.Tensor:
+    """Return `perm` as a LongTensor if it is a permutation of range(size), else raise ValueError."""
+    if not isinstance(perm, torch.Tensor) or perm.ndim != 1 or perm.dtype not in (
+            torch.int64, torch.int32, torch.int16):
+        raise ValueError("a pixel permutation must be a 1-D integer tensor")
+    if perm.numel() != size:
+        raise ValueError(f"the pixel permutation has {perm.numel()} entries, expected {size} "
+                         "(one per pixel of a 32x32 image)")
+    if not torch.equal(torch.sort(perm.long()).values, torch.arange(size)):
+        raise ValueError("the saved pixel permutation is not a permutation (repeated or "
+                         "missing positions)")
+    return perm.long()
+
+
+def permute_pixels(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
+    """Move pixel perm[k] to position k, the same way in every channel and every image."""
+    n, c, h, w = x.shape
+    return x.reshape(n, c, h * w).index_select(2, perm.to(x.device)).reshape(n, c, h, w)

@@ -1,0 +1,64 @@
+"""Experiment files and overrides: validated before any work, errors name the key."""
+from pathlib import Path
+
+import pytest
+
+from reportgen.config import ConfigError, ExperimentConfig, load_experiment, parse_override
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", ["practical2.toml", "quick.toml"])
+def test_checked_in_experiments_load(name):
+    cfg = load_experiment(ROOT / "experiments" / name)
+    assert cfg.model.name == "preact_resnet"
+    assert list(cfg.model.params["num_blocks"]) == [2, 2, 3]
+
+
+def test_practical2_is_the_notebook():
+    cfg = load_experiment(ROOT / "experiments" / "practical2.toml")
+    assert cfg.train.epochs == 100 and cfg.train.batch_size == 128 and cfg.train.val_every == 10
+    assert (cfg.optim.lr, cfg.optim.momentum, cfg.optim.weight_decay) == (0.1, 0.9, 1e-4)
+    assert cfg.optim.milestones == (70, 90) and cfg.optim.gamma == 0.1
+    assert (cfg.data.val_size, cfg.data.split_seed) == (5000, 42)
+    assert cfg.train.augment.crop_scale == (0.8, 1.0) and cfg.train.augment.crop_ratio == (0.9, 1.1)
+    assert cfg == ExperimentConfig(name="practical2", report=cfg.report)  # defaults = the notebook
+
+
+def test_unknown_key_is_named(tmp_path):
+    p = tmp_path / "bad.toml"
+    p.write_text("[train]\nepoch = 3\n")
+    with pytest.raises(ConfigError, match=r"unknown key train.epoch .*allowed keys are epochs"):
+        load_experiment(p)
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("train.epochs", 0, "train.epochs = 0 is not allowed"),
+    ("train.batch_size", -4, "train.batch_size = -4"),
+    ("train.epochs", "ten", "train.epochs must be an integer"),
+    ("optim.lr", -1.0, "optim.lr"),
+    ("train.device", "tpu", "auto, cpu or gpu"),
+    ("rotation.angles", [], "non-empty list"),
+    ("rotation.angles", [0, 1000], "between -360 and 360"),
+    ("rotation.angles", ["a"], "rotation.angles must be a number"),
+    ("model.name", "vgg", "unknown model 'vgg'"),
+    ("shuffle.perm_seed", -1, "shuffle.perm_seed"),
+])
+def test_bad_values_are_named(key, value, match):
+    with pytest.raises((ConfigError, ValueError), match=match):
+        load_experiment(None, {key: value})
+
+
+def test_override_parsing():
+    assert parse_override("optim.lr=0.05") == ("optim.lr", 0.05)
+    assert parse_override("rotation.angles=[0, 90]") == ("rotation.angles", [0, 90])
+    assert parse_override("report.author=Ada Lovelace") == ("report.author", "Ada Lovelace")
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_override("optim.lr")
+
+
+def test_invalid_toml_names_file(tmp_path):
+    p = tmp_path / "broken.toml"
+    p.write_text("[train\n")
+    with pytest.raises(ConfigError, match="broken.toml is not valid TOML"):
+        load_experiment(p)

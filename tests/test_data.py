@@ -1,0 +1,227 @@
+"""Every CIFAR-10 source, built from tiny generated files; no network."""
+import io
+import os
+import tarfile
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from reportgen import data as D
+from reportgen.config import DataConfig
+
+from conftest import (N_TEST_PER_CLASS, N_TRAIN_PER_CLASS, make_tar, patch_torchvision_md5,
+                      write_image_folder, write_torchvision_batches)
+
+
+def cfg(source, tmp_path, **kw):
+    return DataConfig(source=str(source), cache_dir=str(tmp_path / "cache"), val_size=10, **kw)
+
+
+def check_tiny(ds, n_train=10 * N_TRAIN_PER_CLASS, n_test=10 * N_TEST_PER_CLASS):
+    assert ds.train_x.shape == (n_train, 3, 32, 32) and ds.train_x.dtype == torch.uint8
+    assert ds.test_x.shape == (n_test, 3, 32, 32)
+    assert sorted(set(ds.train_y.tolist())) == list(range(10))
+
+
+def test_image_folder_directory_keeps_pixels_and_class_order(image_folder, tmp_path):
+    ds = D.load_cifar10(cfg(image_folder, tmp_path), env={})
+    check_tiny(ds)
+    # Label k is CIFAR-10's class k, and pixels are exactly those written (PNG is lossless).
+    first_cat = sorted((image_folder / "train" / "cat").iterdir())[0]
+    arr = torch.from_numpy(np.array(Image.open(first_cat))).permute(2, 0, 1)
+    i = (ds.train_y == D.CLASSES.index("cat")).nonzero()[0, 0]
+    assert torch.equal(ds.train_x[i], arr)
+
+
+@pytest.mark.parametrize("suffix,mode", [(".tar", "w"), (".tar.gz", "w:gz")])
+def test_image_folder_tar(image_folder, tmp_path, suffix, mode):
+    arc = make_tar(image_folder, tmp_path / f"c{suffix}", mode=mode)
+    direct = D.load_cifar10(cfg(image_folder, tmp_path / "a"), env={})
+    ds = D.load_cifar10(cfg(arc, tmp_path / "b"), env={})
+    check_tiny(ds)
+    assert torch.equal(ds.train_x, direct.train_x) and ds.digest == direct.digest
+
+
+def test_image_folder_zip(image_folder, tmp_path):
+    arc = tmp_path / "c.zip"
+    with zipfile.ZipFile(arc, "w") as z:
+        for p in image_folder.rglob("*.png"):
+            z.write(p, "cifar/" + p.relative_to(image_folder).as_posix())
+    check_tiny(D.load_cifar10(cfg(arc, tmp_path), env={}))
+
+
+def test_torchvision_batches_folder(tmp_path, monkeypatch):
+    d = write_torchvision_batches(tmp_path / "tv")
+    patch_torchvision_md5(monkeypatch, d)
+    ds = D.load_cifar10(cfg(tmp_path / "tv", tmp_path), env={})
+    check_tiny(ds, n_train=100, n_test=20)
+
+
+def test_torchvision_batches_fail_integrity(tmp_path, monkeypatch):
+    d = write_torchvision_batches(tmp_path / "tv")
+    patch_torchvision_md5(monkeypatch, d)
+    (d / "data_batch_3").write_bytes(b"damaged")
+    with pytest.raises(D.DataError, match="md5"):
+        D.load_cifar10(cfg(tmp_path / "tv", tmp_path, download=False), env={})
+
+
+def test_torchvision_tarball(tmp_path, monkeypatch):
+    d = write_torchvision_batches(tmp_path / "build")
+    tgz = tmp_path / "src" / "cifar-10-python.tar.gz"
+    tgz.parent.mkdir()
+    with tarfile.open(tgz, "w:gz") as t:
+        t.add(d, arcname="cifar-10-batches-py")
+    patch_torchvision_md5(monkeypatch, d, tgz)
+    ds = D.load_cifar10(cfg(tgz.parent, tmp_path), env={})
+    check_tiny(ds, n_train=100, n_test=20)
+    assert not (tgz.parent / "cifar-10-batches-py").exists()  # extracted into the cache instead
+
+
+def test_download_when_missing_uses_torchvision(tmp_path, monkeypatch):
+    """The download path calls torchvision's downloader; here it is replaced by a local copy."""
+    import torchvision.datasets.cifar as tvc
+
+    src = write_torchvision_batches(tmp_path / "mirror")
+    patch_torchvision_md5(monkeypatch, src)
+    calls = []
+
+    def fake_download(url, download_root, filename=None, md5=None, **kw):
+        calls.append(url)
+        os.rename(src, Path(download_root) / "cifar-10-batches-py")
+
+    monkeypatch.setattr(tvc, "download_and_extract_archive", fake_download)
+    monkeypatch.chdir(tmp_path)
+    ds = D.load_cifar10(DataConfig(cache_dir="cache", val_size=10), env={}, log=lambda m: None)
+    check_tiny(ds, n_train=100, n_test=20)
+    assert calls and "cifar-10-python.tar.gz" in calls[0]
+
+
+def test_offline_without_data_says_what_to_do(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as tvc
+
+    def offline(*a, **kw):
+        raise OSError("[Errno -3] Temporary failure in name resolution")
+
+    monkeypatch.setattr(tvc, "download_and_extract_archive", offline)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(D.DataError, match=r"could not read or download CIFAR-10.*--data"):
+        D.load_cifar10(DataConfig(cache_dir="cache"), env={}, log=lambda m: None)
+    with pytest.raises(D.DataError, match="downloads are off.*--data"):
+        D.load_cifar10(DataConfig(cache_dir="cache", download=False), env={})
+
+
+def test_env_variable_gives_default_source(image_folder, tmp_path):
+    path, explicit = D.resolve_source("", {"REPORTGEN_DATA": str(image_folder)})
+    assert path == image_folder and explicit
+    assert D.resolve_source("", {}) == (Path("data"), False)
+    assert D.resolve_source("x", {"REPORTGEN_DATA": "y"})[0] == Path("x")
+
+
+def test_missing_explicit_path(tmp_path):
+    with pytest.raises(D.DataError, match="does not exist"):
+        D.load_cifar10(cfg(tmp_path / "nope", tmp_path), env={})
+
+
+def test_cache_is_used_and_rebuilt_when_damaged(image_folder, tmp_path, monkeypatch):
+    c = cfg(image_folder, tmp_path)
+    first = D.load_cifar10(c, env={})
+    cache_files = list((tmp_path / "cache").glob("cifar10-*.pt"))
+    assert len(cache_files) == 1
+
+    def boom(*a):
+        raise AssertionError("decoded again despite a valid cache")
+
+    monkeypatch.setattr(D, "read_image_folder", boom)
+    assert D.load_cifar10(c, env={}).digest == first.digest
+    monkeypatch.undo()
+    cache_files[0].write_bytes(b"garbage")
+    msgs = []
+    again = D.load_cifar10(c, env={}, log=msgs.append)
+    assert again.digest == first.digest and any("unusable" in m for m in msgs)
+
+
+def test_missing_and_unknown_classes(image_folder, tmp_path):
+    import shutil
+
+    (image_folder / "train" / "horses").mkdir()
+    Image.new("RGB", (32, 32)).save(image_folder / "train" / "horses" / "x.png")
+    with pytest.raises(D.DataError, match="unknown class folder.*horses"):
+        D.read_image_folder(image_folder)
+    shutil.rmtree(image_folder / "train" / "horses")
+    shutil.rmtree(image_folder / "test" / "frog")
+    with pytest.raises(D.DataError, match="test/ lacks class folder.*frog"):
+        D.read_image_folder(image_folder)
+
+
+def test_corrupt_archive(image_folder, tmp_path):
+    arc = make_tar(image_folder, tmp_path / "c.tar.gz", mode="w:gz")
+    blob = arc.read_bytes()
+    arc.write_bytes(blob[: len(blob) // 2])
+    with pytest.raises(D.DataError, match="c.tar.gz is (truncated or corrupt|not a readable archive)"):
+        D.load_cifar10(cfg(arc, tmp_path), env={})
+
+
+def test_archive_member_escaping_is_refused(tmp_path):
+    arc = tmp_path / "evil.tar"
+    with tarfile.open(arc, "w") as t:
+        info = tarfile.TarInfo("../../etc/evil.jpg")
+        info.size = 3
+        t.addfile(info, io.BytesIO(b"abc"))
+    with pytest.raises(D.DataError, match="escape the extraction folder"):
+        D.read_image_folder(arc)
+
+
+def test_bad_images_are_named_or_converted(image_folder):
+    bad = image_folder / "train" / "cat" / "0000.png"
+    Image.new("RGB", (28, 28)).save(bad)
+    with pytest.raises(D.DataError, match=r"0000.png is 28x28 pixels"):
+        D.read_image_folder(image_folder)
+    bad.write_bytes(b"not an image")
+    with pytest.raises(D.DataError, match="0000.png is not a readable image"):
+        D.read_image_folder(image_folder)
+    # Grayscale and RGBA are converted to RGB (documented).
+    Image.new("L", (32, 32), color=77).save(bad)
+    Image.new("RGBA", (32, 32), color=(1, 2, 3, 4)).save(image_folder / "train" / "cat" / "0001.png")
+    x, y, _, _ = D.read_image_folder(image_folder)
+    cats = x[y == D.CLASSES.index("cat")]
+    assert (cats[0] == 77).all() and cats[1][:, 0, 0].tolist() == [1, 2, 3]
+
+
+def test_split_is_reproducible_and_matches_random_split():
+    from torch.utils.data import random_split
+
+    tr, va = D.split_indices(50000, 5000, 42)
+    ref = random_split(range(50000), [45000, 5000], generator=torch.Generator().manual_seed(42))
+    assert tr.tolist() == list(ref[0].indices) and va.tolist() == list(ref[1].indices)
+    assert len(set(tr.tolist()) | set(va.tolist())) == 50000
+    tr2, _ = D.split_indices(50000, 5000, 42)
+    assert torch.equal(tr, tr2)
+    assert not torch.equal(D.split_indices(50000, 5000, 43)[0], tr)
+
+
+def test_subset_takes_first_of_split(image_folder, tmp_path):
+    ds = D.load_cifar10(cfg(image_folder, tmp_path), env={})
+    full = D.make_splits(ds, cfg(image_folder, tmp_path))
+    sub = D.make_splits(ds, cfg(image_folder, tmp_path, subset=7))
+    assert len(sub.train_x) == 7 and torch.equal(sub.train_x, full.train_x[:7])
+    assert torch.equal(sub.val_x, full.val_x)
+
+
+def test_batches_cover_each_epoch_once_in_a_new_order():
+    x = torch.arange(20, dtype=torch.uint8).view(20, 1, 1, 1).expand(20, 3, 32, 32).contiguous()
+    y = torch.arange(20)
+    dl = D.batches(x, y, 5, shuffle_seed=1, drop_last=True)
+    dl.sampler.set_epoch(0)
+    e0 = torch.cat([b[1] for b in dl])
+    dl.sampler.set_epoch(1)
+    e1 = torch.cat([b[1] for b in dl])
+    assert sorted(e0.tolist()) == list(range(20)) == sorted(e1.tolist())
+    assert e0.tolist() != e1.tolist()
+    dl.sampler.set_epoch(0)
+    assert torch.cat([b[1] for b in dl]).tolist() == e0.tolist()  # same epoch, same order
+    xb, yb = next(iter(dl))
+    assert torch.equal(xb[:, 0, 0, 0].long(), yb)

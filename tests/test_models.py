@@ -1,0 +1,89 @@
+"""The practical's own test cells, and every registered model's basic contract."""
+import numpy as np
+import pytest
+import torch
+
+from reportgen.models import MODELS, PreActResNetBlock, ResNet, build_model, check_model
+
+device = torch.device("cpu")
+
+
+def test_notebook_block_cell():
+    # The notebook's "Testing the ResNet block" cell, unchanged.
+    c_in = np.random.randint(low=16, high=64)
+    module = PreActResNetBlock(c_in=c_in, subsample=False)
+    module.to(device)
+    img = torch.randn(4, c_in, 32, 32, device=device)
+    out = module(img)
+    for i in range(len(img.shape)):
+        assert out.shape[i] == img.shape[i], f'Disagreement in shapes: output={out.shape}, input={img.shape}'
+
+    c_out = np.random.randint(low=16, high=64)
+    module = PreActResNetBlock(c_in=c_in, subsample=True, c_out=c_out)
+    module.to(device)
+    img = torch.randn(4, c_in, 32, 32, device=device)
+    out = module(img)
+    assert out.shape[1] == c_out
+    assert out.shape[2] == img.shape[2]//2
+    assert out.shape[3] == img.shape[3]//2
+
+
+def test_notebook_resnet_cell():
+    # The notebook's "Testing the ResNet" cell, unchanged.
+    num_classes = np.random.randint(low=5, high=20)
+    model = ResNet(num_classes=num_classes)
+    model.to(device)
+    img = torch.randn(4, 3, 32, 32, device=device)
+    out = model(img)
+    assert len(out.shape) == 2
+    assert out.shape[0] == img.shape[0]
+    assert out.shape[1] == num_classes
+
+
+def test_preact_block_structure():
+    """BN-ReLU-conv twice; the subsampling shortcut is a 1x1 stride-2 convolution."""
+    b = PreActResNetBlock(16, subsample=True, c_out=32)
+    kinds = [type(m).__name__ for m in b.net]
+    assert kinds == ["BatchNorm2d", "ReLU", "Conv2d", "BatchNorm2d", "ReLU", "Conv2d"]
+    conv = b.downsample[-1]
+    assert conv.kernel_size == (1, 1) and conv.stride == (2, 2)
+    assert PreActResNetBlock(16).downsample is None
+
+
+def test_practical_resnet_parameter_count_and_init():
+    m = ResNet(num_classes=10, num_blocks=[2, 2, 3], c_hidden=[16, 24, 32])
+    # 7 blocks; subsampling in the first block of groups 2 and 3.
+    assert len(m.blocks) == 7
+    assert [b.downsample is not None for b in m.blocks] == [False, False, True, False, True,
+                                                             False, False]
+    conv = m.blocks[0].net[2]
+    # Kaiming fan-out: std = sqrt(2 / (c_out * k * k)).
+    expected = (2 / (16 * 9)) ** 0.5
+    assert abs(conv.weight.std().item() - expected) / expected < 0.15
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_registered_model_contract(name):
+    torch.manual_seed(0)
+    model = build_model(name, num_classes=7)
+    x = torch.randn(3, 3, 32, 32)
+    out = model(x)
+    assert out.shape == (3, 7)
+    assert torch.isfinite(out).all()
+    out.sum().backward()
+    missing = [n for n, p in model.named_parameters() if p.grad is None or not p.grad.abs().sum()]
+    assert not missing, f"parameters without gradient: {missing}"
+
+
+def test_unknown_model_name_lists_known():
+    with pytest.raises(ValueError, match="unknown model 'resnet50'.*mlp.*preact_resnet"):
+        check_model("resnet50", {})
+
+
+def test_inconsistent_resnet_settings():
+    with pytest.raises(ValueError, match="num_blocks has 3 groups but model.c_hidden has 2"):
+        check_model("preact_resnet", {"num_blocks": [2, 2, 3], "c_hidden": [16, 24]})
+    with pytest.raises(ValueError, match="no setting 'depth'"):
+        check_model("preact_resnet", {"depth": 3})
+    with pytest.raises(ValueError, match="positive"):
+        check_model("resnet", {"num_blocks": [2, 0], "c_hidden": [16, 24]})

@@ -1,0 +1,127 @@
+"""`reportgen train` end to end on a tiny data set, on the CPU."""
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from reportgen.cli import app
+from reportgen.training import Classifier
+
+from conftest import REAL_DATA, overrides_to_args
+
+runner = CliRunner()
+
+
+def train_cli(overrides, *extra):
+    return runner.invoke(app, ["train", *overrides_to_args(overrides), *extra])
+
+
+def the_run(out: Path) -> Path:
+    runs = list((out / "runs").iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+def test_train_writes_run_and_reuses_it(tiny):
+    overrides, out = tiny
+    r = train_cli({**overrides, "train.epochs": 2})
+    assert r.exit_code == 0, r.output
+    run = the_run(out)
+    for f in ("config.json", "metrics.csv", "results.json", "checkpoints/best.ckpt",
+              "checkpoints/last.ckpt"):
+        assert (run / f).is_file(), f
+    assert list((run / "tensorboard").glob("events.out.tfevents.*"))
+    res = json.loads((run / "results.json").read_text())
+    for key in ("val_acc", "test_acc", "parameters", "wall_time_s", "device", "versions",
+                "train_images_per_s", "best_epoch"):
+        assert key in res, key
+    assert 0 <= res["test_acc"] <= 1 and res["epochs"] == 2
+    lines = (run / "metrics.csv").read_text().splitlines()
+    assert lines[0].startswith("epoch,train_loss,train_acc,val_loss,val_acc,lr")
+    assert len(lines) == 3
+    # The checkpoint alone rebuilds the model.
+    m = Classifier.load_from_checkpoint(run / "checkpoints" / "best.ckpt")
+    assert m.hparams.model_name == "preact_resnet"
+    assert f"val_acc {res['val_acc']:.4f}" in r.output
+
+    stamp = (run / "results.json").stat().st_mtime_ns
+    again = train_cli({**overrides, "train.epochs": 2})
+    assert again.exit_code == 0 and "reusing finished run" in again.output
+    assert (run / "results.json").stat().st_mtime_ns == stamp
+
+    # A changed config is a different run, never the stale checkpoint.
+    changed = train_cli({**overrides, "train.epochs": 2, "optim.lr": 0.05})
+    assert changed.exit_code == 0 and len(list((out / "runs").iterdir())) == 2
+
+    forced = train_cli({**overrides, "train.epochs": 2}, "--retrain")
+    assert forced.exit_code == 0 and "reusing" not in forced.output
+    assert (run / "results.json").stat().st_mtime_ns != stamp
+
+
+def test_validation_every_n_epochs_still_validates_the_last(tiny):
+    overrides, out = tiny
+    r = train_cli({**overrides, "train.epochs": 3, "train.val_every": 2})
+    assert r.exit_code == 0, r.output
+    rows = (the_run(out) / "metrics.csv").read_text().splitlines()[1:]
+    val = [row.split(",")[4] for row in rows]
+    assert val[0] == "" and val[1] != "" and val[2] != ""
+
+
+def test_learning_rate_schedule_in_metrics(tiny):
+    overrides, out = tiny
+    r = train_cli({**overrides, "train.epochs": 3, "optim.milestones": [1, 2]})
+    assert r.exit_code == 0, r.output
+    rows = [l.split(",") for l in (the_run(out) / "metrics.csv").read_text().splitlines()[1:]]
+    lrs = [float(row[5]) for row in rows]
+    assert lrs == pytest.approx([0.1, 0.01, 0.001])
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--epochs", "0"], "train.epochs = 0 is not allowed"),
+    (["--set", "train.batch_size=0"], "train.batch_size = 0"),
+    (["--set", "model.name=\"vgg\""], "unknown model 'vgg'"),
+    (["--set", "model.params={num_blocks = [2, 2], c_hidden = [8]}"], "num_blocks has 2 groups"),
+    (["--set", "train.epoks=3"], "unknown key train.epoks"),
+])
+def test_bad_input_fails_before_training(tiny, args, message):
+    overrides, out = tiny
+    r = runner.invoke(app, ["train", *overrides_to_args(overrides), *args])
+    assert r.exit_code == 2
+    assert message in r.output and r.output.count("\n") <= 2
+    assert not (out / "runs").exists()
+
+
+def test_unknown_config_file(tmp_path):
+    r = runner.invoke(app, ["train", "--config", str(tmp_path / "nope.toml")])
+    assert r.exit_code == 2 and "nope.toml does not exist" in r.output
+
+
+def test_no_data_offline(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as tvc
+
+    def offline(*a, **kw):
+        raise OSError("network unreachable")
+
+    monkeypatch.setattr(tvc, "download_and_extract_archive", offline)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REPORTGEN_DATA", raising=False)
+    r = runner.invoke(app, ["train", "--epochs", "1"])
+    assert r.exit_code == 2
+    assert "could not read or download CIFAR-10" in r.output and "--data" in r.output
+
+
+@pytest.mark.realdata
+@pytest.mark.skipif(not REAL_DATA.is_file(), reason=f"{REAL_DATA} is absent")
+def test_real_cifar10_short_run_beats_chance(tmp_path):
+    """One epoch on 10,000 real images: far above the 10% of guessing."""
+    out = tmp_path / "out"
+    r = runner.invoke(app, ["train", "--data", str(REAL_DATA), "--out", str(out), "--epochs",
+                            "1", "--subset", "10000", "--device", "cpu",
+                            "--set", "train.val_every=1"])
+    assert r.exit_code == 0, r.output
+    res = json.loads((the_run(out) / "results.json").read_text())
+    assert res["train_images"] == 10000
+    assert res["test_acc"] > 0.25 and res["val_acc"] > 0.25

@@ -1,0 +1,117 @@
+"""The batched augmentation and rotation: per-image randomness, and the geometry is right."""
+import pytest
+import torch
+import torchvision.transforms.functional as TF
+from torchvision.transforms import InterpolationMode
+
+from reportgen import transforms as T
+from reportgen.config import AugmentConfig
+
+
+def batch(n=8, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8)
+
+
+def test_normalize_round_trip_and_constants():
+    x = batch()
+    z = T.normalize(x)
+    assert torch.allclose(T.denormalize(z) * 255, x.float(), atol=1e-3)
+    assert T.MEAN == (0.491, 0.482, 0.447) and T.STD == (0.247, 0.243, 0.261)
+
+
+def test_identity_crop_without_flip_changes_nothing():
+    z = T.normalize(batch())
+    cfg = AugmentConfig(flip=False, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+    out = T.augment(z, cfg, torch.Generator().manual_seed(0))
+    assert torch.allclose(out, z, atol=1e-5)
+
+
+def test_flip_only_is_a_mirror_per_image():
+    z = T.normalize(batch(64))
+    cfg = AugmentConfig(flip=True, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0))
+    out = T.augment(z, cfg, torch.Generator().manual_seed(0))
+    same = [torch.allclose(o, i, atol=1e-5) for o, i in zip(out, z)]
+    mirrored = [torch.allclose(o, i.flip(-1), atol=1e-5) for o, i in zip(out, z)]
+    assert all(s or m for s, m in zip(same, mirrored))
+    assert 10 < sum(mirrored) < 54  # about half, drawn per image
+
+
+def test_each_image_gets_its_own_crop():
+    one = T.normalize(batch(1))
+    z = one.expand(32, -1, -1, -1).contiguous()
+    out = T.augment(z, AugmentConfig(), torch.Generator().manual_seed(0))
+    distinct = {tuple(o.flatten()[:50].round(decimals=4).tolist()) for o in out}
+    assert len(distinct) > 20
+    # Same generator seed, same draws: the augmentation is reproducible.
+    again = T.augment(z, AugmentConfig(), torch.Generator().manual_seed(0))
+    assert torch.equal(out, again)
+
+
+def test_crop_matches_torchvision_resized_crop():
+    """A box of the sampler, resized by grid_sample, equals torchvision's resized_crop.
+
+    On the outermost ring of output pixels ours blends in the real neighbour outside the
+    box where torchvision (having cut the box out first) repeats the edge pixel.
+    """
+    z = T.normalize(batch(1))
+    g = torch.Generator().manual_seed(3)
+    top, left, ch, cw = T._sample_crops(1, 32, 32, AugmentConfig(), g, "cpu")
+    g = torch.Generator().manual_seed(3)
+    cfg = AugmentConfig(flip=False)
+    ours = T.augment(z, cfg, g)
+    ref = TF.resized_crop(z, int(top), int(left), int(ch), int(cw), [32, 32],
+                          interpolation=InterpolationMode.BILINEAR, antialias=False)
+    assert torch.allclose(ours[..., 1:-1, 1:-1], ref[..., 1:-1, 1:-1], atol=1e-4)
+    assert (ours - ref).abs().mean() < 0.05
+
+
+def test_crop_boxes_follow_scale_and_ratio():
+    g = torch.Generator().manual_seed(0)
+    top, left, ch, cw = T._sample_crops(5000, 32, 32, AugmentConfig(), g, "cpu")
+    area = ch * cw / 1024
+    assert area.min() >= 0.75 and area.max() <= 1.0  # 0.8-1.0 before rounding to pixels
+    assert ((top + ch) <= 32).all() and ((left + cw) <= 32).all() and (top >= 0).all()
+    assert len(set(cw.tolist())) > 3
+
+
+def test_rotation_by_zero_and_360_leaves_images_unchanged():
+    z = T.normalize(batch())
+    assert torch.equal(T.rotate(z, 0), z)
+    assert torch.equal(T.rotate(z, 360), z)
+
+
+@pytest.mark.parametrize("mode", ["bilinear", "nearest"])
+def test_four_quarter_turns_are_the_identity(mode):
+    z = T.normalize(batch())
+    out = z
+    for _ in range(4):
+        out = T.rotate(out, 90, interpolation=mode)
+    assert torch.allclose(out, z, atol=1e-5)
+    assert torch.allclose(T.rotate(z, 90, mode), torch.rot90(z, 1, dims=(2, 3)), atol=1e-5)
+
+
+@pytest.mark.parametrize("angle", [10, 45, 170, -30])
+def test_rotation_matches_torchvision(angle):
+    """Same direction and geometry as torchvision's rotate, which the notebook suggests."""
+    z = T.normalize(batch(4))
+    ref = TF.rotate(z, angle, interpolation=InterpolationMode.BILINEAR)
+    assert torch.allclose(T.rotate(z, angle, "bilinear", "mean"), ref, atol=1e-4)
+
+
+def test_black_fill_is_black_in_pixel_space():
+    z = T.normalize(torch.full((1, 3, 32, 32), 200, dtype=torch.uint8))
+    out = T.denormalize(T.rotate(z, 45, "bilinear", "black"))
+    assert out[0, :, 0, 0].abs().max() < 1e-5  # corner
+    assert torch.allclose(out[0, :, 16, 16], torch.full((3,), 200 / 255), atol=1e-4)
+    mean_fill = T.denormalize(T.rotate(z, 45, "bilinear", "mean"))
+    assert torch.allclose(mean_fill[0, :, 0, 0], torch.tensor(T.MEAN), atol=1e-4)
+
+
+def test_rotation_augmentation_rotates():
+    z = T.normalize(batch(16))
+    cfg = AugmentConfig(flip=False, crop_scale=(1.0, 1.0), crop_ratio=(1.0, 1.0),
+                        rotate_degrees=180)
+    out = T.augment(z, cfg, torch.Generator().manual_seed(0))
+    corners_filled = (out[:, :, 0, 0].abs() < 1e-6).all(1).float().mean()
+    assert corners_filled > 0.5  # most rotations push the corners outside the image
