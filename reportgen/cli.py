@@ -87,16 +87,86 @@ def train(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
           devices: Optional[int] = DevicesOpt, strategy: Optional[str] = StrategyOpt,
           set_: Optional[list[str]] = SetOpt, retrain: bool = RetrainOpt) -> None:
     """Part 1: train the pre-activation ResNet; writes checkpoints, metrics.csv, results.json."""
-    from .experiments import baseline_spec, prepare_data
-    from .training import train_run
+    from .experiments import prepare_data, run_part1
 
     cfg = _run(load_config, config, data, out, epochs, subset, device, devices, strategy, set_)
     prepared = _run(prepare_data, cfg, log=_log)
-    res = _run(train_run, baseline_spec(cfg, prepared.data_digest), prepared.splits, cfg.out_dir,
-               retrain=retrain, log=_log)
+    res = _run(run_part1, cfg, prepared, retrain=retrain, log=_log)
     if res:
         typer.echo(f"val_acc {res['val_acc']:.4f}  test_acc {res['test_acc']:.4f}  "
                    f"run {res['run_dir']}")
+
+
+@app.command()
+def rotation(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
+             out: Optional[str] = OutOpt, epochs: Optional[int] = EpochsOpt,
+             subset: Optional[int] = SubsetOpt, device: Optional[str] = DeviceOpt,
+             set_: Optional[list[str]] = SetOpt, retrain: bool = RetrainOpt,
+             checkpoint: Optional[str] = typer.Option(
+                 None, "--checkpoint", help="Sweep only this checkpoint (no training)."),
+             angles: Optional[str] = typer.Option(
+                 None, "--angles", help="Comma-separated degrees (default 0,10,...,350).")) -> None:
+    """Part 2: accuracy of the plain and the rotation-augmented ResNet over rotation angles."""
+    from .experiments import prepare_data, run_part1
+    from .experiments.rotation import run_rotation
+    from .figures import rotation_figures
+
+    extra = {}
+    if angles is not None:
+        try:
+            extra["rotation.angles"] = [float(a) for a in angles.split(",") if a.strip()]
+        except ValueError:
+            _fail(f"--angles {angles!r}: give numbers separated by commas, e.g. 0,10,20")
+    cfg = _run(load_config, config, data, out, epochs, subset, device, None, None, set_, extra)
+    if checkpoint is not None:
+        from .training import load_classifier
+
+        _run(load_classifier, checkpoint)  # a bad checkpoint fails before the data is read
+    prepared = _run(prepare_data, cfg, log=_log)
+    if checkpoint is None:
+        _run(run_part1, cfg, prepared, retrain=retrain, log=_log)
+    res = _run(run_rotation, cfg, prepared, retrain=retrain, checkpoint=checkpoint, log=_log)
+    _run(rotation_figures, Path(cfg.out_dir) / cfg.name, Path(cfg.figures_dir))
+    for label, entry in res["models"].items():
+        acc = dict(zip(res["angles"], entry[res["splits"][0]]["accuracy"]))
+        shown = "  ".join(f"{a:g}°: {acc[a]:.3f}" for a in (0.0, 90.0, 180.0) if a in acc)
+        typer.echo(f"{label} ({res['splits'][0]}) {shown}")
+
+
+@app.command()
+def shuffle(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
+            out: Optional[str] = OutOpt, epochs: Optional[int] = typer.Option(
+                None, "--epochs", help="Epochs of the four runs (overrides shuffle.epochs)."),
+            subset: Optional[int] = SubsetOpt, device: Optional[str] = DeviceOpt,
+            set_: Optional[list[str]] = SetOpt, retrain: bool = RetrainOpt) -> None:
+    """Part 3: ResNet and MLP on original and pixel-shuffled images (the 2x2 table)."""
+    from .experiments import prepare_data
+    from .experiments.shuffle import load_permutation, run_shuffle
+    from .figures import shuffle_figures
+
+    extra = {"shuffle.epochs": epochs} if epochs is not None else {}
+    cfg = _run(load_config, config, data, out, None, subset, device, None, None, set_, extra)
+    _run(load_permutation, cfg)  # a bad saved permutation fails before any work
+    prepared = _run(prepare_data, cfg, log=_log)
+    res = _run(run_shuffle, cfg, prepared, retrain=retrain, log=_log)
+    if not res:
+        return
+    _run(shuffle_figures, Path(cfg.out_dir) / cfg.name, Path(cfg.figures_dir))
+    typer.echo(f"{'model':<8} {'pixels':<9} {'val_acc':>8} {'test_acc':>8}   ({res['epochs']} epochs)")
+    for r in res["runs"].values():
+        typer.echo(f"{r['model']:<8} {'shuffled' if r['shuffled'] else 'original':<9} "
+                   f"{r['val_acc']:>8.4f} {r['test_acc']:>8.4f}")
+
+
+@app.command()
+def figures(config: Optional[Path] = ConfigOpt, out: Optional[str] = OutOpt,
+            set_: Optional[list[str]] = SetOpt) -> None:
+    """Redraw every figure from the stored results into the figures folder (no training)."""
+    from .figures import draw_all
+
+    cfg = _run(load_config, config, None, out, sets=set_)
+    written = _run(draw_all, Path(cfg.out_dir) / cfg.name, Path(cfg.figures_dir), log=_log)
+    typer.echo(f"{len(written)} files written to {cfg.figures_dir}/")
 
 
 def main() -> None:  # console-script entry point

@@ -143,7 +143,9 @@ class RotationConfig:
 class ShuffleConfig:
     epochs: int = 10  # notebook: "limit your number of epochs to ... 10"
     perm_seed: int = 42  # seed of the fixed pixel permutation
+    perm_file: str = ""  # a saved permutation (JSON list of 1024 positions) instead of the seed
     mlp: ModelConfig = ModelConfig("mlp", {"num_classes": 10, "hidden": [128], "activation": "elu"})
+    # The MLP's optimiser; its schedule (milestones, gamma) is the ResNet's, for the same budget.
     mlp_optim: OptimConfig = OptimConfig("adam", lr=1e-3, momentum=0.0, weight_decay=0.0)
 
     def __post_init__(self):

@@ -31,6 +31,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from . import evaluation, transforms
 from .config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig, digest, to_dict
 from .data import Splits, batches
+from .files import atomic_write_text
 from .models import build_model, count_parameters
 
 RESULTS_VERSION = 1
@@ -162,16 +163,6 @@ class Classifier(pl.LightningModule):
 
 
 # --- callbacks -----------------------------------------------------------------------------
-
-def atomic_write_text(path: Path, text: str) -> None:
-    """Write to a temporary name, then rename: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
 
 class EpochMetrics(Callback):
     """One row per epoch in metrics.csv: losses, accuracies, learning rate, time, throughput."""

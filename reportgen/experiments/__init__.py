@@ -39,3 +39,33 @@ def baseline_spec(cfg: ExperimentConfig, data_digest: str, epochs: int | None = 
 def results_dir(cfg: ExperimentConfig) -> Path:
     """Where a study's results files for this experiment go: output/<name>/."""
     return Path(cfg.out_dir) / cfg.name
+
+
+N_SAMPLES = 8  # training images kept for the augmentation figure
+
+
+def run_part1(cfg: ExperimentConfig, prepared: Prepared, retrain: bool = False, log=print) -> dict:
+    """Train (or reuse) Part 1's ResNet; write part1.json for the figures and the report."""
+    import json
+
+    from ..config import to_dict
+    from ..files import atomic_write_text
+    from ..training import train_run
+
+    spec = baseline_spec(cfg, prepared.data_digest)
+    res = train_run(spec, prepared.splits, cfg.out_dir, retrain=retrain, log=log)
+    if not res:  # a non-zero DDP rank: the main process writes the results
+        return res
+    from ..models import architecture_table, build_model
+
+    s = prepared.splits
+    arch = architecture_table(build_model(cfg.model.name, **cfg.model.params))
+    part1 = {**res, "augment": to_dict(cfg.train.augment), "data_source": prepared.source,
+             "architecture": arch, "config": to_dict(cfg),
+             "val_images": len(s.val_x), "test_images": len(s.test_x),
+             "samples": {"images": s.train_x[:N_SAMPLES].tolist(),
+                         "labels": s.train_y[:N_SAMPLES].tolist()}}
+    out = results_dir(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(out / "part1.json", json.dumps(part1))
+    return res

@@ -13,7 +13,7 @@ from torch import nn
 from .mlp import ACTIVATIONS, MLP
 from .resnet import BLOCKS, PreActResNetBlock, ResNet, ResNetBlock
 
-__all__ = ["MODELS", "MLP", "PreActResNetBlock", "ResNet", "ResNetBlock", "build_model",
+__all__ = ["MODELS", "MLP", "PreActResNetBlock", "ResNet", "ResNetBlock", "architecture_table", "build_model",
            "check_model", "count_parameters"]
 
 
@@ -78,3 +78,47 @@ def build_model(name: str, **params: Any) -> nn.Module:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def architecture_table(model: nn.Module, input_shape=(1, 3, 32, 32)) -> list[dict]:
+    """Rows (stage, layers, output shape, parameters) describing `model`, for the report."""
+    import torch
+
+    rows: list[dict] = []
+    if isinstance(model, ResNet):
+        stages = [("Stem", model.input_net, "3x3 conv")]
+        i = 0
+        for g, n in enumerate(model.num_blocks):
+            group = list(model.blocks)[i:i + n]
+            i += n
+            kind = "pre-activation" if model.block == "preact" else "original"
+            sub = " (first subsamples)" if g > 0 else ""
+            stages.append((f"Group {g + 1}", group,
+                           f"{n} x {kind} block, {model.c_hidden[g]} ch{sub}"))
+        head = "BN, ReLU, " if model.block == "preact" else ""
+        stages.append(("Head", model.output_net, f"{head}global avg pool, linear"))
+    elif isinstance(model, MLP):
+        linears = [m for m in model.net if isinstance(m, nn.Linear)]
+        acts = [type(m).__name__ for m in model.net if not isinstance(m, (nn.Linear, nn.Flatten))]
+        stages = [(f"Hidden {k + 1}" if k < len(linears) - 1 else "Output", [m],
+                   f"linear {m.in_features} -> {m.out_features}"
+                   + (f", {acts[k]}" if k < len(acts) else "")) for k, m in enumerate(linears)]
+    else:
+        stages = [(f"Layer {k}", [m], type(m).__name__) for k, m in enumerate(model.children())]
+    stages = [(n, m if isinstance(m, list) else [m], d) for n, m, d in stages]
+    shapes: dict[int, tuple] = {}
+    hooks = [ms[-1].register_forward_hook(
+        lambda mod, inp, out, k=k: shapes.__setitem__(k, tuple(out.shape[1:])))
+        for k, (_, ms, _) in enumerate(stages)]
+    was_training = model.training
+    model.eval()
+    with torch.no_grad():
+        model(torch.zeros(input_shape))
+    model.train(was_training)
+    for h in hooks:
+        h.remove()
+    for k, (name, ms, layers) in enumerate(stages):
+        rows.append({"stage": name, "layers": layers,
+                     "output": " x ".join(str(d) for d in shapes.get(k, ())),
+                     "parameters": sum(count_parameters(m) for m in ms)})
+    return rows

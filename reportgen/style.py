@@ -1,0 +1,50 @@
+"""One look for every figure: readable at print size, colour-blind-safe colours.
+
+The palette is Okabe and Ito's (2008, "Color Universal Design"), distinguishable with the
+common colour-vision deficiencies; line styles differ as well, so figures survive greyscale.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+PALETTE = {
+    "blue": "#0072B2", "orange": "#E69F00", "green": "#009E73", "vermillion": "#D55E00",
+    "sky": "#56B4E9", "purple": "#CC79A7", "yellow": "#F0E442", "black": "#000000",
+}
+CYCLE = [PALETTE[k] for k in ("blue", "vermillion", "green", "orange", "purple", "sky")]
+LINESTYLES = ["-", "--", "-.", ":"]
+FULL_WIDTH = 6.3  # inches: A4 text width with 2.5 cm margins
+HEATMAP = "cividis"  # perceptually uniform and colour-blind-safe
+
+RC = {
+    "figure.dpi": 100, "savefig.dpi": 200, "savefig.bbox": "tight", "savefig.pad_inches": 0.03,
+    "font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 8,
+    "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.spines.top": False,
+    "axes.spines.right": False, "axes.grid": True, "grid.alpha": 0.3, "grid.linewidth": 0.5,
+    "lines.linewidth": 1.6, "axes.prop_cycle": matplotlib.cycler(color=CYCLE),
+    "legend.frameon": False, "svg.fonttype": "none", "font.family": "DejaVu Sans",
+}
+
+
+def apply() -> None:
+    plt.rcParams.update(RC)
+
+
+def save(fig, path: Path) -> list[Path]:
+    """Write `path`.png and `path`.svg through temporary names (never half a file)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    written = []
+    for ext in ("png", "svg"):
+        final = path.with_suffix(f".{ext}")
+        tmp = final.with_name(f".{final.stem}.tmp{os.getpid()}.{ext}")
+        fig.savefig(tmp, format=ext)
+        os.replace(tmp, final)
+        written.append(final)
+    plt.close(fig)
+    return written

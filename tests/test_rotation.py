@@ -1,0 +1,113 @@
+"""Part 2 end to end on tiny data: the sweep's files, its consistency, its figures, bad input."""
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from reportgen.cli import app
+
+from conftest import overrides_to_args
+
+runner = CliRunner()
+
+
+@pytest.fixture
+def swept(tiny):
+    overrides, out = tiny
+    r = runner.invoke(app, ["rotation", *overrides_to_args(overrides)])
+    assert r.exit_code == 0, r.output
+    return out, json.loads((out / "practical2" / "rotation.json").read_text()), r.output
+
+
+def test_sweep_files_are_complete(swept):
+    out, res, output = swept
+    assert res["angles"] == [0, 90, 180, 270]
+    assert set(res["models"]) == {"resnet", "resnet-rotaug"}
+    assert res["interpolation"] == "bilinear" and res["fill"] == "mean"
+    for entry in res["models"].values():
+        assert Path(entry["checkpoint"]).is_file()
+        for split in ("val", "test"):
+            assert len(entry[split]["accuracy"]) == 4
+            assert len(entry[split]["per_class"]) == 4
+            assert all(0 <= c <= 1 for c in entry[split]["confidence"])
+    rows = (out / "practical2" / "rotation.csv").read_text().splitlines()
+    assert rows[0].startswith("model,split,angle,accuracy,mean_confidence,acc_airplane")
+    assert len(rows) == 1 + 2 * 2 * 4
+    assert "resnet (val) 0°:" in output
+    # The comparison model really trained with rotations.
+    cfg = json.loads((Path(res["models"]["resnet-rotaug"]["run_dir"]) / "config.json").read_text())
+    assert cfg["train"]["augment"]["rotate_degrees"] == 180
+
+
+def test_zero_degrees_equals_plain_validation_accuracy(swept):
+    out, res, _ = swept
+    for label, entry in res["models"].items():
+        plain = json.loads((Path(entry["run_dir"]) / "results.json").read_text())
+        assert entry["val"]["accuracy"][0] == plain["val_acc"]
+        assert entry["test"]["accuracy"][0] == plain["test_acc"]
+        assert entry["val"]["per_class"][0] == plain["val_per_class"]
+
+
+def test_per_class_accuracies_average_to_overall(swept, image_folder, tmp_path):
+    from reportgen.config import DataConfig
+    from reportgen.data import load_cifar10, make_splits
+
+    out, res, _ = swept
+    c = DataConfig(source=str(image_folder), cache_dir=str(tmp_path / "c"), val_size=10)
+    s = make_splits(load_cifar10(c, env={}), c)
+    counts = torch.bincount(s.val_y, minlength=10).tolist()
+    for entry in res["models"].values():
+        for i, acc in enumerate(entry["val"]["accuracy"]):
+            pc = entry["val"]["per_class"][i]
+            weighted = sum(a * n for a, n in zip(pc, counts) if n) / sum(counts)
+            assert weighted == pytest.approx(acc)
+
+
+def test_figures_are_written(swept):
+    out, _, _ = swept
+    for name in ("rotation_accuracy", "rotation_per_class", "rotation_examples"):
+        for ext in ("png", "svg"):
+            f = out / "figures" / f"{name}.{ext}"
+            assert f.is_file() and f.stat().st_size > 1000, f
+
+
+def test_single_checkpoint_sweep(swept, tiny):
+    overrides, out = tiny
+    _, res, _ = swept
+    ckpt = res["models"]["resnet"]["checkpoint"]
+    r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint", ckpt,
+                            "--angles", "0,45"])
+    assert r.exit_code == 0, r.output
+    one = json.loads((out / "practical2" / "rotation.json").read_text())
+    assert list(one["models"]) == ["checkpoint"] and one["angles"] == [0, 45]
+    assert one["models"]["checkpoint"]["val"]["accuracy"][0] == res["models"]["resnet"]["val"]["accuracy"][0]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--angles", "0,ten"], "--angles '0,ten': give numbers"),
+    (["--angles", "0,720"], "between -360 and 360"),
+    (["--angles", ","], "non-empty list"),
+    (["--set", "rotation.interpolation=\"cubic\""], "bilinear or nearest"),
+])
+def test_bad_angles_fail_before_work(tiny, args, message):
+    overrides, out = tiny
+    r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), *args])
+    assert r.exit_code == 2 and message in r.output
+    assert not (out / "runs").exists()
+
+
+def test_bad_checkpoints(tiny, tmp_path):
+    overrides, out = tiny
+    r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint",
+                            str(tmp_path / "missing.ckpt")])
+    assert r.exit_code == 2 and "missing.ckpt does not exist" in r.output
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"\x00" * 100)
+    r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint", str(junk)])
+    assert r.exit_code == 2 and "junk.ckpt is damaged or not a reportgen checkpoint" in r.output
+    foreign = tmp_path / "foreign.ckpt"
+    torch.save({"state_dict": {}, "weights": torch.zeros(3)}, foreign)
+    r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint", str(foreign)])
+    assert r.exit_code == 2 and "foreign.ckpt is damaged or not a reportgen checkpoint" in r.output
