@@ -19,7 +19,10 @@ def rotation_facts(rot: dict) -> dict:
     angles = [float(a) for a in rot["angles"]]
     classes = rot["classes"]
     chance = 1 / len(classes)
-    facts: dict = {"models": {}, "chance": chance}
+    steps = sorted({round(b - a, 6) for a, b in zip(angles, angles[1:])})
+    facts: dict = {"models": {}, "chance": chance, "angle_step": steps[0] if len(steps) == 1 else None,
+                   "aug_degrees": max((e.get("aug_degrees", 0) for e in rot["models"].values()),
+                                      default=0)}
     for label, entry in rot["models"].items():
         for split in rot["splits"]:
             acc = entry[split]["accuracy"]

@@ -76,7 +76,7 @@ def _run(fn, *args, **kwargs):
         _fail(str(e), 130)
     except KeyboardInterrupt:
         _fail("interrupted: run the same command again to continue where it stopped", 130)
-    except (ConfigError, DataError, TrainingError, ValueError, FileNotFoundError) as e:
+    except (ConfigError, DataError, TrainingError, ValueError, FileNotFoundError, OSError) as e:
         _fail(str(e))
 
 
@@ -167,6 +167,75 @@ def figures(config: Optional[Path] = ConfigOpt, out: Optional[str] = OutOpt,
     cfg = _run(load_config, config, None, out, sets=set_)
     written = _run(draw_all, Path(cfg.out_dir) / cfg.name, Path(cfg.figures_dir), log=_log)
     typer.echo(f"{len(written)} files written to {cfg.figures_dir}/")
+
+
+ReportOpts = {
+    "author": typer.Option(None, "--author", help="Author name on the title page."),
+    "student_number": typer.Option(None, "--student-number", help="Student number."),
+    "course": typer.Option(None, "--course", help="Course name."),
+    "title": typer.Option(None, "--title", help="Report title."),
+}
+
+
+def _report_overrides(author, student_number, course, title) -> dict:
+    return {f"report.{k}": v for k, v in (("author", author), ("student_number", student_number),
+                                          ("course", course), ("title", title)) if v is not None}
+
+
+@app.command()
+def report(config: Optional[Path] = ConfigOpt, out: Optional[str] = OutOpt,
+           set_: Optional[list[str]] = SetOpt,
+           author: Optional[str] = ReportOpts["author"],
+           student_number: Optional[str] = ReportOpts["student_number"],
+           course: Optional[str] = ReportOpts["course"],
+           title: Optional[str] = ReportOpts["title"]) -> None:
+    """Render the results and figures into OUT/report.html and OUT/report.pdf."""
+    from .report import build_report
+
+    cfg = _run(load_config, config, None, out, sets=set_,
+               extra=_report_overrides(author, student_number, course, title))
+    _, pdf = _run(build_report, cfg, log=_log)
+    typer.echo(str(pdf))
+
+
+@app.command(name="all")
+def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
+         out: Optional[str] = OutOpt, subset: Optional[int] = SubsetOpt,
+         device: Optional[str] = DeviceOpt, devices: Optional[int] = DevicesOpt,
+         strategy: Optional[str] = StrategyOpt, set_: Optional[list[str]] = SetOpt,
+         retrain: bool = RetrainOpt,
+         author: Optional[str] = ReportOpts["author"],
+         student_number: Optional[str] = ReportOpts["student_number"],
+         course: Optional[str] = ReportOpts["course"],
+         title: Optional[str] = ReportOpts["title"]) -> None:
+    """Everything in order (train, rotation, shuffle, figures, report), reusing finished runs."""
+    import time
+
+    from .experiments import prepare_data, run_part1
+    from .experiments.rotation import run_rotation
+    from .experiments.shuffle import load_permutation, run_shuffle
+    from .figures import draw_all
+    from .report import build_report, read_user_text
+
+    t0 = time.perf_counter()
+    cfg = _run(load_config, config, data, out, None, subset, device, devices, strategy, set_,
+               _report_overrides(author, student_number, course, title))
+    _run(load_permutation, cfg)  # inputs of later stages are checked before any training
+    _run(read_user_text, cfg.report.user_text)
+    prepared = _run(prepare_data, cfg, log=_log)
+    stages = [("Part 1: training the ResNet", run_part1),
+              ("Part 2: rotation study", run_rotation),
+              ("Part 3: pixel-shuffling study", run_shuffle)]
+    for title_, fn in stages:
+        _log(f"=== {title_}")
+        if not _run(fn, cfg, prepared, retrain=retrain, log=_log):
+            return  # a non-zero DDP rank: the main process carries on alone
+    _log("=== figures")
+    _run(draw_all, Path(cfg.out_dir) / cfg.name, Path(cfg.figures_dir), log=_log)
+    _log("=== report")
+    _, pdf = _run(build_report, cfg, log=_log)
+    _log(f"all stages done in {time.perf_counter() - t0:.0f} s")
+    typer.echo(str(pdf))
 
 
 def main() -> None:  # console-script entry point

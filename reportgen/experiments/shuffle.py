@@ -67,13 +67,17 @@ def run_shuffle(cfg: ExperimentConfig, prepared: Prepared, retrain: bool = False
         if not res:
             return {}
         m = read_metrics(Path(res["run_dir"]) / "metrics.csv")
-        runs[label] = {"model": spec.model.name, "shuffled": spec.perm is not None,
+        runs[label] = {"model": label.split("-")[0], "architecture": spec.model.name,
+                       "shuffled": spec.perm is not None,
                        "val_acc": res["val_acc"], "test_acc": res["test_acc"],
                        "parameters": res["parameters"], "run_dir": res["run_dir"],
                        "wall_time_s": res["wall_time_s"], "metrics": m}
     result = {"version": RESULTS_VERSION, "epochs": cfg.shuffle.epochs,
               "perm_seed": None if cfg.shuffle.perm_file else cfg.shuffle.perm_seed,
               "perm_file": cfg.shuffle.perm_file or None, "runs": runs,
+              "mlp_hidden": list(cfg.shuffle.mlp.params.get("hidden", [128])),
+              "mlp_activation": cfg.shuffle.mlp.params.get("activation", "elu"),
+              "mlp_optim": cfg.shuffle.mlp_optim.name,
               "example": {"image": prepared.splits.val_x[0].tolist(),
                           "label": int(prepared.splits.val_y[0])}}
     out = results_dir(cfg)

@@ -1,0 +1,127 @@
+"""The report a person holds: `reportgen all` on tiny data, then the PDF itself."""
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from pypdf import PdfReader
+from typer.testing import CliRunner
+
+from reportgen.cli import app
+from reportgen.report import pct
+
+from conftest import overrides_to_args, tiny_overrides, write_image_folder
+
+runner = CliRunner()
+FIGURES = ("part1_learning_curves", "part1_augmentation", "rotation_accuracy",
+           "rotation_per_class", "rotation_examples", "shuffle_learning_curves",
+           "shuffle_accuracy", "shuffle_example")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    folder = write_image_folder(tmp / "data")
+    out = tmp / "out"
+    user = tmp / "mine.toml"
+    user.write_text('discussion = """My own observation: the frog class is green.\n\n'
+                    'A second paragraph of mine."""\nabstract = "Abstract words of my own."\n')
+    overrides = {**tiny_overrides(folder, out), "report.user_text": str(user)}
+    r = runner.invoke(app, ["all", *overrides_to_args(overrides), "--author", "Ada Lovelace",
+                            "--student-number", "s1234567"])
+    assert r.exit_code == 0, r.output
+    pdf = out / "report.pdf"
+    assert r.output.strip().splitlines()[-1] == str(pdf)
+    text = "\n".join(p.extract_text() for p in PdfReader(pdf).pages)
+    return {"out": out, "overrides": overrides, "pdf": pdf, "text": re.sub(r"\s+", " ", text)}
+
+
+def test_pdf_has_sections_and_title_fields(built):
+    text = built["text"]
+    for heading in ("Abstract", "1 Introduction", "2 Method", "3 Results", "4 Discussion",
+                    "5 Conclusion", "References", "Configuration, software and run times"):
+        assert heading in text, heading
+    assert "Ada Lovelace" in text and "s1234567" in text
+    assert "Identity Mappings in Deep Residual Networks" in text
+    assert "Learning Multiple Layers of Features from Tiny Images" in text
+
+
+def test_pdf_has_all_figures(built):
+    import hashlib
+
+    reader = PdfReader(built["pdf"])
+    # WeasyPrint shares one resource dictionary across pages: count distinct images.
+    images = {hashlib.sha256(img.data).hexdigest() for page in reader.pages for img in page.images}
+    assert len(images) == len(FIGURES)
+    for n in range(1, len(FIGURES) + 1):
+        assert f"Figure {n}." in built["text"]
+    assert "Table 1." in built["text"] and "Table 3." in built["text"]
+
+
+def test_pdf_numbers_equal_results(built):
+    text, res_dir = built["text"], built["out"] / "practical2"
+    part1 = json.loads((res_dir / "part1.json").read_text())
+    rot = json.loads((res_dir / "rotation.json").read_text())
+    shuf = json.loads((res_dir / "shuffle.json").read_text())
+    assert pct(part1["test_acc"]) in text and pct(part1["val_acc"]) in text
+    assert f"{part1['parameters']:,}" in text
+    for entry in rot["models"].values():
+        assert pct(entry["val"]["accuracy"][0]) in text
+        assert pct(entry["val"]["accuracy"][2]) in text  # 180 degrees
+    for run in shuf["runs"].values():
+        assert pct(run["test_acc"]) in text and pct(run["val_acc"]) in text
+
+
+def test_user_text_is_placed_as_written(built):
+    text = built["text"]
+    mine = text.index("My own observation: the frog class is green.")
+    assert text.index("4 Discussion") < mine < text.index("5 Conclusion")
+    assert "A second paragraph of mine." in text
+    assert text.index("Abstract words of my own.") < text.index("1 Introduction")
+
+
+def test_html_is_written_next_to_pdf(built):
+    html = (built["out"] / "report.html").read_text()
+    assert html.count("<figure") == len(FIGURES) and "data:image/png;base64," in html
+
+
+def test_figures_command_redraws_everything(built):
+    figs = built["out"] / "figures"
+    shutil.rmtree(figs)
+    r = runner.invoke(app, ["figures", *overrides_to_args(built["overrides"])])
+    assert r.exit_code == 0, r.output
+    for name in FIGURES:
+        assert (figs / f"{name}.png").is_file() and (figs / f"{name}.svg").is_file(), name
+
+
+def test_failed_build_keeps_the_good_report(built):
+    before = built["pdf"].read_bytes()
+    missing = built["out"] / "figures" / "rotation_accuracy.png"
+    keep = missing.read_bytes()
+    missing.unlink()
+    try:
+        r = runner.invoke(app, ["report", *overrides_to_args(built["overrides"])])
+        assert r.exit_code == 2
+        assert "rotation_accuracy.png is missing: run `reportgen figures`" in r.output
+        assert built["pdf"].read_bytes() == before
+    finally:
+        missing.write_bytes(keep)
+
+
+def test_missing_results_name_the_command(tiny):
+    overrides, out = tiny
+    r = runner.invoke(app, ["report", *overrides_to_args(overrides)])
+    assert r.exit_code == 2 and "part1.json is missing: run `reportgen train` first" in r.output
+    r = runner.invoke(app, ["figures", *overrides_to_args(overrides)])
+    assert r.exit_code == 0 and "run `reportgen train` first" in r.output
+    assert "run `reportgen rotation` first" in r.output
+
+
+def test_bad_user_text_fails_before_work(tiny, tmp_path):
+    overrides, out = tiny
+    f = tmp_path / "t.toml"
+    f.write_text('summary = "x"\n')
+    r = runner.invoke(app, ["all", *overrides_to_args({**overrides, "report.user_text": str(f)})])
+    assert r.exit_code == 2 and "unknown section 'summary'" in r.output
+    assert not (out / "runs").exists()
