@@ -76,7 +76,8 @@ def _run(fn, *args, **kwargs):
         _fail(str(e), 130)
     except KeyboardInterrupt:
         _fail("interrupted: run the same command again to continue where it stopped", 130)
-    except (ConfigError, DataError, TrainingError, ValueError, FileNotFoundError, OSError) as e:
+    except (ConfigError, DataError, TrainingError, ValueError, FileNotFoundError, OSError,
+            RuntimeError) as e:
         _fail(str(e))
 
 
@@ -167,6 +168,39 @@ def figures(config: Optional[Path] = ConfigOpt, out: Optional[str] = OutOpt,
     cfg = _run(load_config, config, None, out, sets=set_)
     written = _run(draw_all, Path(cfg.out_dir) / cfg.name, Path(cfg.figures_dir), log=_log)
     typer.echo(f"{len(written)} files written to {cfg.figures_dir}/")
+
+
+@app.command()
+def bench(config: Optional[Path] = ConfigOpt, device: Optional[str] = DeviceOpt,
+          set_: Optional[list[str]] = SetOpt,
+          as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
+          steps: int = typer.Option(60, "--steps", help="Timed training steps."),
+          warmup: int = typer.Option(10, "--warmup", help="Untimed training steps first."),
+          repeats: int = typer.Option(5, "--repeats", help="Timing repeats (median reported)."),
+          eval_images: int = typer.Option(5000, "--eval-images", help="Images per eval pass."),
+          sweep_angles: int = typer.Option(36, "--sweep-angles", help="Sweep angles to time."),
+          sweep_images: int = typer.Option(5000, "--sweep-images", help="Images per angle."),
+          notebook: Optional[str] = typer.Option(
+              None, "--notebook", help="Also time the notebook pipeline script, e.g. "
+              "../shared/bench/notebook_pipeline.py."),
+          notebook_data: Optional[str] = typer.Option(
+              None, "--notebook-data", help="Extracted image folder for --notebook.")) -> None:
+    """Time training, evaluation and the 36-angle rotation sweep on this machine."""
+    from .bench import BenchConfig, format_table, run_bench
+
+    for name, v in (("--steps", steps), ("--warmup", warmup), ("--repeats", repeats),
+                    ("--eval-images", eval_images), ("--sweep-angles", sweep_angles),
+                    ("--sweep-images", sweep_images)):
+        if v <= 0:
+            _fail(f"{name} {v}: use a positive number")
+    if notebook and not (notebook_data and Path(notebook_data).is_dir()):
+        _fail("--notebook needs --notebook-data DIR, an extracted image folder (e.g. "
+              "tar -xf ../shared/data/cifar10-jpeg.tar -C /tmp; then /tmp/cifar10-jpeg)")
+    cfg = _run(load_config, config, device=device, sets=set_)
+    b = BenchConfig(warmup_steps=warmup, steps=steps, repeats=repeats, eval_images=eval_images,
+                    sweep_angles=sweep_angles, sweep_images=sweep_images)
+    result = _run(run_bench, cfg, b, notebook, notebook_data)
+    typer.echo(json.dumps(result) if as_json else format_table(result))
 
 
 ReportOpts = {

@@ -4,6 +4,8 @@ so accuracy at 0 degrees is by construction the plain validation accuracy.
 """
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Callable
 
@@ -34,7 +36,16 @@ class Scores:
                                                              self.per_class_total)]
 
 
-@torch.inference_mode()
+@contextmanager
+def _intra_op_threads(n: int):
+    old = torch.get_num_threads()
+    torch.set_num_threads(n)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(old)
+
+
 def score(module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
           transform: Transform | None = None, num_classes: int | None = None) -> Scores:
     """Evaluate `module` (a training.Classifier) on uint8 images `x` with labels `y`.
@@ -42,21 +53,37 @@ def score(module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
     `transform` acts on the normalised batch before the module's own input pipeline (e.g. the
     pixel permutation) is applied; the rotation sweep passes a rotation here. Counts stay on
     the device until the end, so there is one host synchronisation per call.
+
+    On a CPU with several threads, batches run concurrently on single-threaded workers: this
+    small network's convolutions do not keep two cores busy within one batch (measured 1.2x
+    faster than two intra-op threads). Results are summed in batch order, so they do not
+    depend on the scheduling.
     """
+    from .models import fold_batchnorm
+
     module.eval()
     device = module.device
     k = num_classes or int(module.hparams.model_params.get("num_classes", 10))
-    correct = torch.zeros(k, dtype=torch.int64, device=device)
-    total = torch.zeros(k, dtype=torch.int64, device=device)
-    conf = torch.zeros((), dtype=torch.float64, device=device)
-    for start in range(0, len(x), batch_size):
+    net = fold_batchnorm(module.model)  # a fresh copy each call: never stale after training
+
+    @torch.inference_mode()
+    def one(start: int):
         xb = x[start:start + batch_size].to(device, non_blocking=True)
         yb = y[start:start + batch_size].to(device, non_blocking=True)
-        probs = module.predict_proba(xb, transform)
-        p, pred = probs.max(1)
-        conf += p.double().sum()
-        correct += torch.bincount(yb[pred == yb], minlength=k)
-        total += torch.bincount(yb, minlength=k)
+        p, pred = module.predict_proba(xb, transform, net=net).max(1)
+        return (torch.bincount(yb[pred == yb], minlength=k), torch.bincount(yb, minlength=k),
+                p.double().sum())
+
+    starts = range(0, len(x), batch_size)
+    workers = torch.get_num_threads() if device.type == "cpu" else 1
+    if workers > 1 and len(starts) > 1:
+        with _intra_op_threads(1), ThreadPoolExecutor(workers) as pool:
+            parts = list(pool.map(one, starts))
+    else:
+        parts = [one(s) for s in starts]
+    correct = torch.stack([c for c, _, _ in parts]).sum(0)
+    total = torch.stack([t for _, t, _ in parts]).sum(0)
+    conf = torch.stack([c for _, _, c in parts]).sum()
     c, t = correct.tolist(), total.tolist()
     return Scores(n=sum(t), correct=sum(c), confidence_sum=float(conf), per_class_correct=c,
                   per_class_total=t)

@@ -21,7 +21,7 @@ from .. import evaluation, transforms
 from ..config import ExperimentConfig
 from ..data import CLASSES, Splits
 from ..files import atomic_write_text, read_json
-from ..training import Classifier, RunSpec, load_classifier, train_run
+from ..training import Classifier, RunSpec, eval_batch_size, load_classifier, train_run
 from . import Prepared, baseline_spec, results_dir
 
 RESULTS_VERSION = 1
@@ -85,7 +85,8 @@ def run_rotation(cfg: ExperimentConfig, prepared: Prepared, retrain: bool = Fals
         for split in rc.splits:
             x, y = prepared.splits.get(split)
             entry[split] = sweep(module, x, y, rc.angles, rc.interpolation, rc.fill,
-                                 cfg.train.eval_batch_size, progress=bar.update)
+                                 eval_batch_size(cfg.train, "gpu" if device == "cuda" else "cpu"),
+                                 progress=bar.update)
         models[label] = entry
     bar.close()
     wall = time.perf_counter() - t0

@@ -1,0 +1,163 @@
+"""`reportgen bench`: training, evaluation and rotation-sweep throughput on this machine.
+
+Training goes through the same code path as `reportgen train` (the Classifier, its batched
+augmentation, the index DataLoader, Lightning's loop and the optimizer); evaluation and the
+sweep through `evaluation.score` and `rotation.sweep`. Images are random uint8 tensors:
+throughput does not depend on their content, and the benchmark needs no data set.
+"""
+from __future__ import annotations
+
+import json
+import platform
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import torch
+
+from .config import ExperimentConfig, to_dict
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    warmup_steps: int = 10  # training steps before timing starts
+    steps: int = 60  # timed training steps, split into `repeats` windows
+    repeats: int = 5  # timing windows / evaluation repeats; the median is reported
+    eval_images: int = 5000  # images per evaluation pass (the validation set's size)
+    sweep_angles: int = 36  # angles timed for the sweep (36 = the full 0..350 sweep)
+    sweep_images: int = 5000
+
+
+def _synthetic(n: int, seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    return (torch.randint(0, 256, (n, 3, 32, 32), generator=g, dtype=torch.uint8),
+            torch.randint(0, 10, (n,), generator=g))
+
+
+def bench_training(cfg: ExperimentConfig, b: BenchConfig) -> tuple[dict, object]:
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import Callback
+
+    from .data import batches
+    from .training import (Classifier, _quiet_lightning, resolve_accelerator,
+                           resolve_precision)
+
+    tc = cfg.train
+    accelerator = resolve_accelerator(tc.device)
+    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    n = tc.batch_size * (b.warmup_steps + b.steps)
+    x, y = _synthetic(n)
+    x, y = x.to(device), y.to(device)  # as in training: the data lives on the device
+    pl.seed_everything(tc.seed, verbose=False)
+    module = Classifier(cfg.model.name, dict(cfg.model.params), to_dict(cfg.optim),
+                        to_dict(tc.augment), seed=tc.seed)
+    if tc.compile:
+        module.set_step_model(torch.compile(module.model))
+    window = max(1, b.steps // b.repeats)
+    marks: list[float] = []
+
+    class Timer(Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            i = batch_idx + 1 - b.warmup_steps
+            if i >= 0 and i % window == 0:
+                if device.type == "cuda":
+                    torch.cuda.synchronize()  # only at window edges, not per step
+                marks.append(time.perf_counter())
+
+    _quiet_lightning()
+    trainer = pl.Trainer(accelerator=accelerator, devices=1,
+                         precision=resolve_precision(tc.precision, accelerator),
+                         max_steps=b.warmup_steps + b.steps, logger=False,
+                         enable_checkpointing=False, enable_progress_bar=False,
+                         enable_model_summary=False, callbacks=[Timer()],
+                         num_sanity_val_steps=0, limit_val_batches=0)
+    trainer.fit(module, batches(x, y, tc.batch_size, shuffle_seed=tc.seed, drop_last=True))
+    rates = [window * tc.batch_size / (t1 - t0) for t0, t1 in zip(marks, marks[1:])]
+    return {"train_img_per_s": statistics.median(rates), "train_repeats": rates,
+            "precision": trainer.precision, "accelerator": accelerator}, module
+
+
+def bench_eval(module, cfg: ExperimentConfig, b: BenchConfig) -> dict:
+    from .evaluation import score
+    from .experiments.rotation import sweep
+    from .training import eval_batch_size
+
+    bs = eval_batch_size(cfg.train, "gpu" if module.device.type == "cuda" else "cpu")
+    x, y = _synthetic(b.eval_images, seed=1)
+    score(module, x[:bs * 2], y[:bs * 2], bs)  # warm-up
+    rates = []
+    for _ in range(b.repeats):
+        t0 = time.perf_counter()
+        score(module, x, y, bs)
+        rates.append(b.eval_images / (time.perf_counter() - t0))
+    xs, ys = _synthetic(b.sweep_images, seed=2)
+    angles = [10.0 * k for k in range(b.sweep_angles)]
+    marks = [time.perf_counter()]
+    rc = cfg.rotation
+    sweep(module, xs, ys, angles, rc.interpolation, rc.fill, bs,
+          progress=lambda: marks.append(time.perf_counter()))
+    per_angle = [t1 - t0 for t0, t1 in zip(marks, marks[1:])]
+    scale = 5000 / b.sweep_images  # the sweep's target is over 5,000 validation images
+    return {"eval_img_per_s": statistics.median(rates), "eval_repeats": rates,
+            "sweep_s_per_angle": statistics.median(per_angle) * scale,
+            "sweep_36_angles_s": statistics.median(per_angle) * scale * 36,
+            "sweep_measured_s": marks[-1] - marks[0], "sweep_angles_timed": b.sweep_angles,
+            "sweep_images": b.sweep_images, "eval_batch_size": bs}
+
+
+def run_notebook(script: str, data_dir: str, b: BenchConfig) -> dict:
+    """The practical notebook's own pipeline (shared/bench/notebook_pipeline.py), for comparison."""
+    cmd = [sys.executable, script, data_dir, "--steps", str(b.steps), "--warmup",
+           str(b.warmup_steps), "--angles", str(min(b.sweep_angles, 4))]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        raise RuntimeError(f"the notebook pipeline failed ({' '.join(cmd)}): "
+                           f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''}")
+    return json.loads(lines[-1])
+
+
+def run_bench(cfg: ExperimentConfig, b: BenchConfig, notebook: str | None = None,
+              notebook_data: str | None = None) -> dict:
+    from .training import device_description, versions
+
+    t0 = time.perf_counter()
+    train, module = bench_training(cfg, b)
+    module = module.to(torch.device("cuda" if train["accelerator"] == "gpu" else "cpu"))
+    result = {
+        "model": cfg.model.name, "model_params": dict(cfg.model.params),
+        "batch_size": cfg.train.batch_size,
+        "device": device_description(train["accelerator"]),
+        "threads": torch.get_num_threads(), "compile": cfg.train.compile, **train,
+        **bench_eval(module, cfg, b), "versions": versions(), "platform": platform.platform(),
+    }
+    if notebook:
+        nb = run_notebook(notebook, notebook_data or "", b)
+        result["notebook"] = nb
+        result["speedup_train"] = result["train_img_per_s"] / nb["train_img_per_s"]
+        result["speedup_eval"] = result["eval_img_per_s"] / nb["eval_img_per_s"]
+        if nb.get("sweep_36_angles_s"):
+            result["speedup_sweep"] = nb["sweep_36_angles_s"] / result["sweep_36_angles_s"]
+    result["bench_wall_s"] = time.perf_counter() - t0
+    return result
+
+
+def format_table(r: dict) -> str:
+    lines = [f"device      {r['device']} ({r['accelerator']}, {r['precision']}, "
+             f"{r['threads']} threads)",
+             f"model       {r['model']} {r['model_params']}, batch {r['batch_size']}",
+             f"training    {r['train_img_per_s']:8.0f} img/s (median of {len(r['train_repeats'])})",
+             f"evaluation  {r['eval_img_per_s']:8.0f} img/s (median of {len(r['eval_repeats'])})",
+             f"sweep       {r['sweep_36_angles_s']:8.1f} s for 36 angles x 5,000 images "
+             f"({r['sweep_s_per_angle']:.2f} s/angle)"]
+    if "notebook" in r:
+        nb = r["notebook"]
+        lines += [f"notebook    {nb['train_img_per_s']:8.0f} img/s training, "
+                  f"{nb['eval_img_per_s']:.0f} img/s evaluation, "
+                  f"{nb.get('sweep_36_angles_s') or float('nan'):.1f} s sweep",
+                  f"speed-up    training x{r['speedup_train']:.2f}, evaluation "
+                  f"x{r['speedup_eval']:.2f}" + (f", sweep x{r['speedup_sweep']:.2f}"
+                                                 if "speedup_sweep" in r else "")]
+    return "\n".join(lines)

@@ -1,0 +1,55 @@
+"""`reportgen bench` with a tiny budget, and compiled vs eager training steps."""
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from reportgen.cli import app
+
+runner = CliRunner()
+FIELDS = ("model", "batch_size", "device", "threads", "versions", "precision",
+          "train_img_per_s", "train_repeats", "eval_img_per_s", "eval_repeats",
+          "sweep_s_per_angle", "sweep_36_angles_s", "bench_wall_s")
+
+
+def test_bench_json_tiny_budget():
+    r = runner.invoke(app, ["bench", "--json", "--steps", "4", "--warmup", "1", "--repeats",
+                            "2", "--eval-images", "300", "--sweep-angles", "2",
+                            "--sweep-images", "200", "--set", "train.batch_size=16",
+                            "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    line = next(l for l in r.stdout.splitlines() if l.startswith("{"))
+    res = json.loads(line)
+    for f in FIELDS:
+        assert f in res, f
+    assert res["batch_size"] == 16 and len(res["train_repeats"]) == 2
+    assert res["train_img_per_s"] > 0 and res["eval_img_per_s"] > 0
+    assert res["sweep_36_angles_s"] == pytest.approx(res["sweep_s_per_angle"] * 36)
+    assert set(res["versions"]) >= {"torch", "pytorch_lightning"}
+
+
+def test_bench_table_and_bad_input():
+    r = runner.invoke(app, ["bench", "--steps", "2", "--warmup", "1", "--repeats", "1",
+                            "--eval-images", "100", "--sweep-angles", "1", "--sweep-images",
+                            "100", "--set", "train.batch_size=8"])
+    assert r.exit_code == 0 and "training" in r.stdout and "img/s" in r.stdout
+    r = runner.invoke(app, ["bench", "--steps", "0"])
+    assert r.exit_code == 2 and "--steps 0" in r.output
+    r = runner.invoke(app, ["bench", "--notebook", "x.py"])
+    assert r.exit_code == 2 and "--notebook-data" in r.output
+
+
+def test_compiled_and_eager_training_give_the_same_loss(tiny):
+    """train.compile=true (torch.compile'd training steps) reproduces the eager losses."""
+    from conftest import overrides_to_args
+    from reportgen.files import read_metrics
+
+    overrides, out = tiny
+    losses = {}
+    for flag in ("false", "true"):
+        r = runner.invoke(app, ["train", *overrides_to_args(overrides), "--epochs", "2",
+                                "--set", f"train.compile={flag}", "--out", str(out / flag)])
+        assert r.exit_code == 0, r.output
+        run = next((out / flag / "runs").iterdir())
+        losses[flag] = read_metrics(run / "metrics.csv")["train_loss"]
+    assert losses["true"] == pytest.approx(losses["false"], rel=1e-3)
