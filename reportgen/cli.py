@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sys
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
 
@@ -65,6 +66,19 @@ def load_config(config: Optional[Path], data: Optional[str] = None, out: Optiona
     return load_experiment(config, overrides)
 
 
+@contextmanager
+def _locked(cfg: ExperimentConfig):
+    """Hold OUT/.lock while the block writes into the output folder."""
+    from .files import OutputLock
+
+    lock = OutputLock(cfg.out_dir)
+    _run(lock.__enter__)
+    try:
+        yield lock
+    finally:
+        lock.__exit__(None, None, None)
+
+
 def _run(fn, *args, **kwargs):
     """Call a stage; turn the errors a user can fix into one line and a non-zero exit."""
     from .data import DataError
@@ -91,8 +105,9 @@ def train(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
     from .experiments import prepare_data, run_part1
 
     cfg = _run(load_config, config, data, out, epochs, subset, device, devices, strategy, set_)
-    prepared = _run(prepare_data, cfg, log=_log)
-    res = _run(run_part1, cfg, prepared, retrain=retrain, log=_log)
+    with _locked(cfg):
+        prepared = _run(prepare_data, cfg, log=_log)
+        res = _run(run_part1, cfg, prepared, retrain=retrain, log=_log)
     if res:
         typer.echo(f"val_acc {res['val_acc']:.4f}  test_acc {res['test_acc']:.4f}  "
                    f"run {res['run_dir']}")
@@ -123,11 +138,12 @@ def rotation(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
         from .training import load_classifier
 
         _run(load_classifier, checkpoint)  # a bad checkpoint fails before the data is read
-    prepared = _run(prepare_data, cfg, log=_log)
-    if checkpoint is None:
-        _run(run_part1, cfg, prepared, retrain=retrain, log=_log)
-    res = _run(run_rotation, cfg, prepared, retrain=retrain, checkpoint=checkpoint, log=_log)
-    _run(rotation_figures, Path(cfg.out_dir) / cfg.name, Path(cfg.figures_dir))
+    with _locked(cfg):
+        prepared = _run(prepare_data, cfg, log=_log)
+        if checkpoint is None:
+            _run(run_part1, cfg, prepared, retrain=retrain, log=_log)
+        res = _run(run_rotation, cfg, prepared, retrain=retrain, checkpoint=checkpoint, log=_log)
+        _run(rotation_figures, Path(cfg.out_dir) / cfg.name, Path(cfg.figures_dir))
     for label, entry in res["models"].items():
         acc = dict(zip(res["angles"], entry[res["splits"][0]]["accuracy"]))
         shown = "  ".join(f"{a:g}°: {acc[a]:.3f}" for a in (0.0, 90.0, 180.0) if a in acc)
@@ -148,11 +164,12 @@ def shuffle(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
     extra = {"shuffle.epochs": epochs} if epochs is not None else {}
     cfg = _run(load_config, config, data, out, None, subset, device, None, None, set_, extra)
     _run(load_permutation, cfg)  # a bad saved permutation fails before any work
-    prepared = _run(prepare_data, cfg, log=_log)
-    res = _run(run_shuffle, cfg, prepared, retrain=retrain, log=_log)
-    if not res:
-        return
-    _run(shuffle_figures, Path(cfg.out_dir) / cfg.name, Path(cfg.figures_dir))
+    with _locked(cfg):
+        prepared = _run(prepare_data, cfg, log=_log)
+        res = _run(run_shuffle, cfg, prepared, retrain=retrain, log=_log)
+        if not res:
+            return
+        _run(shuffle_figures, Path(cfg.out_dir) / cfg.name, Path(cfg.figures_dir))
     typer.echo(f"{'model':<8} {'pixels':<9} {'val_acc':>8} {'test_acc':>8}   ({res['epochs']} epochs)")
     for r in res["runs"].values():
         typer.echo(f"{r['model']:<8} {'shuffled' if r['shuffled'] else 'original':<9} "
@@ -228,7 +245,8 @@ def report(config: Optional[Path] = ConfigOpt, out: Optional[str] = OutOpt,
 
     cfg = _run(load_config, config, None, out, sets=set_,
                extra=_report_overrides(author, student_number, course, title))
-    _, pdf = _run(build_report, cfg, log=_log)
+    with _locked(cfg):
+        _, pdf = _run(build_report, cfg, log=_log)
     typer.echo(str(pdf))
 
 
@@ -256,18 +274,19 @@ def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
                _report_overrides(author, student_number, course, title))
     _run(load_permutation, cfg)  # inputs of later stages are checked before any training
     _run(read_user_text, cfg.report.user_text)
-    prepared = _run(prepare_data, cfg, log=_log)
-    stages = [("Part 1: training the ResNet", run_part1),
-              ("Part 2: rotation study", run_rotation),
-              ("Part 3: pixel-shuffling study", run_shuffle)]
-    for title_, fn in stages:
-        _log(f"=== {title_}")
-        if not _run(fn, cfg, prepared, retrain=retrain, log=_log):
-            return  # a non-zero DDP rank: the main process carries on alone
-    _log("=== figures")
-    _run(draw_all, Path(cfg.out_dir) / cfg.name, Path(cfg.figures_dir), log=_log)
-    _log("=== report")
-    _, pdf = _run(build_report, cfg, log=_log)
+    with _locked(cfg):
+        prepared = _run(prepare_data, cfg, log=_log)
+        stages = [("Part 1: training the ResNet", run_part1),
+                  ("Part 2: rotation study", run_rotation),
+                  ("Part 3: pixel-shuffling study", run_shuffle)]
+        for title_, fn in stages:
+            _log(f"=== {title_}")
+            if not _run(fn, cfg, prepared, retrain=retrain, log=_log):
+                return  # a non-zero DDP rank: the main process carries on alone
+        _log("=== figures")
+        _run(draw_all, Path(cfg.out_dir) / cfg.name, Path(cfg.figures_dir), log=_log)
+        _log("=== report")
+        _, pdf = _run(build_report, cfg, log=_log)
     _log(f"all stages done in {time.perf_counter() - t0:.0f} s")
     typer.echo(str(pdf))
 

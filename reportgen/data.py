@@ -303,11 +303,11 @@ def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print) -> Cifar10
             blob = torch.load(cache, weights_only=True)
             if blob.get("version") != CACHE_VERSION or blob.get("fingerprint") != key:
                 raise ValueError("it belongs to another source or version")
-            parts = [blob[k] for k in ("train_x", "train_y", "test_x", "test_y")]
-            _check_tensors(*parts, where=str(cache))
-            if _content_digest(parts) != blob["digest"]:
+            cached = [blob[k] for k in ("train_x", "train_y", "test_x", "test_y")]
+            _check_tensors(*cached, where=str(cache))
+            if _content_digest(cached) != blob["digest"]:
                 raise ValueError("its content does not match its checksum")
-            return Cifar10(*parts, source=str(path), digest=blob["digest"])
+            return Cifar10(*cached, source=str(path), digest=blob["digest"])
         except Exception as e:  # any damage to the cache: rebuild it from the source
             log(f"cache {cache} is unusable ({e}); decoding {path} again")
     if parts is None:

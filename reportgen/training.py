@@ -13,7 +13,6 @@ import math
 import os
 import platform
 import shutil
-import socket
 import sys
 import time
 import warnings
@@ -32,7 +31,7 @@ from . import evaluation, transforms
 from .config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig, digest, to_dict
 from .data import Splits, batches
 from .files import atomic_write_text
-from .models import build_model, count_parameters
+from .models import build_model, count_parameters, prefers_channels_last
 
 RESULTS_VERSION = 1
 
@@ -59,7 +58,7 @@ class Classifier(pl.LightningModule):
                                         for k, v in optim.items()})
         self.augment_cfg = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v
                                             for k, v in augment.items()})
-        self.channels_last = channels_last and model_name != "mlp"
+        self.channels_last = channels_last and prefers_channels_last(model_name, model_params)
         if perm is not None:
             self.register_buffer("perm", transforms.check_permutation(torch.tensor(perm)),
                                  persistent=False)
@@ -310,53 +309,6 @@ def read_results(run_dir: Path) -> dict | None:
         return None
 
 
-class RunLock:
-    """`.lock` in the run directory: a second process training the same run refuses."""
-
-    def __init__(self, run_dir: Path):
-        self.path = run_dir / ".lock"
-        self.held = False
-
-    def __enter__(self):
-        me = f"{socket.gethostname()} pid {os.getpid()}: {' '.join(sys.argv)}"
-        for _ in range(2):
-            try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-                with os.fdopen(fd, "w") as f:
-                    f.write(json.dumps({"host": socket.gethostname(), "pid": os.getpid(),
-                                        "who": me}))
-                self.held = True
-                return self
-            except FileExistsError:
-                try:
-                    other = json.loads(self.path.read_text())
-                except (OSError, json.JSONDecodeError):
-                    other = {}
-                alive = other.get("host") == socket.gethostname() and _pid_alive(other.get("pid"))
-                if alive:
-                    raise TrainingError(
-                        f"{self.path.parent} is in use by another reportgen ({other.get('who')}): "
-                        "wait for it to finish, or use another --out")
-                self.path.unlink(missing_ok=True)  # left by a process that died
-        raise TrainingError(f"could not lock {self.path}: remove it if no reportgen is running")
-
-    def __exit__(self, *exc):
-        if self.held:
-            self.path.unlink(missing_ok=True)
-
-
-def _pid_alive(pid) -> bool:
-    if not isinstance(pid, int) or pid <= 0:
-        return False
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def check_output_space(run_dir: Path, n_params: int, epochs: int) -> None:
     """Fail before training if the output folder is not writable or too full for the run."""
     try:
@@ -431,101 +383,96 @@ def train_run(spec: RunSpec, splits: Splits, out_dir: str | Path, retrain: bool 
     n_params = count_parameters(module.model)
     if main_process:
         check_output_space(run_dir, n_params, cfg.epochs)
-    lock = RunLock(run_dir) if main_process else _NoLock()
-    with lock:
-        ckpt_dir = run_dir / "checkpoints"
-        last = ckpt_dir / "last.ckpt"
-        if retrain and main_process:
-            shutil.rmtree(ckpt_dir, ignore_errors=True)
-            (run_dir / "results.json").unlink(missing_ok=True)
-        resume = last if last.is_file() else None
-        if resume is not None:
-            _check_checkpoint(resume, spec)
-            log(f"resuming {run_dir.name} from {resume}")
-        if main_process:
-            atomic_write_text(run_dir / "config.json", json.dumps(
-                {"label": spec.label, "key": spec.key(), "model": to_dict(spec.model),
-                 "optim": to_dict(spec.optim), "train": to_dict(cfg), "data": to_dict(spec.data),
-                 "data_digest": spec.data_digest, "pixel_permutation": spec.perm is not None},
-                indent=2))
-            if spec.perm is not None:
-                atomic_write_text(run_dir / "permutation.json", json.dumps(list(spec.perm)))
-        _quiet_lightning()
-        if cfg.compile:
-            module.set_step_model(torch.compile(module.model))
-        best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_acc",
-                                  mode="max", save_top_k=1, enable_version_counter=False)
-        # Saved after every epoch (not only validated ones), so a resume loses at most one.
-        last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
-                                  every_n_epochs=1, save_on_train_epoch_end=True,
-                                  enable_version_counter=False)
-        metrics_cb = EpochMetrics(run_dir / "metrics.csv")
-        trainer = pl.Trainer(
-            accelerator=accelerator, devices=cfg.devices, strategy=cfg.strategy,
-            precision=precision, max_epochs=cfg.epochs, check_val_every_n_epoch=cfg.val_every,
-            callbacks=[best_cb, last_cb, LearningRateMonitor("epoch"), metrics_cb,
-                       ValidateLastEpoch(cfg.epochs, cfg.val_every),
-                       TQDMProgressBar(refresh_rate=cfg.progress_every)],
-            logger=TensorBoardLogger(str(run_dir), name="tensorboard", version="",
-                                     default_hp_metric=False),
-            plugins=[VerifiedCheckpointIO()], num_sanity_val_steps=0,
-            enable_model_summary=False, deterministic=False, log_every_n_steps=50)
-        data_device = torch.device("cpu")
-        if accelerator == "gpu":
-            # The whole data set (~180 MB as uint8) lives on the GPU: batches are gathered and
-            # augmented there, with nothing copied from the host per step.
-            data_device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-            torch.backends.cudnn.benchmark = True
-        train_dl = batches(splits.train_x.to(data_device), splits.train_y.to(data_device),
-                           cfg.batch_size, shuffle_seed=cfg.seed, drop_last=True)
-        val_dl = batches(splits.val_x.to(data_device), splits.val_y.to(data_device),
-                         eval_batch_size(cfg, accelerator))
-        if len(train_dl) == 0:
-            raise TrainingError(f"{len(splits.train_x)} training images are fewer than one batch "
-                                f"of {cfg.batch_size}: use a larger --subset or a smaller batch")
-        t0 = time.perf_counter()
-        try:
-            trainer.fit(module, train_dl, val_dl, ckpt_path=str(resume) if resume else None)
-        except SystemExit:  # Lightning turns Ctrl-C into a graceful stop and exit(1)
-            if trainer.interrupted:
-                raise Interrupted(_resume_hint(run_dir, last)) from None
-            raise
-        except BaseException as e:
-            if type(e).__name__ == "SIGTERMException":  # Lightning's graceful SIGTERM stop
-                raise Interrupted(_resume_hint(run_dir, last)) from None
-            raise
-        wall = time.perf_counter() - t0
-        if not trainer.is_global_zero:
-            return {}
-        best = Path(best_cb.best_model_path) if best_cb.best_model_path else last
-        log(f"evaluating {best.name} on the validation and test images ...")
-        model = Classifier.load_from_checkpoint(best, map_location="cpu")
-        model = model.to(torch.device("cuda" if accelerator == "gpu" else "cpu"))
-        bs = eval_batch_size(cfg, accelerator)
-        val = evaluation.score(model, splits.val_x, splits.val_y, bs)
-        test = evaluation.score(model, splits.test_x, splits.test_y, bs)
-        rows = metrics_cb.rows
-        train_seconds = sum(r["epoch_s"] for r in rows)
-        images_per_s = sorted(r["images_per_s"] for r in rows)[len(rows) // 2]  # median epoch
-        best_epoch = torch.load(best, map_location="cpu", weights_only=False)["epoch"] + 1
-        results = {
-            "version": RESULTS_VERSION, "label": spec.label, "key": spec.key(),
-            "run_dir": str(run_dir), "model": spec.model.name,
-            "val_acc": val.accuracy, "test_acc": test.accuracy,
-            "val_per_class": val.per_class_accuracy, "test_per_class": test.per_class_accuracy,
-            "best_checkpoint": str(best), "best_epoch": best_epoch, "epochs": cfg.epochs,
-            "parameters": n_params, "train_images": len(splits.train_x),
-            "wall_time_s": wall, "train_time_s": train_seconds,
-            "train_images_per_s": images_per_s,
-            "accelerator": accelerator, "device": device_description(accelerator),
-            "devices": cfg.devices, "strategy": cfg.strategy, "precision": precision,
-            "versions": versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
-        atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
-        log(f"{spec.label}: {cfg.epochs} epochs in {wall:.0f} s "
-            f"({images_per_s:.0f} train img/s) - val {val.accuracy:.2%}, "
-            f"test {test.accuracy:.2%} (best epoch {best_epoch}) -> {run_dir}")
-        return results
+    ckpt_dir = run_dir / "checkpoints"
+    last = ckpt_dir / "last.ckpt"
+    if retrain and main_process:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        (run_dir / "results.json").unlink(missing_ok=True)
+    resume = _resume_point(ckpt_dir, spec)
+    if resume is not None:
+        log(f"resuming {run_dir.name} from {resume}")
+    if main_process:
+        atomic_write_text(run_dir / "config.json", json.dumps(
+            {"label": spec.label, "key": spec.key(), "model": to_dict(spec.model),
+             "optim": to_dict(spec.optim), "train": to_dict(cfg), "data": to_dict(spec.data),
+             "data_digest": spec.data_digest, "pixel_permutation": spec.perm is not None},
+            indent=2))
+        if spec.perm is not None:
+            atomic_write_text(run_dir / "permutation.json", json.dumps(list(spec.perm)))
+    _quiet_lightning()
+    if cfg.compile:
+        module.set_step_model(torch.compile(module.model))
+    best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_acc",
+                              mode="max", save_top_k=1, enable_version_counter=False)
+    # Saved after every epoch (not only validated ones), so a resume loses at most one.
+    last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                              every_n_epochs=1, save_on_train_epoch_end=True,
+                              enable_version_counter=False)
+    metrics_cb = EpochMetrics(run_dir / "metrics.csv")
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        precision=precision, max_epochs=cfg.epochs, check_val_every_n_epoch=cfg.val_every,
+        callbacks=[best_cb, last_cb, LearningRateMonitor("epoch"), metrics_cb,
+                   ValidateLastEpoch(cfg.epochs, cfg.val_every),
+                   TQDMProgressBar(refresh_rate=cfg.progress_every)],
+        logger=TensorBoardLogger(str(run_dir), name="tensorboard", version="",
+                                 default_hp_metric=False),
+        plugins=[VerifiedCheckpointIO()], num_sanity_val_steps=0,
+        enable_model_summary=False, deterministic=False, log_every_n_steps=50)
+    data_device = torch.device("cpu")
+    if accelerator == "gpu":
+        # The whole data set (~180 MB as uint8) lives on the GPU: batches are gathered and
+        # augmented there, with nothing copied from the host per step.
+        data_device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.backends.cudnn.benchmark = True
+    train_dl = batches(splits.train_x.to(data_device), splits.train_y.to(data_device),
+                       cfg.batch_size, shuffle_seed=cfg.seed, drop_last=True)
+    val_dl = batches(splits.val_x.to(data_device), splits.val_y.to(data_device),
+                     eval_batch_size(cfg, accelerator))
+    if len(train_dl) == 0:
+        raise TrainingError(f"{len(splits.train_x)} training images are fewer than one batch "
+                            f"of {cfg.batch_size}: use a larger --subset or a smaller batch")
+    t0 = time.perf_counter()
+    try:
+        trainer.fit(module, train_dl, val_dl, ckpt_path=str(resume) if resume else None)
+    except SystemExit:
+        # Lightning ends Ctrl-C with exit(1), and SIGTERM (after the epoch in progress, whose
+        # checkpoint it saves) with SIGTERMException, a SystemExit.
+        if trainer.interrupted:
+            raise Interrupted(_resume_hint(run_dir, last)) from None
+        raise
+    wall = time.perf_counter() - t0
+    if not trainer.is_global_zero:
+        return {}
+    best = Path(best_cb.best_model_path) if best_cb.best_model_path else last
+    log(f"evaluating {best.name} on the validation and test images ...")
+    model = Classifier.load_from_checkpoint(best, map_location="cpu")
+    model = model.to(torch.device("cuda" if accelerator == "gpu" else "cpu"))
+    bs = eval_batch_size(cfg, accelerator)
+    val = evaluation.score(model, splits.val_x, splits.val_y, bs)
+    test = evaluation.score(model, splits.test_x, splits.test_y, bs)
+    rows = metrics_cb.rows
+    train_seconds = sum(r["epoch_s"] for r in rows)
+    images_per_s = sorted(r["images_per_s"] for r in rows)[len(rows) // 2]  # median epoch
+    best_epoch = torch.load(best, map_location="cpu", weights_only=False)["epoch"] + 1
+    results = {
+        "version": RESULTS_VERSION, "label": spec.label, "key": spec.key(),
+        "run_dir": str(run_dir), "model": spec.model.name,
+        "val_acc": val.accuracy, "test_acc": test.accuracy,
+        "val_per_class": val.per_class_accuracy, "test_per_class": test.per_class_accuracy,
+        "best_checkpoint": str(best), "best_epoch": best_epoch, "epochs": cfg.epochs,
+        "parameters": n_params, "train_images": len(splits.train_x),
+        "wall_time_s": wall, "train_time_s": train_seconds,
+        "train_images_per_s": images_per_s,
+        "accelerator": accelerator, "device": device_description(accelerator),
+        "devices": cfg.devices, "strategy": cfg.strategy, "precision": precision,
+        "versions": versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
+    log(f"{spec.label}: {cfg.epochs} epochs in {wall:.0f} s "
+        f"({images_per_s:.0f} train img/s) - val {val.accuracy:.2%}, "
+        f"test {test.accuracy:.2%} (best epoch {best_epoch}) -> {run_dir}")
+    return results
 
 
 class Interrupted(TrainingError):
@@ -538,28 +485,41 @@ def _resume_hint(run_dir: Path, last: Path) -> str:
             f"{where}")
 
 
-class _NoLock:
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return None
-
-
-def _check_checkpoint(path: Path, spec: RunSpec) -> None:
-    """A damaged or foreign checkpoint is named, with what to do."""
+def _check_checkpoint(path: Path, spec: RunSpec) -> int:
+    """The epoch a checkpoint of this run stops at; a damaged or foreign one is named."""
     try:
         ck = torch.load(path, map_location="cpu", weights_only=False)
         hp = ck["hyper_parameters"]
         ok = hp["model_name"] == spec.model.name and dict(hp["model_params"]) == to_dict(
             spec.model.params)
+        epoch = int(ck["epoch"])
     except Exception as e:
         raise TrainingError(f"checkpoint {path} is damaged or not a reportgen checkpoint "
-                            f"({type(e).__name__}): delete it to start this run again, or "
-                            "pass --retrain") from e
+                            f"({type(e).__name__}): delete it to continue from an earlier "
+                            "checkpoint, or pass --retrain to start this run again") from e
     if not ok:
-        raise TrainingError(f"checkpoint {path} belongs to another model ({hp.get('model_name')}"
-                            f"): delete it, or pass --retrain")
+        raise TrainingError(f"checkpoint {path} belongs to another model "
+                            f"({hp.get('model_name')}): delete it, or pass --retrain")
+    return epoch
+
+
+def _resume_point(ckpt_dir: Path, spec: RunSpec) -> Path | None:
+    """last.ckpt if present; else best.ckpt (e.g. after deleting a damaged last.ckpt)."""
+    last, best = ckpt_dir / "last.ckpt", ckpt_dir / "best.ckpt"
+    if last.is_file():
+        try:
+            _check_checkpoint(last, spec)
+            return last
+        except TrainingError as e:
+            if best.is_file():
+                epoch = _check_checkpoint(best, spec)
+                raise TrainingError(f"{e}; or delete it to continue from {best} "
+                                    f"(end of epoch {epoch + 1})") from None
+            raise
+    if best.is_file():
+        _check_checkpoint(best, spec)
+        return best
+    return None
 
 
 def load_classifier(path: str | Path, device: str = "cpu") -> Classifier:

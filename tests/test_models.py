@@ -87,3 +87,29 @@ def test_inconsistent_resnet_settings():
         check_model("preact_resnet", {"depth": 3})
     with pytest.raises(ValueError, match="positive"):
         check_model("resnet", {"num_blocks": [2, 0], "c_hidden": [16, 24]})
+
+
+def test_channels_last_only_for_safe_channel_counts():
+    from reportgen.models import prefers_channels_last
+
+    assert prefers_channels_last("preact_resnet", {"c_hidden": [16, 24, 32]})
+    assert not prefers_channels_last("preact_resnet", {"c_hidden": [4, 8]})  # oneDNN bug
+    assert not prefers_channels_last("mlp", {"hidden": [128]})
+
+
+def test_fold_batchnorm_keeps_the_function():
+    from reportgen.models import fold_batchnorm
+
+    torch.manual_seed(0)
+    m = ResNet(num_classes=10, num_blocks=[1, 1], c_hidden=[8, 16])
+    x = torch.randn(16, 3, 32, 32)
+    for _ in range(3):  # non-trivial running statistics
+        m(x)
+    m.eval()
+    folded = fold_batchnorm(m)
+    n_bn = sum(isinstance(k, torch.nn.BatchNorm2d) for k in m.modules())
+    n_bn_folded = sum(isinstance(k, torch.nn.BatchNorm2d) for k in folded.modules())
+    assert n_bn_folded == n_bn - 2  # one BN per block follows a convolution
+    with torch.no_grad():
+        assert torch.allclose(folded(x), m(x), atol=1e-5)
+    assert any(isinstance(k, torch.nn.BatchNorm2d) for k in m.modules())  # original untouched

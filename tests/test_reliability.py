@@ -1,0 +1,289 @@
+"""Faults a student meets the night before a deadline: each gives a clear message, and
+nothing computed is lost."""
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+import zipfile
+from pathlib import Path
+
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from reportgen import data as D
+from reportgen.cli import app
+from reportgen.files import read_metrics
+
+from conftest import overrides_to_args, tiny_overrides, write_image_folder
+
+runner = CliRunner()
+
+
+def cli(overrides, *extra):
+    return runner.invoke(app, ["train", *overrides_to_args(overrides), *extra])
+
+
+def only_run(out: Path) -> Path:
+    runs = list((out / "runs").iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]
+
+
+@pytest.fixture(scope="module")
+def bigger_folder(tmp_path_factory):
+    """Enough images that an epoch takes a few seconds: time to deliver a signal mid-run."""
+    import conftest
+
+    root = tmp_path_factory.mktemp("bigger")
+    old = conftest.N_TRAIN_PER_CLASS
+    conftest.N_TRAIN_PER_CLASS = 50
+    try:
+        return write_image_folder(root / "data")
+    finally:
+        conftest.N_TRAIN_PER_CLASS = old
+
+
+def long_overrides(folder, out):
+    return {**tiny_overrides(folder, out), "train.epochs": 4, "train.batch_size": 10,
+            "train.progress_every": 5}
+
+
+@pytest.fixture(scope="module")
+def reference(bigger_folder, tmp_path_factory):
+    out = tmp_path_factory.mktemp("ref") / "out"
+    r = cli(long_overrides(bigger_folder, out))
+    assert r.exit_code == 0, r.output
+    run = only_run(out)
+    return read_metrics(run / "metrics.csv"), json.loads((run / "results.json").read_text())
+
+
+def _start(overrides):
+    cmd = [sys.executable, "-m", "reportgen.cli", "train", *overrides_to_args(overrides)]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            cwd=Path(__file__).resolve().parents[1])
+
+
+def _wait_for_first_epoch(out: Path, proc, timeout=120):
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        found = list(out.glob("runs/*/checkpoints/last.ckpt"))
+        if found:
+            return found[0]
+        assert proc.poll() is None, proc.communicate()
+        time.sleep(0.05)
+    raise AssertionError("no checkpoint appeared")
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGKILL"])
+def test_interrupted_training_resumes_to_the_same_result(sig, bigger_folder, reference, tmp_path):
+    """Ctrl-C, SIGTERM or a killed process: the same command resumes from the last checkpoint
+    and, on the CPU with a fixed seed, ends with the same metrics as an uninterrupted run."""
+    out = tmp_path / "out"
+    overrides = long_overrides(bigger_folder, out)
+    proc = _start(overrides)
+    _wait_for_first_epoch(out, proc)
+    proc.send_signal(getattr(signal, sig))
+    stdout, stderr = proc.communicate(timeout=120)
+    run = only_run(out)
+    if sig == "SIGKILL":
+        assert proc.returncode == -signal.SIGKILL
+        assert (out / ".lock").exists()  # left behind by the killed process
+    else:
+        assert proc.returncode == 130, stderr
+        last = stderr.strip().splitlines()[-1]
+        assert last.startswith("error: training of") and "was interrupted" in last
+        assert "run the same command again to resume" in last
+        assert not (out / ".lock").exists()
+    assert not (run / "results.json").exists()
+    r = cli(overrides)
+    assert r.exit_code == 0, r.output
+    assert "resuming" in r.output
+    metrics, results = read_metrics(run / "metrics.csv"), json.loads((run / "results.json").read_text())
+    ref_metrics, ref_results = reference
+    assert metrics["epoch"] == ref_metrics["epoch"]
+    for key in ("train_loss", "train_acc", "val_acc", "lr"):
+        assert metrics[key] == pytest.approx(ref_metrics[key], rel=1e-5, abs=1e-6), key
+    assert results["val_acc"] == ref_results["val_acc"]
+    assert results["test_acc"] == ref_results["test_acc"]
+
+
+def test_checkpoint_write_never_destroys_the_previous_one(tmp_path, monkeypatch):
+    from reportgen.training import TrainingError, VerifiedCheckpointIO
+
+    io_ = VerifiedCheckpointIO()
+    target = tmp_path / "last.ckpt"
+    io_.save_checkpoint({"state_dict": {"w": torch.ones(3)}, "epoch": 1}, target)
+    good = target.read_bytes()
+
+    def crash(obj, f, *a, **k):
+        Path(f).write_bytes(b"half a checkp")
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(torch, "save", crash)
+    with pytest.raises(TrainingError, match=r"could not write checkpoint .*last.ckpt.*No space left"):
+        io_.save_checkpoint({"state_dict": {}, "epoch": 2}, target)
+    assert target.read_bytes() == good and list(tmp_path.iterdir()) == [target]
+
+    def silent_garbage(obj, f, *a, **k):  # a save that "succeeds" but wrote nothing usable
+        Path(f).write_bytes(b"")
+
+    monkeypatch.setattr(torch, "save", silent_garbage)
+    with pytest.raises(TrainingError, match="could not write checkpoint"):
+        io_.save_checkpoint({"state_dict": {}, "epoch": 2}, target)
+    assert target.read_bytes() == good
+
+
+def test_damaged_and_foreign_checkpoints(tiny):
+    overrides, out = tiny
+    assert cli({**overrides, "train.epochs": 2}).exit_code == 0
+    run = only_run(out)
+    (run / "results.json").unlink()  # as if the run had not finished
+    last = run / "checkpoints" / "last.ckpt"
+    last.write_bytes(last.read_bytes()[:200])
+    r = cli({**overrides, "train.epochs": 2})
+    assert r.exit_code == 2
+    assert "last.ckpt is damaged or not a reportgen checkpoint" in r.output
+    assert "continue from" in r.output and "best.ckpt" in r.output
+    last.unlink()  # the message's advice: continue from the best checkpoint
+    r = cli({**overrides, "train.epochs": 2})
+    assert r.exit_code == 0 and "best.ckpt" in r.output and (run / "results.json").is_file()
+
+    (run / "results.json").unlink()
+    mlp = {"state_dict": {}, "epoch": 0,
+           "hyper_parameters": {"model_name": "mlp", "model_params": {}}}
+    torch.save(mlp, run / "checkpoints" / "last.ckpt")
+    r = cli({**overrides, "train.epochs": 2})
+    assert r.exit_code == 2 and "belongs to another model (mlp)" in r.output
+
+
+def test_divergence_stops_with_advice(tiny):
+    overrides, out = tiny
+    r = cli({**overrides, "train.epochs": 3, "optim.lr": 1e12})
+    assert r.exit_code == 2
+    assert "diverged in epoch 1" in r.output and "lower the learning rate" in r.output
+    run = only_run(out)
+    assert not (run / "checkpoints" / "best.ckpt").exists()  # a NaN model is never "best"
+    assert not (run / "results.json").exists()
+
+
+def test_output_folder_not_writable_or_full(tiny, tmp_path, monkeypatch):
+    overrides, out = tiny
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    r = cli({**overrides, "out_dir": str(blocker / "out")})
+    assert r.exit_code == 2 and "a-file" in r.output and "--out" in r.output
+
+    import shutil as _shutil
+
+    from reportgen import training
+
+    real = _shutil.disk_usage
+    monkeypatch.setattr(training.shutil, "disk_usage",
+                        lambda p: real(p)._replace(free=10 * 2**20))
+    r = cli(overrides)
+    assert r.exit_code == 2 and "only 10 MiB free" in r.output
+    assert not list(out.glob("runs/*/checkpoints"))
+
+
+def test_two_runs_at_once_into_one_folder(tiny):
+    overrides, out = tiny
+    out.mkdir(parents=True)
+    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        (out / ".lock").write_text(json.dumps({"host": os.uname().nodename, "pid": holder.pid,
+                                                "command": "reportgen all --config x.toml"}))
+        r = cli(overrides)
+        assert r.exit_code == 2
+        assert f"in use by another reportgen (pid {holder.pid}: reportgen all --config x.toml)" in r.output
+    finally:
+        holder.kill()
+        holder.wait()
+    r = cli(overrides)  # the holder is gone: its stale lock is taken over
+    assert r.exit_code == 0, r.output
+    assert not (out / ".lock").exists()
+
+
+def test_truncated_jpeg_is_named(image_folder):
+    bad = image_folder / "train" / "dog" / "0003.png"
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 10, 10)).save(buf, "JPEG")
+    bad.write_bytes(buf.getvalue()[: len(buf.getvalue()) // 2])
+    with pytest.raises(D.DataError, match=r"dog/0003.png is not a readable image"):
+        D.read_image_folder(image_folder)
+
+
+def test_empty_class_folder(image_folder):
+    for f in (image_folder / "train" / "ship").iterdir():
+        f.unlink()
+    with pytest.raises(D.DataError, match="lacks class folder.*ship.*empty"):
+        D.read_image_folder(image_folder)
+
+
+def test_zip_member_escaping_is_refused(tmp_path):
+    arc = tmp_path / "evil.zip"
+    with zipfile.ZipFile(arc, "w") as z:
+        z.writestr("../../outside.jpg", b"x")
+    with pytest.raises(D.DataError, match="escape the extraction folder"):
+        D.read_image_folder(arc)
+
+
+def test_cache_for_another_source_is_not_used(image_folder, tmp_path):
+    from reportgen.config import DataConfig
+
+    c = DataConfig(source=str(image_folder), cache_dir=str(tmp_path / "cache"), val_size=10)
+    first = D.load_cifar10(c, env={})
+    cache = next((tmp_path / "cache").glob("*.pt"))
+    blob = torch.load(cache, weights_only=True)
+    blob["train_x"][0] ^= 0xFF  # the cached content no longer matches its checksum
+    torch.save(blob, cache)
+    msgs = []
+    again = D.load_cifar10(c, env={}, log=msgs.append)
+    assert any("does not match its checksum" in m for m in msgs)
+    assert torch.equal(again.train_x, first.train_x)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--device", "tpu"], "train.device = 'tpu' is not allowed: use auto, cpu or gpu"),
+    (["--epochs", "-2"], "train.epochs = -2"),
+    (["--set", "train.val_every=\"often\""], "train.val_every must be an integer"),
+    (["--set", "rotation.fill=\"white\""], "rotation.fill = 'white' is not allowed: use mean or black"),
+    (["--set", "data.subset=-1"], "data.subset = -1"),
+])
+def test_bad_command_line_values(tiny, args, message):
+    overrides, out = tiny
+    r = cli(overrides, *args)
+    assert r.exit_code == 2 and message in r.output
+    assert not out.exists()
+
+
+def test_ddp_on_two_cpu_processes(tiny, tmp_path):
+    """Lightning's own DDP (gloo) on the CPU: trains, agrees with one device, and only the
+    main process writes the results."""
+    overrides, out = tiny
+    overrides = {**overrides, "train.epochs": 3, "train.batch_size": 5}
+    single = cli(overrides)
+    assert single.exit_code == 0, single.output
+    one = json.loads((only_run(out) / "results.json").read_text())
+    out2 = tmp_path / "ddp"
+    cmd = [sys.executable, "-m", "reportgen.cli", "train",
+           *overrides_to_args({**overrides, "out_dir": str(out2)}),
+           "--devices", "2", "--strategy", "ddp"]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    runs = list((out2 / "runs").iterdir())
+    assert len(runs) == 1
+    two = json.loads((runs[0] / "results.json").read_text())
+    assert two["devices"] == 2 and two["strategy"] == "ddp"
+    summaries = [l for l in proc.stdout.splitlines() if l.startswith("val_acc ")]
+    assert len(summaries) == 1  # one summary line: rank 1 wrote and printed nothing
+    # Expected noise: 2 x 5 images per step instead of 5, on 90 images for 3 epochs.
+    assert abs(two["val_acc"] - one["val_acc"]) <= 0.5
+    assert abs(two["test_acc"] - one["test_acc"]) <= 0.5
+    assert len((runs[0] / "metrics.csv").read_text().splitlines()) == 4
