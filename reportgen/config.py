@@ -146,13 +146,22 @@ class ShuffleConfig:
     perm_seed: int = 42  # seed of the fixed pixel permutation
     perm_file: str = ""  # a saved permutation (JSON list of 1024 positions) instead of the seed
     mlp: ModelConfig = ModelConfig("mlp", {"num_classes": 10, "hidden": [128], "activation": "elu"})
-    # The MLP's optimiser; its schedule (milestones, gamma) is the ResNet's, for the same budget.
-    mlp_optim: OptimConfig = OptimConfig("adam", lr=1e-3, momentum=0.0, weight_decay=0.0)
+    # The MLP's optimiser. Its learning-rate schedule (optim.milestones, optim.gamma) and
+    # momentum for SGD are the ResNet's, so both train with the same budget and schedule.
+    mlp_optimizer: str = "adam"  # sgd | adam | adamw
+    mlp_lr: float = 1e-3
+    mlp_weight_decay: float = 0.0
 
     def __post_init__(self):
         _check(self.epochs > 0, "shuffle.epochs", self.epochs, "a positive integer")
         _check(0 <= self.perm_seed < 2**63, "shuffle.perm_seed", self.perm_seed,
                "an integer in [0, 2**63)")
+        _check(self.mlp_optimizer in ("sgd", "adam", "adamw"), "shuffle.mlp_optimizer",
+               self.mlp_optimizer, "sgd, adam or adamw")
+        _check(math.isfinite(self.mlp_lr) and self.mlp_lr > 0, "shuffle.mlp_lr", self.mlp_lr,
+               "a positive number")
+        _check(self.mlp_weight_decay >= 0, "shuffle.mlp_weight_decay", self.mlp_weight_decay,
+               ">= 0")
 
 
 @dataclass(frozen=True)

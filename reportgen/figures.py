@@ -67,9 +67,9 @@ def part1_figures(results: Path, figures: Path) -> list[Path]:
             axes[i, j + 1].imshow((views[j].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
     for ax in axes.flat:
         ax.set_xticks([]), ax.set_yticks([]), ax.grid(False)
-    axes[0, 0].set_title("original", fontsize=8)
+    axes[0, 0].set_title("original", fontsize=7)
     for j in range(k):
-        axes[0, j + 1].set_title(f"augmented {j + 1}", fontsize=8)
+        axes[0, j + 1].set_title(f"view {j + 1}", fontsize=7)
     fig.subplots_adjust(wspace=0.05, hspace=0.08)
     out += style.save(fig, figures / "part1_augmentation")
     return out
@@ -161,8 +161,9 @@ def shuffle_figures(results: Path, figures: Path) -> list[Path]:
         axes[1].plot(np.array(m["epoch"])[ok], val[ok], marker="o", ms=3, **kw)
     axes[0].set(xlabel="epoch", ylabel="accuracy (%)", title="Training accuracy")
     axes[1].set(xlabel="epoch", title="Validation accuracy")
-    axes[1].legend(loc="lower right")
-    fig.tight_layout()
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.tight_layout(rect=(0, 0.1, 1, 1))
+    fig.legend(handles, labels, loc="lower center", ncol=4, bbox_to_anchor=(0.5, 0.0))
     out += style.save(fig, figures / "shuffle_learning_curves")
 
     fig, ax = plt.subplots(figsize=(style.FULL_WIDTH * 0.62, 2.3))

@@ -58,6 +58,12 @@ def duration(seconds) -> str:
     return f"{s // 3600} h {s % 3600 // 60} min"
 
 
+OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+PRECISIONS = {"32-true": "32-bit floating point", "bf16-mixed": "bfloat16 mixed precision",
+              "16-mixed": "float16 mixed precision"}
+SPLITS = {"val": "validation", "test": "test"}
+
+
 def toml_text(d: dict, prefix: str = "") -> str:
     """A readable TOML rendering of a config dict, for the appendix."""
     def value(v):
@@ -121,9 +127,10 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path) -> di
     run_dirs = [part1["run_dir"]] + [m["run_dir"] for m in rot["models"].values()] + [
         r["run_dir"] for r in shuf["runs"].values()]
     for d in run_dirs:
-        if d not in seen and (Path(d) / "results.json").is_file():
-            seen.add(d)
-            runs.append(json.loads((Path(d) / "results.json").read_text()))
+        key = Path(d).resolve()
+        if key not in seen and (key / "results.json").is_file():
+            seen.add(key)
+            runs.append(json.loads((key / "results.json").read_text()))
     rot_facts = analysis.rotation_facts(rot)
     return {
         "meta": {"title": cfg.report.title, "author": cfg.report.author,
@@ -145,7 +152,9 @@ def render_html(context: dict) -> str:
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
                              undefined=jinja2.StrictUndefined, trim_blocks=False)
     env.filters.update(pct=pct, pct1=pct1, pp=pp, deg=deg, thousands=thousands,
-                       duration=duration)
+                       duration=duration, optimizer=lambda n: OPTIMIZERS.get(n, n),
+                       precision=lambda p: PRECISIONS.get(p, p),
+                       split_name=lambda s: SPLITS.get(s, s))
     return env.get_template("report.html.j2").render(**context)
 
 

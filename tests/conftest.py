@@ -117,3 +117,10 @@ def overrides_to_args(overrides: dict) -> list[str]:
     for k, v in overrides.items():
         args += ["--set", f"{k}={toml(v)}"]
     return args
+
+
+def only_run(out: Path) -> Path:
+    """The single run directory under OUT/runs."""
+    runs = list((out / "runs").iterdir())
+    assert len(runs) == 1, runs
+    return runs[0]

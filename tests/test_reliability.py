@@ -20,19 +20,13 @@ from reportgen import data as D
 from reportgen.cli import app
 from reportgen.files import read_metrics
 
-from conftest import overrides_to_args, tiny_overrides, write_image_folder
+from conftest import only_run, overrides_to_args, tiny_overrides, write_image_folder
 
 runner = CliRunner()
 
 
 def cli(overrides, *extra):
     return runner.invoke(app, ["train", *overrides_to_args(overrides), *extra])
-
-
-def only_run(out: Path) -> Path:
-    runs = list((out / "runs").iterdir())
-    assert len(runs) == 1, runs
-    return runs[0]
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from reportgen.cli import app
 from reportgen.training import Classifier
 
-from conftest import REAL_DATA, overrides_to_args
+from conftest import REAL_DATA, only_run, overrides_to_args
 
 runner = CliRunner()
 
@@ -19,17 +19,11 @@ def train_cli(overrides, *extra):
     return runner.invoke(app, ["train", *overrides_to_args(overrides), *extra])
 
 
-def the_run(out: Path) -> Path:
-    runs = list((out / "runs").iterdir())
-    assert len(runs) == 1, runs
-    return runs[0]
-
-
 def test_train_writes_run_and_reuses_it(tiny):
     overrides, out = tiny
     r = train_cli({**overrides, "train.epochs": 2})
     assert r.exit_code == 0, r.output
-    run = the_run(out)
+    run = only_run(out)
     for f in ("config.json", "metrics.csv", "results.json", "checkpoints/best.ckpt",
               "checkpoints/last.ckpt"):
         assert (run / f).is_file(), f
@@ -65,7 +59,7 @@ def test_validation_every_n_epochs_still_validates_the_last(tiny):
     overrides, out = tiny
     r = train_cli({**overrides, "train.epochs": 3, "train.val_every": 2})
     assert r.exit_code == 0, r.output
-    rows = (the_run(out) / "metrics.csv").read_text().splitlines()[1:]
+    rows = (only_run(out) / "metrics.csv").read_text().splitlines()[1:]
     val = [row.split(",")[4] for row in rows]
     assert val[0] == "" and val[1] != "" and val[2] != ""
 
@@ -74,7 +68,7 @@ def test_learning_rate_schedule_in_metrics(tiny):
     overrides, out = tiny
     r = train_cli({**overrides, "train.epochs": 3, "optim.milestones": [1, 2]})
     assert r.exit_code == 0, r.output
-    rows = [l.split(",") for l in (the_run(out) / "metrics.csv").read_text().splitlines()[1:]]
+    rows = [l.split(",") for l in (only_run(out) / "metrics.csv").read_text().splitlines()[1:]]
     lrs = [float(row[5]) for row in rows]
     assert lrs == pytest.approx([0.1, 0.01, 0.001])
 
@@ -122,6 +116,6 @@ def test_real_cifar10_short_run_beats_chance(tmp_path):
                             "1", "--subset", "10000", "--device", "cpu",
                             "--set", "train.val_every=1"])
     assert r.exit_code == 0, r.output
-    res = json.loads((the_run(out) / "results.json").read_text())
+    res = json.loads((only_run(out) / "results.json").read_text())
     assert res["train_images"] == 10000
     assert res["test_acc"] > 0.25 and res["val_acc"] > 0.25

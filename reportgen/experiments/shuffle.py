@@ -50,7 +50,8 @@ def load_permutation(cfg: ExperimentConfig) -> torch.Tensor:
 def shuffle_specs(cfg: ExperimentConfig, data_digest: str, perm: torch.Tensor) -> dict[str, RunSpec]:
     sc = cfg.shuffle
     resnet = baseline_spec(cfg, data_digest, epochs=sc.epochs)
-    mlp_optim = replace(sc.mlp_optim, milestones=cfg.optim.milestones, gamma=cfg.optim.gamma)
+    mlp_optim = replace(cfg.optim, name=sc.mlp_optimizer, lr=sc.mlp_lr,
+                        weight_decay=sc.mlp_weight_decay)
     mlp = RunSpec("mlp", sc.mlp, mlp_optim, resnet.train, cfg.data, data_digest)
     p = tuple(perm.tolist())
     return {"resnet": resnet, "resnet-shuffled": replace(resnet, label="resnet-shuffled", perm=p),
@@ -77,7 +78,7 @@ def run_shuffle(cfg: ExperimentConfig, prepared: Prepared, retrain: bool = False
               "perm_file": cfg.shuffle.perm_file or None, "runs": runs,
               "mlp_hidden": list(cfg.shuffle.mlp.params.get("hidden", [128])),
               "mlp_activation": cfg.shuffle.mlp.params.get("activation", "elu"),
-              "mlp_optim": cfg.shuffle.mlp_optim.name,
+              "mlp_optimizer": cfg.shuffle.mlp_optimizer, "mlp_lr": cfg.shuffle.mlp_lr,
               "example": {"image": prepared.splits.val_x[0].tolist(),
                           "label": int(prepared.splits.val_y[0])}}
     out = results_dir(cfg)
