@@ -5,7 +5,6 @@ half a file and a failed stage never replaces a good result.
 """
 from __future__ import annotations
 
-import csv
 import json
 import os
 import socket
@@ -47,10 +46,9 @@ def read_json(path: Path, command: str) -> dict:
 
 def read_metrics(path: Path) -> dict[str, list[float]]:
     """A run's metrics.csv as columns (empty cells, i.e. epochs without validation, are NaN)."""
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    return {k: [float(r[k]) if r[k] != "" else float("nan") for r in rows]
-            for k in (rows[0].keys() if rows else [])}
+    import pandas as pd
+
+    return {k: [float(v) for v in col] for k, col in pd.read_csv(path).items()}
 
 
 class Busy(RuntimeError):

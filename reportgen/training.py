@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import os
 import platform
 import shutil
@@ -216,10 +215,10 @@ class EpochMetrics(Callback):
                           "lr": self._lr, "epoch_s": seconds,
                           "images_per_s": n / max(train_seconds, 1e-9)})
         if trainer.is_global_zero:
-            lines = [",".join(self.FIELDS)] + [
-                ",".join("" if isinstance(r[k], float) and math.isnan(r[k]) else f"{r[k]:.6g}"
-                         for k in self.FIELDS) for r in self.rows]
-            atomic_write_text(self.path, "\n".join(lines) + "\n")
+            import pandas as pd
+
+            table = pd.DataFrame(self.rows, columns=list(self.FIELDS))
+            atomic_write_text(self.path, table.to_csv(index=False, float_format="%.6g"))
 
 
 class ValidateLastEpoch(Callback):

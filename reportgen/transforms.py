@@ -7,6 +7,7 @@ without a per-image Python loop.
 """
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -19,10 +20,18 @@ MEAN = (0.491, 0.482, 0.447)
 STD = (0.247, 0.243, 0.261)
 
 
-def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    mean = torch.tensor(MEAN, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
-    std = torch.tensor(STD, device=x.device, dtype=torch.float32).view(1, 3, 1, 1)
+@functools.lru_cache(maxsize=None)
+def _stats_on(device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    # Made once per device: building them from Python lists on a GPU is a blocking
+    # host-to-device copy, which must not happen on every training step.
+    with torch.inference_mode(False):  # usable in training even if first made in evaluation
+        mean = torch.tensor(MEAN, dtype=torch.float32).view(1, 3, 1, 1).to(device)
+        std = torch.tensor(STD, dtype=torch.float32).view(1, 3, 1, 1).to(device)
     return mean, std
+
+
+def _stats(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    return _stats_on(x.device)
 
 
 def normalize(x: torch.Tensor) -> torch.Tensor:

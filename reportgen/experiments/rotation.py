@@ -7,8 +7,6 @@ angle, one angle per batch, on the model's device. Results: `rotation.json` and
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import time
 from dataclasses import replace
@@ -109,15 +107,15 @@ def run_rotation(cfg: ExperimentConfig, prepared: Prepared, retrain: bool = Fals
 
 
 def to_csv(result: dict) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["model", "split", "angle", "accuracy", "mean_confidence",
-                *[f"acc_{c}" for c in result["classes"]]])
+    """One row per (model, split, angle): accuracy, mean confidence, per-class accuracy."""
+    import pandas as pd
+
+    rows = []
     for label, entry in result["models"].items():
         for split in result["splits"]:
             r = entry[split]
             for i, angle in enumerate(result["angles"]):
-                w.writerow([label, split, f"{angle:g}", f"{r['accuracy'][i]:.6f}",
-                            f"{r['confidence'][i]:.6f}",
-                            *[f"{a:.6f}" for a in r["per_class"][i]]])
-    return buf.getvalue()
+                rows.append({"model": label, "split": split, "angle": angle,
+                             "accuracy": r["accuracy"][i], "mean_confidence": r["confidence"][i],
+                             **{f"acc_{c}": a for c, a in zip(result["classes"], r["per_class"][i])}})
+    return pd.DataFrame(rows).to_csv(index=False, float_format="%.6g")

@@ -9,8 +9,6 @@ neighbouring pixels belong together. Results: `shuffle.json`, `shuffle.csv` and
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 from dataclasses import replace
 from pathlib import Path
@@ -90,10 +88,10 @@ def run_shuffle(cfg: ExperimentConfig, prepared: Prepared, retrain: bool = False
 
 
 def to_csv(result: dict) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["model", "pixels", "val_acc", "test_acc", "epochs", "run_dir"])
-    for label, r in result["runs"].items():
-        w.writerow([r["model"], "shuffled" if r["shuffled"] else "original",
-                    f"{r['val_acc']:.6f}", f"{r['test_acc']:.6f}", result["epochs"], r["run_dir"]])
-    return buf.getvalue()
+    """The 2x2 table: model x original/shuffled pixels, validation and test accuracy."""
+    import pandas as pd
+
+    return pd.DataFrame([{"model": r["model"], "pixels": "shuffled" if r["shuffled"] else "original",
+                          "val_acc": r["val_acc"], "test_acc": r["test_acc"],
+                          "epochs": result["epochs"], "run_dir": r["run_dir"]}
+                         for r in result["runs"].values()]).to_csv(index=False, float_format="%.6g")
