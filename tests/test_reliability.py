@@ -59,8 +59,11 @@ def reference(bigger_folder, tmp_path_factory):
 
 def _start(overrides):
     cmd = [sys.executable, "-m", "reportgen.cli", "train", *overrides_to_args(overrides)]
+    # A shell starts background jobs with SIGINT ignored (CI may run us that way), and a
+    # child inherits that: give it the default disposition, as in a terminal.
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            cwd=Path(__file__).resolve().parents[1])
+                            cwd=Path(__file__).resolve().parents[1],
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def _wait_for_first_epoch(out: Path, proc, timeout=120):
