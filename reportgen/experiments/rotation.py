@@ -37,8 +37,9 @@ def sweep(module: Classifier, x: torch.Tensor, y: torch.Tensor, angles, interpol
           fill: str, batch_size: int, progress: Callable[[], None] = lambda: None) -> dict:
     """Accuracy, mean confidence and per-class accuracy of `module` at each angle."""
     out = {"accuracy": [], "confidence": [], "per_class": []}
+    net = evaluation.inference_net(module)
     for angle in angles:
-        s = evaluation.score(module, x, y, batch_size,
+        s = evaluation.score(module, x, y, batch_size, net=net,
                              transform=lambda z, a=angle: transforms.rotate(z, a, interpolation, fill))
         out["accuracy"].append(s.accuracy)
         out["confidence"].append(s.mean_confidence)
