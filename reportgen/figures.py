@@ -14,6 +14,7 @@ from . import style, transforms
 from .data import CLASSES
 from .files import MissingResults, read_json, read_metrics
 
+SPLIT_NAMES = {"val": "validation", "test": "test"}
 MODEL_NAMES = {"resnet": "ResNet", "resnet-rotaug": "ResNet + rotation augmentation",
                "checkpoint": "checkpoint", "resnet-shuffled": "ResNet, shuffled",
                "mlp": "MLP", "mlp-shuffled": "MLP, shuffled"}
@@ -100,7 +101,7 @@ def rotation_figures(results: Path, figures: Path) -> list[Path]:
         for j, split in enumerate(r["splits"]):
             a, acc = _closed(r["angles"], np.array(entry[split]["accuracy"]) * 100)
             ax.plot(a, acc, color=color, ls=style.LINESTYLES[j], marker="o" if j == 0 else None,
-                    ms=2.5, label=f"{MODEL_NAMES.get(label, label)} ({split})")
+                    ms=2.5, label=f"{MODEL_NAMES.get(label, label)} ({SPLIT_NAMES.get(split, split)})")
     ax.axhline(chance, color="grey", lw=1, ls=":", label=f"chance ({chance:.0f}%)")
     ax.set(xlabel="rotation angle (degrees, counter-clockwise)", ylabel="accuracy (%)",
            xlim=(0, 360), ylim=(0, 100), xticks=range(0, 361, 45))
@@ -119,7 +120,8 @@ def rotation_figures(results: Path, figures: Path) -> list[Path]:
         step = max(1, len(r["angles"]) // 12)
         ax.set_xticks(range(0, len(r["angles"]), step),
                       [f"{a:g}" for a in r["angles"][::step]], fontsize=7)
-        ax.set_title(f"{MODEL_NAMES.get(label, label)}: per-class accuracy ({split})")
+        ax.set_title(f"{MODEL_NAMES.get(label, label)}: per-class accuracy "
+                     f"({SPLIT_NAMES.get(split, split)} images)")
         ax.grid(False)
         fig.colorbar(im, ax=ax, label="accuracy (%)", fraction=0.03, pad=0.01)
     axes[-1, 0].set_xlabel("rotation angle (degrees)")
