@@ -9,13 +9,12 @@ from __future__ import annotations
 
 import base64
 import json
-import os
 import time
 import tomllib
 from pathlib import Path
 
 from . import analysis
-from .config import ConfigError, ExperimentConfig, to_dict
+from .config import ConfigError, ExperimentConfig
 from .files import MissingResults, atomic_write_bytes, atomic_write_text, read_json
 from .figures import MODEL_NAMES
 

@@ -7,17 +7,15 @@ a changed one never picks up a stale checkpoint.
 """
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import platform
 import shutil
-import sys
 import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import pytorch_lightning as pl
 import torch

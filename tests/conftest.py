@@ -2,7 +2,6 @@
 overrides that shrinks any experiment to seconds on a CPU. Nothing here touches the network."""
 from __future__ import annotations
 
-import io
 import pickle
 import tarfile
 from pathlib import Path

@@ -14,7 +14,7 @@ from reportgen import data as D
 from reportgen.config import DataConfig
 
 from conftest import (N_TEST_PER_CLASS, N_TRAIN_PER_CLASS, make_tar, patch_torchvision_md5,
-                      write_image_folder, write_torchvision_batches)
+                      write_torchvision_batches)
 
 
 def cfg(source, tmp_path, **kw):

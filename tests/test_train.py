@@ -1,10 +1,7 @@
 """`reportgen train` end to end on a tiny data set, on the CPU."""
 import json
-import os
-from pathlib import Path
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from reportgen.cli import app

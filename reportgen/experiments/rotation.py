@@ -17,8 +17,8 @@ import torch
 
 from .. import evaluation, transforms
 from ..config import ExperimentConfig
-from ..data import CLASSES, Splits
-from ..files import atomic_write_text, read_json
+from ..data import CLASSES
+from ..files import atomic_write_text
 from ..training import Classifier, RunSpec, eval_batch_size, load_classifier, train_run
 from . import Prepared, baseline_spec, results_dir
 

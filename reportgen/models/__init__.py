@@ -11,7 +11,7 @@ from typing import Any, Callable
 from torch import nn
 
 from .mlp import ACTIVATIONS, MLP
-from .resnet import BLOCKS, PreActResNetBlock, ResNet, ResNetBlock
+from .resnet import PreActResNetBlock, ResNet, ResNetBlock
 
 __all__ = ["MODELS", "MLP", "PreActResNetBlock", "ResNet", "ResNetBlock", "architecture_table", "build_model", "fold_batchnorm", "prefers_channels_last",
            "check_model", "count_parameters"]
