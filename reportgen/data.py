@@ -239,8 +239,7 @@ def read_torchvision(root: Path, download: bool, cache_dir: Path) -> tuple[torch
         if not check_integrity(str(tarball), CIFAR10.tgz_md5):
             raise DataError(f"{tarball} fails torchvision's md5 check (corrupt or incomplete): "
                             "download it again or pass --data with an intact copy")
-        _archive_names(tarball)  # readable
-        for name in _archive_names(tarball):
+        for name in _archive_names(tarball):  # readable, and no member escapes
             _safe_member(name, tarball)
         root = cache_dir / "torchvision"
         root.mkdir(parents=True, exist_ok=True)
@@ -280,15 +279,39 @@ def _check_tensors(train_x, train_y, test_x, test_y, where: str) -> None:
                             "10 classes")
 
 
+def _read_cache(cache: Path, key: str, path: Path, log) -> Cifar10 | None:
+    """The cached tensors of source `path`, or None (a damaged cache is reported and ignored)."""
+    if not cache.is_file():
+        return None
+    try:
+        blob = torch.load(cache, weights_only=True)
+        if blob.get("version") != CACHE_VERSION or blob.get("fingerprint") != key:
+            raise ValueError("it belongs to another source or version")
+        cached = [blob[k] for k in ("train_x", "train_y", "test_x", "test_y")]
+        _check_tensors(*cached, where=str(cache))
+        if _content_digest(cached) != blob["digest"]:
+            raise ValueError("its content does not match its checksum")
+        return Cifar10(*cached, source=str(path), digest=blob["digest"])
+    except Exception as e:  # any damage to the cache: rebuild it from the source
+        log(f"cache {cache} is unusable ({e}); decoding {path} again")
+        return None
+
+
 def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print) -> Cifar10:
     """Find, decode (once) and return CIFAR-10; raises DataError with what to do."""
     path, explicit = resolve_source(cfg.source, env)
     if explicit and not path.exists():
         raise DataError(f"--data {path} does not exist: pass the folder or archive that holds "
                         "CIFAR-10 (e.g. ../shared/data/cifar10-jpeg.tar)")
-    kind = detect_kind(path)
     cache_dir = Path(cfg.cache_dir)
-    parts = None
+    # The cache is keyed by the source's file stats, so a cached start never opens the
+    # source (listing the members of a 90 MB archive alone takes a second).
+    if path.exists():
+        key = fingerprint(path)
+        hit = _read_cache(cache_dir / f"cifar10-{key}.pt", key, path, log)
+        if hit is not None:
+            return hit
+    kind = detect_kind(path)
     if kind == "missing":
         if not cfg.download:
             raise DataError(f"no CIFAR-10 found at {path} and downloads are off: put "
@@ -296,26 +319,14 @@ def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print) -> Cifar10
         log(f"CIFAR-10 not found in {path}: downloading it with torchvision ...")
         path.mkdir(parents=True, exist_ok=True)
         parts = read_torchvision(path, True, cache_dir)
-    key = fingerprint(path)
-    cache = cache_dir / f"cifar10-{key}.pt"
-    if parts is None and cache.is_file():
-        try:
-            blob = torch.load(cache, weights_only=True)
-            if blob.get("version") != CACHE_VERSION or blob.get("fingerprint") != key:
-                raise ValueError("it belongs to another source or version")
-            cached = [blob[k] for k in ("train_x", "train_y", "test_x", "test_y")]
-            _check_tensors(*cached, where=str(cache))
-            if _content_digest(cached) != blob["digest"]:
-                raise ValueError("its content does not match its checksum")
-            return Cifar10(*cached, source=str(path), digest=blob["digest"])
-        except Exception as e:  # any damage to the cache: rebuild it from the source
-            log(f"cache {cache} is unusable ({e}); decoding {path} again")
-    if parts is None:
+    else:
         log(f"decoding CIFAR-10 from {path} (once; cached in {cache_dir}) ...")
         if kind in ("image-folder", "image-archive"):
             parts = read_image_folder(path)
         else:
             parts = read_torchvision(path, cfg.download, cache_dir)
+    key = fingerprint(path)  # after a download, of the downloaded files
+    cache = cache_dir / f"cifar10-{key}.pt"
     _check_tensors(*parts, where=str(path))
     digest = _content_digest(parts)
     try:
