@@ -42,11 +42,11 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig) -> tuple[dict, object]
 
     from .data import batches
     from .training import (Classifier, _quiet_lightning, resolve_accelerator,
-                           resolve_precision)
+                           resolve_precision, torch_device)
 
     tc = cfg.train
     accelerator = resolve_accelerator(tc.device)
-    device = torch.device("cuda" if accelerator == "gpu" else "cpu")
+    device = torch_device(accelerator)
     n = tc.batch_size * (b.warmup_steps + b.steps)
     x, y = _synthetic(n)
     x, y = x.to(device), y.to(device)  # as in training: the data lives on the device
@@ -84,7 +84,7 @@ def bench_eval(module, cfg: ExperimentConfig, b: BenchConfig) -> dict:
     from .experiments.rotation import sweep
     from .training import eval_batch_size
 
-    bs = eval_batch_size(cfg.train, "gpu" if module.device.type == "cuda" else "cpu")
+    bs = eval_batch_size(cfg.train, module.device)
     x, y = _synthetic(b.eval_images, seed=1)
     score(module, x[:bs * 2], y[:bs * 2], bs)  # warm-up
     rates = []
@@ -121,11 +121,11 @@ def run_notebook(script: str, data_dir: str, b: BenchConfig) -> dict:
 
 def run_bench(cfg: ExperimentConfig, b: BenchConfig, notebook: str | None = None,
               notebook_data: str | None = None) -> dict:
-    from .training import device_description, versions
+    from .training import device_description, torch_device, versions
 
     t0 = time.perf_counter()
     train, module = bench_training(cfg, b)
-    module = module.to(torch.device("cuda" if train["accelerator"] == "gpu" else "cpu"))
+    module = module.to(torch_device(train["accelerator"]))
     result = {
         "model": cfg.model.name, "model_params": dict(cfg.model.params),
         "batch_size": cfg.train.batch_size,

@@ -50,12 +50,11 @@ def part1_figures(results: Path, figures: Path) -> list[Path]:
     out = style.save(fig, figures / "part1_learning_curves")
 
     # A grid of augmented training images: each row one image, as the model sees it.
-    from .config import AugmentConfig
+    from .config import AugmentConfig, from_dict
 
     imgs = torch.tensor(part1["samples"]["images"], dtype=torch.uint8)
     labels = part1["samples"]["labels"]
-    aug_cfg = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v
-                               for k, v in part1["augment"].items()})
+    aug_cfg = from_dict(AugmentConfig, part1["augment"], "augment")
     n, k = min(len(imgs), 4), 6
     fig, axes = plt.subplots(n, k + 1, figsize=(style.FULL_WIDTH * 0.8, n * 0.86))
     g = torch.Generator().manual_seed(0)

@@ -25,7 +25,8 @@ from pytorch_lightning.callbacks import Callback, LearningRateMonitor, ModelChec
 from pytorch_lightning.loggers import TensorBoardLogger
 
 from . import evaluation, transforms
-from .config import AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig, digest, to_dict
+from .config import (AugmentConfig, DataConfig, ModelConfig, OptimConfig, TrainConfig, digest,
+                     from_dict, to_dict)
 from .data import Splits, batches
 from .files import atomic_write_text
 from .models import build_model, count_parameters, prefers_channels_last
@@ -51,10 +52,9 @@ class Classifier(pl.LightningModule):
         super().__init__()
         self.save_hyperparameters()
         self.model = build_model(model_name, **model_params)
-        self.optim_cfg = OptimConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                        for k, v in optim.items()})
-        self.augment_cfg = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v
-                                            for k, v in augment.items()})
+        # Checkpoints hold plain dicts; from_dict restores the typed, validated configs.
+        self.optim_cfg = from_dict(OptimConfig, optim, "optim")
+        self.augment_cfg = from_dict(AugmentConfig, augment, "augment")
         self.channels_last = channels_last and prefers_channels_last(model_name, model_params)
         if perm is not None:
             self.register_buffer("perm", transforms.check_permutation(torch.tensor(perm)),
@@ -344,12 +344,17 @@ def resolve_accelerator(device: str) -> str:
     return device
 
 
-def eval_batch_size(cfg: TrainConfig, accelerator: str) -> int:
+def torch_device(accelerator: str) -> torch.device:
+    """The torch device of a Lightning accelerator name ("gpu" -> the current CUDA device)."""
+    return torch.device("cuda" if accelerator == "gpu" else "cpu")
+
+
+def eval_batch_size(cfg: TrainConfig, device: torch.device) -> int:
     """train.eval_batch_size, or for 0 the measured best: 64 on a CPU (a batch's activations
     stay in cache), 1024 on a GPU (enough work per kernel)."""
     if cfg.eval_batch_size:
         return cfg.eval_batch_size
-    return 1024 if accelerator == "gpu" else 64
+    return 1024 if device.type == "cuda" else 64
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
@@ -435,7 +440,7 @@ def train_run(spec: RunSpec, splits: Splits, out_dir: str | Path, retrain: bool 
     train_dl = batches(splits.train_x.to(data_device), splits.train_y.to(data_device),
                        cfg.batch_size, shuffle_seed=cfg.seed, drop_last=True)
     val_dl = batches(splits.val_x.to(data_device), splits.val_y.to(data_device),
-                     eval_batch_size(cfg, accelerator))
+                     eval_batch_size(cfg, data_device))
     if len(train_dl) == 0:
         raise TrainingError(f"{len(splits.train_x)} training images are fewer than one batch "
                             f"of {cfg.batch_size}: use a larger --subset or a smaller batch")
@@ -454,8 +459,8 @@ def train_run(spec: RunSpec, splits: Splits, out_dir: str | Path, retrain: bool 
     best = Path(best_cb.best_model_path) if best_cb.best_model_path else last
     log(f"evaluating {best.name} on the validation and test images ...")
     model = Classifier.load_from_checkpoint(best, map_location="cpu")
-    model = model.to(torch.device("cuda" if accelerator == "gpu" else "cpu"))
-    bs = eval_batch_size(cfg, accelerator)
+    model = model.to(torch_device(accelerator))
+    bs = eval_batch_size(cfg, model.device)
     val = evaluation.score(model, splits.val_x, splits.val_y, bs)
     test = evaluation.score(model, splits.test_x, splits.test_y, bs)
     rows = metrics_cb.rows

@@ -19,7 +19,8 @@ from .. import evaluation, transforms
 from ..config import ExperimentConfig
 from ..data import CLASSES
 from ..files import atomic_write_text
-from ..training import Classifier, RunSpec, eval_batch_size, load_classifier, train_run
+from ..training import (Classifier, RunSpec, eval_batch_size, load_classifier,
+                        resolve_accelerator, torch_device, train_run)
 from . import Prepared, baseline_spec, results_dir
 
 RESULTS_VERSION = 1
@@ -48,12 +49,6 @@ def sweep(module: Classifier, x: torch.Tensor, y: torch.Tensor, angles, interpol
     return out
 
 
-def _device(cfg: ExperimentConfig) -> str:
-    from ..training import resolve_accelerator
-
-    return "cuda" if resolve_accelerator(cfg.train.device) == "gpu" else "cpu"
-
-
 def run_rotation(cfg: ExperimentConfig, prepared: Prepared, retrain: bool = False,
                  checkpoint: str | None = None, log=print) -> dict:
     """Train (or reuse) both models, sweep the angles, write rotation.json and rotation.csv.
@@ -72,7 +67,7 @@ def run_rotation(cfg: ExperimentConfig, prepared: Prepared, retrain: bool = Fals
                           (rotaug_spec(cfg, prepared.data_digest), rc.aug_degrees)):
             res = train_run(spec, prepared.splits, cfg.out_dir, retrain=retrain, log=log)
             sources.append((spec.label, Path(res["best_checkpoint"]), res, aug))
-    device = _device(cfg)
+    device = torch_device(resolve_accelerator(cfg.train.device))
     loaded = [(label, path, res, aug, load_classifier(path, device))
               for label, path, res, aug in sources]  # all checked before the sweep starts
     t0 = time.perf_counter()
@@ -84,7 +79,7 @@ def run_rotation(cfg: ExperimentConfig, prepared: Prepared, retrain: bool = Fals
         for split in rc.splits:
             x, y = prepared.splits.get(split)
             entry[split] = sweep(module, x, y, rc.angles, rc.interpolation, rc.fill,
-                                 eval_batch_size(cfg.train, "gpu" if device == "cuda" else "cpu"),
+                                 eval_batch_size(cfg.train, device),
                                  progress=bar.update)
         models[label] = entry
     bar.close()
@@ -96,7 +91,7 @@ def run_rotation(cfg: ExperimentConfig, prepared: Prepared, retrain: bool = Fals
         "fill": rc.fill, "splits": list(rc.splits), "classes": list(CLASSES), "models": models,
         "example": {"split": "val", "index": EXAMPLE_INDEX, "label": ex_y,
                     "image": ex_x.tolist()},
-        "sweep_wall_time_s": wall, "sweep_images": n_images, "device": device,
+        "sweep_wall_time_s": wall, "sweep_images": n_images, "device": str(device),
     }
     out = results_dir(cfg)
     out.mkdir(parents=True, exist_ok=True)
