@@ -41,7 +41,7 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig) -> tuple[dict, object]
     from pytorch_lightning.callbacks import Callback
 
     from .data import batches
-    from .training import (Classifier, _quiet_lightning, resolve_accelerator,
+    from .training import (Classifier, quiet_lightning, resolve_accelerator,
                            resolve_precision, torch_device)
 
     tc = cfg.train
@@ -66,7 +66,7 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig) -> tuple[dict, object]
                     torch.cuda.synchronize()  # only at window edges, not per step
                 marks.append(time.perf_counter())
 
-    _quiet_lightning()
+    quiet_lightning()
     trainer = pl.Trainer(accelerator=accelerator, devices=1,
                          precision=resolve_precision(tc.precision, accelerator),
                          max_steps=b.warmup_steps + b.steps, logger=False,

@@ -9,25 +9,30 @@ import dataclasses
 import hashlib
 import json
 import math
-import tomllib
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
+from .errors import UserError
 
-class ConfigError(ValueError):
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as the tomli package
+    import tomli as tomllib
+
+
+class ConfigError(UserError, ValueError):
     """A bad value in an experiment file or on the command line (the message names the key)."""
 
 
-def _check(ok: bool, key: str, value: Any, allowed: str) -> None:
+def check(ok: bool, key: str, value: Any, allowed: str) -> None:
+    """Raise ConfigError `key = value is not allowed: use <allowed>` unless `ok`."""
     if not ok:
         raise ConfigError(f"{key} = {value!r} is not allowed: use {allowed}")
 
 
-def _default_angles() -> tuple[float, ...]:
-    return tuple(float(a) for a in range(0, 360, 10))
 
 
 @dataclass(frozen=True)
@@ -40,15 +45,14 @@ class DataConfig:
     subset: int = 0  # train on only this many of the training images; 0 = all
 
     def __post_init__(self):
-        _check(0 < self.val_size < 50000, "data.val_size", self.val_size, "between 1 and 49999")
-        _check(self.subset >= 0, "data.subset", self.subset, "0 (all) or a positive count")
+        check(0 < self.val_size < 50000, "data.val_size", self.val_size, "between 1 and 49999")
+        check(self.subset >= 0, "data.subset", self.subset, "0 (all) or a positive count")
 
 
 @dataclass(frozen=True)
 class ModelConfig:
     name: str = "preact_resnet"  # a name in reportgen.models.MODELS
-    params: Mapping[str, Any] = field(default_factory=lambda: {
-        "num_classes": 10, "num_blocks": [2, 2, 3], "c_hidden": [16, 24, 32]})
+    params: Mapping[str, Any] = field(default_factory=lambda: _builder_defaults("preact_resnet"))
 
     def __post_init__(self):
         from reportgen.models import check_model  # the registry owns what a model accepts
@@ -56,9 +60,16 @@ class ModelConfig:
         check_model(self.name, dict(self.params))
 
 
+def _builder_defaults(name: str) -> dict[str, Any]:
+    """The registered builder's defaults (the practical's settings for its ResNet)."""
+    from reportgen.models import with_defaults
+
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in with_defaults(name, {}).items()}
+
+
 @dataclass(frozen=True)
 class OptimConfig:
-    name: str = "sgd"  # sgd | adam | adamw
+    name: str = "sgd"  # a name in reportgen.optimizers.OPTIMIZERS: sgd | adam | adamw
     lr: float = 0.1  # learning rate at batch 128
     momentum: float = 0.9  # SGD only
     weight_decay: float = 1e-4
@@ -66,13 +77,15 @@ class OptimConfig:
     gamma: float = 0.1
 
     def __post_init__(self):
-        _check(self.name in ("sgd", "adam", "adamw"), "optim.name", self.name, "sgd, adam or adamw")
-        _check(math.isfinite(self.lr) and self.lr > 0, "optim.lr", self.lr, "a positive number")
-        _check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "in [0, 1)")
-        _check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
-        _check(all(m > 0 for m in self.milestones), "optim.milestones", self.milestones,
-               "positive epoch numbers")
-        _check(0 < self.gamma <= 1, "optim.gamma", self.gamma, "in (0, 1]")
+        from .optimizers import OPTIMIZERS, allowed
+
+        check(self.name in OPTIMIZERS, "optim.name", self.name, allowed())
+        check(math.isfinite(self.lr) and self.lr > 0, "optim.lr", self.lr, "a positive number")
+        check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "in [0, 1)")
+        check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
+        check(all(m > 0 for m in self.milestones), "optim.milestones", self.milestones,
+              "positive epoch numbers")
+        check(0 < self.gamma <= 1, "optim.gamma", self.gamma, "in (0, 1]")
 
 
 @dataclass(frozen=True)
@@ -84,11 +97,11 @@ class AugmentConfig:
 
     def __post_init__(self):
         lo, hi = self.crop_scale
-        _check(0 < lo <= hi <= 1, "augment.crop_scale", self.crop_scale, "0 < min <= max <= 1")
+        check(0 < lo <= hi <= 1, "augment.crop_scale", self.crop_scale, "0 < min <= max <= 1")
         lo, hi = self.crop_ratio
-        _check(0 < lo <= hi, "augment.crop_ratio", self.crop_ratio, "0 < min <= max")
-        _check(0 <= self.rotate_degrees <= 180, "augment.rotate_degrees", self.rotate_degrees,
-               "between 0 and 180")
+        check(0 < lo <= hi, "augment.crop_ratio", self.crop_ratio, "0 < min <= max")
+        check(0 <= self.rotate_degrees <= 180, "augment.rotate_degrees", self.rotate_degrees,
+              "between 0 and 180")
 
 
 @dataclass(frozen=True)
@@ -107,61 +120,14 @@ class TrainConfig:
     augment: AugmentConfig = AugmentConfig()
 
     def __post_init__(self):
-        _check(self.eval_batch_size >= 0, "train.eval_batch_size", self.eval_batch_size,
-               "0 (automatic) or a positive integer")
+        check(self.eval_batch_size >= 0, "train.eval_batch_size", self.eval_batch_size,
+              "0 (automatic) or a positive integer")
         for key in ("epochs", "batch_size", "val_every", "devices", "progress_every"):
-            _check(getattr(self, key) > 0, f"train.{key}", getattr(self, key), "a positive integer")
-        _check(self.device in ("auto", "cpu", "gpu"), "train.device", self.device,
-               "auto, cpu or gpu")
-        _check(self.precision in ("auto", "32-true", "bf16-mixed", "16-mixed", "32"),
-               "train.precision", self.precision, "auto, 32-true, bf16-mixed or 16-mixed")
-
-
-@dataclass(frozen=True)
-class RotationConfig:
-    angles: tuple[float, ...] = field(default_factory=_default_angles)  # degrees, counter-clockwise
-    interpolation: str = "bilinear"  # bilinear | nearest
-    fill: str = "mean"  # corners: "mean" (0 after normalisation, as the notebook's rotate) | "black"
-    splits: tuple[str, ...] = ("val", "test")
-    aug_degrees: float = 180.0  # the comparison model trains with rotations uniform in [-d, d]
-
-    def __post_init__(self):
-        _check(len(self.angles) > 0, "rotation.angles", list(self.angles),
-               "a non-empty list of degrees")
-        for a in self.angles:
-            _check(math.isfinite(a) and -360 <= a <= 360, "rotation.angles", a,
-                   "numbers between -360 and 360")
-        _check(self.interpolation in ("bilinear", "nearest"), "rotation.interpolation",
-               self.interpolation, "bilinear or nearest")
-        _check(self.fill in ("mean", "black"), "rotation.fill", self.fill, "mean or black")
-        _check(len(self.splits) > 0 and set(self.splits) <= {"val", "test"}, "rotation.splits",
-               list(self.splits), 'a non-empty list of "val" and "test"')
-        _check(0 < self.aug_degrees <= 180, "rotation.aug_degrees", self.aug_degrees,
-               "between 0 (exclusive) and 180")
-
-
-@dataclass(frozen=True)
-class ShuffleConfig:
-    epochs: int = 10  # notebook: "limit your number of epochs to ... 10"
-    perm_seed: int = 42  # seed of the fixed pixel permutation
-    perm_file: str = ""  # a saved permutation (JSON list of 1024 positions) instead of the seed
-    mlp: ModelConfig = ModelConfig("mlp", {"num_classes": 10, "hidden": [128], "activation": "elu"})
-    # The MLP's optimiser. Its learning-rate schedule (optim.milestones, optim.gamma) and
-    # momentum for SGD are the ResNet's, so both train with the same budget and schedule.
-    mlp_optimizer: str = "adam"  # sgd | adam | adamw
-    mlp_lr: float = 1e-3
-    mlp_weight_decay: float = 0.0
-
-    def __post_init__(self):
-        _check(self.epochs > 0, "shuffle.epochs", self.epochs, "a positive integer")
-        _check(0 <= self.perm_seed < 2**63, "shuffle.perm_seed", self.perm_seed,
-               "an integer in [0, 2**63)")
-        _check(self.mlp_optimizer in ("sgd", "adam", "adamw"), "shuffle.mlp_optimizer",
-               self.mlp_optimizer, "sgd, adam or adamw")
-        _check(math.isfinite(self.mlp_lr) and self.mlp_lr > 0, "shuffle.mlp_lr", self.mlp_lr,
-               "a positive number")
-        _check(self.mlp_weight_decay >= 0, "shuffle.mlp_weight_decay", self.mlp_weight_decay,
-               ">= 0")
+            check(getattr(self, key) > 0, f"train.{key}", getattr(self, key), "a positive integer")
+        check(self.device in ("auto", "cpu", "gpu"), "train.device", self.device,
+              "auto, cpu or gpu")
+        check(self.precision in ("auto", "32-true", "bf16-mixed", "16-mixed", "32"),
+              "train.precision", self.precision, "auto, 32-true, bf16-mixed or 16-mixed")
 
 
 @dataclass(frozen=True)
@@ -173,22 +139,37 @@ class ReportConfig:
     user_text: str = ""  # TOML file of the student's own text per section; "" = none
 
 
+def _study_sections() -> dict[str, Any]:
+    """Each registered study's own section (e.g. [rotation]) with its defaults."""
+    from .experiments import STUDIES
+
+    return {s.name: s.config() for s in STUDIES.values() if s.config is not None}
+
+
 @dataclass(frozen=True)
 class ExperimentConfig:
-    name: str = "practical2"
+    name: str = "practical2"  # names the results folder OUT/<name>/
     out_dir: str = "output"
     figures_dir: str = "figures"
     data: DataConfig = DataConfig()
     model: ModelConfig = ModelConfig()
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
-    rotation: RotationConfig = RotationConfig()
-    shuffle: ShuffleConfig = ShuffleConfig()
     report: ReportConfig = ReportConfig()
+    # The studies' own sections, declared by each study (reportgen/experiments/): section
+    # name -> its config. In an experiment file they are top-level tables ([rotation]),
+    # and `cfg.rotation` reads them like any other field.
+    sections: Mapping[str, Any] = field(default_factory=_study_sections)
 
     def __post_init__(self):
-        _check(bool(self.name) and "/" not in self.name, "name", self.name,
-               "a non-empty name without '/'")
+        check(bool(self.name) and "/" not in self.name, "name", self.name,
+              "a non-empty name without '/'")
+
+    def __getattr__(self, name: str):
+        sections = self.__dict__.get("sections") or {}
+        if name in sections:
+            return sections[name]
+        raise AttributeError(f"ExperimentConfig has no field or study section {name!r}")
 
 
 # --- building dataclasses from plain dicts, with type checks -----------------------------
@@ -244,6 +225,8 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
 
 def from_dict(cls: type, raw: Mapping[str, Any], prefix: str = ""):
     """Build dataclass `cls` from `raw`, rejecting unknown keys and wrong types by name."""
+    if cls is ExperimentConfig:
+        return _experiment_from_dict(raw)
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
     unknown = sorted(set(raw) - set(names))
@@ -258,8 +241,30 @@ def from_dict(cls: type, raw: Mapping[str, Any], prefix: str = ""):
         raise ConfigError(str(e)) from e
 
 
+def _experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
+    """The experiment: its own fields, and each registered study's section with that study's
+    config class."""
+    from .experiments import STUDIES
+
+    studies = {s.name: s for s in STUDIES.values() if s.config is not None}
+    own = [f.name for f in dataclasses.fields(ExperimentConfig) if f.name != "sections"]
+    unknown = sorted(set(raw) - set(own) - set(studies))
+    if unknown:
+        raise ConfigError(f"unknown key {unknown[0]} at the top level: allowed keys are "
+                          f"{', '.join(own + list(studies))}")
+    hints = typing.get_type_hints(ExperimentConfig)
+    kwargs = {k: _coerce(raw[k], hints[k], k) for k in own if k in raw}
+    sections = {name: _coerce(raw.get(name, {}), study.config, name)
+                for name, study in studies.items()}
+    return ExperimentConfig(**kwargs, sections=sections)
+
+
 def to_dict(obj: Any) -> Any:
     """Plain JSON-able form of a config (tuples become lists)."""
+    if isinstance(obj, ExperimentConfig):
+        plain = {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)
+                 if f.name != "sections"}
+        return {**plain, **{k: to_dict(v) for k, v in obj.sections.items()}}
     if dataclasses.is_dataclass(obj):
         return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
     if isinstance(obj, Mapping):

@@ -24,17 +24,19 @@ import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .config import DataConfig
+from .errors import UserError
+from .files import atomic_write
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")  # CIFAR-10's label order, which is also alphabetical
-N_TRAIN, N_TEST, IMAGE_SIZE = 50000, 10000, 32
+IMAGE_SIZE = 32
 CACHE_VERSION = 1
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DEFAULT_ROOT = "data"
 
 
-class DataError(ValueError):
+class DataError(UserError, ValueError):
     """CIFAR-10 could not be read; the message names the file and says what to do."""
 
 
@@ -329,13 +331,11 @@ def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print) -> Cifar10
     cache = cache_dir / f"cifar10-{key}.pt"
     _check_tensors(*parts, where=str(path))
     digest = _content_digest(parts)
+    blob = {"version": CACHE_VERSION, "fingerprint": key, "digest": digest, "source": str(path),
+            "train_x": parts[0], "train_y": parts[1], "test_x": parts[2], "test_y": parts[3]}
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(f".tmp{os.getpid()}")
-        torch.save({"version": CACHE_VERSION, "fingerprint": key, "digest": digest,
-                    "source": str(path), "train_x": parts[0], "train_y": parts[1],
-                    "test_x": parts[2], "test_y": parts[3]}, tmp)
-        os.replace(tmp, cache)
+        atomic_write(cache, lambda tmp: torch.save(blob, tmp))
     except OSError as e:  # a cache is a convenience: say so and go on
         log(f"could not write the cache {cache} ({e}); the next run will decode again")
     return Cifar10(*parts, source=str(path), digest=digest)

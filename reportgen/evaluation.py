@@ -55,8 +55,7 @@ def _intra_op_threads(n: int):
 
 
 def score(module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
-          transform: Transform | None = None, num_classes: int | None = None,
-          net: torch.nn.Module | None = None) -> Scores:
+          transform: Transform | None = None, net: torch.nn.Module | None = None) -> Scores:
     """Evaluate `module` (a training.Classifier) on uint8 images `x` with labels `y`.
 
     `transform` acts on the normalised batch before the module's own input pipeline (e.g. the
@@ -73,7 +72,10 @@ def score(module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
     """
     module.eval()
     device = module.device
-    k = num_classes or int(module.hparams.model_params.get("num_classes", 10))
+    from .models import with_defaults
+
+    hp = module.hparams
+    k = int(with_defaults(hp.model_name, dict(hp.model_params))["num_classes"])
     net = inference_net(module) if net is None else net
 
     @torch.inference_mode()

@@ -1,28 +1,37 @@
 """Results + figures + templates/ -> report.html -> report.pdf (WeasyPrint).
 
-The report never computes a result: numbers come from the results files, the discussion's
-facts from `analysis` (which reads only those files), and figures from `figures/`. Both
-outputs are written under temporary names and renamed, so a failed build never replaces a
-good report.
+The report never computes a result: numbers come from the studies' results files, the
+discussion's facts from each study's `facts` (which read only those files), and figures from
+the figures folder. The template loops over the registered studies, placing each study's
+partial (templates/studies/<name>.html.j2) in every section. Figures, tables and citations
+are numbered where they are placed; a reference to a figure or table that the report does not
+contain, or a declared figure it never places, is an error naming it.
+
+Both outputs are written under temporary names and renamed, so a failed build never replaces
+a good report.
 """
 from __future__ import annotations
 
 import base64
 import json
+import re
 import time
-import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 
-from . import analysis
-from .config import ConfigError, ExperimentConfig
-from .files import MissingResults, atomic_write_bytes, atomic_write_text, read_json
-from .figures import MODEL_NAMES
+from markupsafe import Markup, escape
+
+from .config import ConfigError, ExperimentConfig, tomllib
+from .errors import UserError
+from .files import MissingResults, atomic_write_bytes, atomic_write_text
+from .references import REFERENCES
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 SECTIONS = ("abstract", "introduction", "method", "results", "discussion", "conclusion")
-FIGURE_ORDER = ("part1_augmentation", "part1_learning_curves", "rotation_accuracy",
-                "rotation_per_class", "rotation_examples", "shuffle_example", "shuffle_accuracy",
-                "shuffle_learning_curves")
+
+
+class ReportError(UserError, RuntimeError):
+    """The report cannot be built as its template asks; the message names what is wrong."""
 
 
 # --- formatting filters -----------------------------------------------------------------
@@ -57,7 +66,12 @@ def duration(seconds) -> str:
     return f"{s // 3600} h {s % 3600 // 60} min"
 
 
-OPTIMIZERS = {"sgd": "SGD", "adam": "Adam", "adamw": "AdamW"}
+def and_list(items) -> str:
+    """'a', 'a and b', 'a, b and c'."""
+    items = [str(i) for i in items]
+    return items[0] if len(items) == 1 else ", ".join(items[:-1]) + " and " + items[-1] if items else ""
+
+
 PRECISIONS = {"32-true": "32-bit floating point", "bf16-mixed": "bfloat16 mixed precision",
               "16-mixed": "float16 mixed precision"}
 SPLITS = {"val": "validation", "test": "test"}
@@ -79,6 +93,75 @@ def toml_text(d: dict, prefix: str = "") -> str:
               if isinstance(v, dict) and k != "params"]
     head = [f"[{prefix[:-1]}]"] if prefix else []
     return "\n".join(head + plain) + ("\n\n" if tables else "") + "\n\n".join(tables)
+
+
+# --- numbering where things are placed ---------------------------------------------------
+
+_TOKEN = re.compile(r"\x01(ref|cite|bib):([^\x02]*)\x02")
+
+
+class Numbering:
+    """Figures, tables and citations, numbered in the order the template places them.
+
+    `figure`/`table` place an item and return its number; `ref` and `cite` leave a token that
+    `resolve` replaces once the whole report is rendered, so a reference may come before
+    the item. Placing an item twice, or referring to one that is never placed, is an error.
+    """
+
+    def __init__(self, figures_dir: Path):
+        self.figures_dir = Path(figures_dir)
+        self.placed: dict[str, dict[str, int]] = {"figure": {}, "table": {}}
+
+    def _place(self, kind: str, name: str) -> int:
+        if name in self.placed[kind]:
+            raise ReportError(f"the report places {kind} {name!r} twice")
+        self.placed[kind][name] = len(self.placed[kind]) + 1
+        return self.placed[kind][name]
+
+    def figure(self, name: str) -> dict:
+        f = self.figures_dir / f"{name}.png"
+        if not f.is_file():
+            raise MissingResults(f"figure {f} is missing: run `reportgen figures`")
+        n = self._place("figure", name)
+        return {"n": n, "src": "data:image/png;base64," + base64.b64encode(f.read_bytes()).decode()}
+
+    def table(self, name: str) -> int:
+        return self._place("table", name)
+
+    def ref(self, kind: str, name: str) -> Markup:
+        return Markup(f"\x01ref:{kind}/{escape(name)}\x02")
+
+    def cite(self, *keys: str) -> Markup:
+        for k in keys:
+            if k not in REFERENCES:
+                raise ReportError(f"the report cites {k!r}, which is not in "
+                                  "reportgen/references.py: add it there")
+        return Markup(f"\x01cite:{','.join(keys)}\x02") if keys else Markup("")
+
+    def bibliography(self) -> Markup:
+        return Markup("\x01bib:\x02")
+
+    def resolve(self, html: str) -> str:
+        cited: dict[str, int] = {}
+        for m in _TOKEN.finditer(html):
+            if m.group(1) == "cite":
+                for k in m.group(2).split(","):
+                    cited.setdefault(k, len(cited) + 1)
+
+        def sub(m):
+            what, arg = m.group(1), m.group(2)
+            if what == "ref":
+                kind, name = arg.split("/", 1)
+                if name not in self.placed[kind]:
+                    raise ReportError(f"the report refers to {kind} {name!r}, which it does not "
+                                      f"contain: place the {kind}, or remove the reference")
+                return str(self.placed[kind][name])
+            if what == "cite":
+                return "[" + ", ".join(str(cited[k]) for k in arg.split(",")) + "]"
+            items = "\n".join(f"  <li>{REFERENCES[k]}</li>" for k in cited)
+            return f'<ol class="references">\n{items}\n</ol>'
+
+        return _TOKEN.sub(sub, html)
 
 
 # --- context -------------------------------------------------------------------------------
@@ -106,55 +189,110 @@ def read_user_text(path: str) -> dict[str, list[str]]:
     return out
 
 
-def _figures(figures_dir: Path) -> dict[str, dict]:
-    figs, n = {}, 0
-    for name in FIGURE_ORDER:
-        f = figures_dir / f"{name}.png"
-        if not f.is_file():
-            raise MissingResults(f"figure {f} is missing: run `reportgen figures`")
-        n += 1
-        uri = "data:image/png;base64," + base64.b64encode(f.read_bytes()).decode()
-        figs[name] = {"n": n, "src": uri}
-    return figs
+@dataclass(frozen=True)
+class StudyView:
+    """What the template sees of one study."""
+    name: str
+    title: str
+    partial: str
+    figures: tuple[str, ...]
+    r: dict  # its results
+    f: dict  # its facts
 
 
-def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path) -> dict:
-    part1 = read_json(results / "part1.json", "train")
-    rot = read_json(results / "rotation.json", "rotation")
-    shuf = read_json(results / "shuffle.json", "shuffle")
+def _runs(run_dirs: list[str]) -> list[dict]:
     runs, seen = [], set()
-    run_dirs = [part1["run_dir"]] + [m["run_dir"] for m in rot["models"].values()] + [
-        r["run_dir"] for r in shuf["runs"].values()]
     for d in run_dirs:
         key = Path(d).resolve()
         if key not in seen and (key / "results.json").is_file():
             seen.add(key)
             runs.append(json.loads((key / "results.json").read_text()))
-    rot_facts = analysis.rotation_facts(rot)
+    return runs
+
+
+def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
+                  only: list | None = None) -> dict:
+    """Everything the template places: each study's results and facts, the run's config and
+    data, the runs behind the numbers. `only`: these studies instead of all registered."""
+    from .experiments import studies
+
+    chosen = studies() if only is None else only
+    views = []
+    for st in chosen:
+        res = st.load(results)
+        views.append(StudyView(st.name, st.title, st.partial, st.figures, res, st.facts(res)))
+    first = views[0].r
+    for v in views:  # every results file must be the one study's, of this experiment
+        if v.r.get("config", {}).get("name") not in (None, cfg.name):
+            raise MissingResults(f"{results / (v.name + '.json')} belongs to experiment "
+                                 f"{v.r['config']['name']!r}: run `reportgen all` again")
+    run_dirs = [d for st, v in zip(chosen, views) for d in st.runs(v.r)]
+    versions = next((v.r["versions"] for v in views if "versions" in v.r), None)
+    if versions is None:
+        from .training import versions as current_versions
+
+        versions = current_versions()
     return {
         "meta": {"title": cfg.report.title, "author": cfg.report.author,
                  "student_number": cfg.report.student_number, "course": cfg.report.course,
                  "date": time.strftime("%d %B %Y").lstrip("0")},
-        "config": part1["config"], "config_text": toml_text(part1["config"]),
-        "part1": part1, "rot": rot, "rot_facts": rot_facts, "shuf": shuf,
-        "shuf_facts": analysis.shuffle_facts(shuf), "runs": runs,
-        "versions": part1["versions"], "names": MODEL_NAMES, "results_dir": str(results),
-        "user_text": read_user_text(cfg.report.user_text), "figs": _figures(figures_dir),
+        "config": first["config"], "config_text": toml_text(first["config"]),
+        "data": first["data"], "studies": views,
+        "results": {v.name: v.r for v in views}, "facts": {v.name: v.f for v in views},
+        "runs": _runs(run_dirs), "versions": versions, "results_dir": str(results),
+        "user_text": read_user_text(cfg.report.user_text),
         "css": (TEMPLATES / "report.css").read_text(),
+        "numbering": Numbering(figures_dir),
     }
 
 
-def render_html(context: dict) -> str:
+def _outside_template(name: str):
+    """A study may keep its partial outside templates/ (a plug-in's, a test's): an absolute path."""
+    p = Path(name)
+    if p.is_absolute() and p.is_file():
+        return p.read_text(), str(p), lambda: True
+    return None
+
+
+def environment():
     import jinja2
 
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+    from .optimizers import OPTIMIZERS
+
+    loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(TEMPLATES)),
+                                  jinja2.FunctionLoader(_outside_template)])
+    env = jinja2.Environment(loader=loader,
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
                              undefined=jinja2.StrictUndefined, trim_blocks=False)
     env.filters.update(pct=pct, pct1=pct1, pp=pp, deg=deg, thousands=thousands,
-                       duration=duration, optimizer=lambda n: OPTIMIZERS.get(n, n),
+                       duration=duration, and_list=and_list,
+                       optimizer=lambda n: OPTIMIZERS[n].title if n in OPTIMIZERS else n,
                        precision=lambda p: PRECISIONS.get(p, p),
                        split_name=lambda s: SPLITS.get(s, s))
-    return env.get_template("report.html.j2").render(**context)
+    return env
+
+
+def render_html(context: dict) -> str:
+    """Render the report; every study's partial is placed where the main template asks."""
+    import jinja2
+
+    env = environment()
+    numbering: Numbering = context["numbering"]
+    try:
+        parts = {v.name: env.get_template(v.partial).make_module({**context, "st": v, "r": v.r,
+                                                                  "f": v.f})
+                 for v in context["studies"]}
+        html = env.get_template("report.html.j2").render(**context, parts=parts)
+    except jinja2.TemplateNotFound as e:
+        raise ReportError(f"template {e.name} is missing from {TEMPLATES}: a study's report "
+                          "section lives there") from e
+    for v in context["studies"]:
+        for name in v.figures:
+            if name not in numbering.placed["figure"]:
+                raise ReportError(f"study {v.name!r} draws figure {name!r} but its report section "
+                                  f"({v.partial}) never places it: add "
+                                  f"{{% call figure(\"{name}\") %}}...{{% endcall %}}")
+    return numbering.resolve(html)
 
 
 def build_report(cfg: ExperimentConfig, log=print) -> tuple[Path, Path]:
@@ -172,7 +310,7 @@ def build_report(cfg: ExperimentConfig, log=print) -> tuple[Path, Path]:
     html_path, pdf_path = out / "report.html", out / "report.pdf"
     pdf = weasyprint.HTML(string=html, base_url=str(out)).write_pdf()
     if not pdf or not pdf.startswith(b"%PDF"):
-        raise RuntimeError("WeasyPrint produced no PDF; the previous report is unchanged")
+        raise ReportError("WeasyPrint produced no PDF; the previous report is unchanged")
     atomic_write_text(html_path, html)
     atomic_write_bytes(pdf_path, pdf)
     log(f"report: {html_path} and {pdf_path} ({len(pdf) / 1024:.0f} KiB)")

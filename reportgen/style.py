@@ -5,7 +5,6 @@ common colour-vision deficiencies; line styles differ as well, so figures surviv
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import matplotlib
@@ -19,6 +18,7 @@ PALETTE = {
 }
 CYCLE = [PALETTE[k] for k in ("blue", "vermillion", "green", "orange", "purple", "sky")]
 LINESTYLES = ["-", "--", "-.", ":"]
+LINESTYLE_NAMES = {"-": "solid", "--": "dashed", "-.": "dash-dotted", ":": "dotted"}  # for captions
 FULL_WIDTH = 6.3  # inches: A4 text width with 2.5 cm margins
 HEATMAP = "cividis"  # perceptually uniform and colour-blind-safe
 
@@ -38,13 +38,13 @@ def apply() -> None:
 
 def save(fig, path: Path) -> list[Path]:
     """Write `path`.png and `path`.svg through temporary names (never half a file)."""
+    from .files import atomic_write
+
     path.parent.mkdir(parents=True, exist_ok=True)
     written = []
     for ext in ("png", "svg"):
         final = path.with_suffix(f".{ext}")
-        tmp = final.with_name(f".{final.stem}.tmp{os.getpid()}.{ext}")
-        fig.savefig(tmp, format=ext)
-        os.replace(tmp, final)
+        atomic_write(final, lambda tmp: fig.savefig(tmp, format=ext))
         written.append(final)
     plt.close(fig)
     return written

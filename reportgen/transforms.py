@@ -18,6 +18,7 @@ from .config import AugmentConfig
 # The notebook's normalisation statistics (of the original CIFAR-10 training images).
 MEAN = (0.491, 0.482, 0.447)
 STD = (0.247, 0.243, 0.261)
+FLIP_PROBABILITY = 0.5  # torchvision's RandomHorizontalFlip default, as in the notebook
 
 
 @functools.lru_cache(maxsize=None)
@@ -127,7 +128,7 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Te
     sx, sy = cw / w, ch / h
     tx, ty = (2 * left + cw) / w - 1, (2 * top + ch) / h - 1
     if cfg.flip:
-        flip = torch.rand(n, generator=g, device=dev) < 0.5
+        flip = torch.rand(n, generator=g, device=dev) < FLIP_PROBABILITY
         sx = torch.where(flip, -sx, sx)
     crop = torch.zeros(n, 3, 3, device=dev)
     crop[:, 0, 0], crop[:, 0, 2], crop[:, 1, 1], crop[:, 1, 2], crop[:, 2, 2] = sx, tx, sy, ty, 1

@@ -39,12 +39,18 @@ def test_bench_table_and_bad_input():
     assert r.exit_code == 2 and "--notebook-data" in r.output
 
 
+@pytest.mark.slow
 def test_compiled_and_eager_training_give_the_same_loss(tiny):
     """train.compile=true (torch.compile'd training steps) reproduces the eager losses."""
-    from conftest import overrides_to_args
+    from helpers import overrides_to_args
     from reportgen.files import read_metrics
 
     overrides, out = tiny
+    # Channel counts that are multiples of 8: inductor lays the tiny model's 4-channel maps
+    # out channels_last, where oneDNN's backward of the 1x1 stride-2 shortcut hangs or
+    # corrupts memory on this torch build (see reportgen.models.resnet._channels_last).
+    overrides = {**overrides, "model.params": {"num_classes": 10, "num_blocks": [1, 1],
+                                               "c_hidden": [8, 16]}}
     losses = {}
     for flag in ("false", "true"):
         r = runner.invoke(app, ["train", *overrides_to_args(overrides), "--epochs", "2",

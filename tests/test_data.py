@@ -13,7 +13,7 @@ from PIL import Image
 from reportgen import data as D
 from reportgen.config import DataConfig
 
-from conftest import (N_TEST_PER_CLASS, N_TRAIN_PER_CLASS, make_tar, patch_torchvision_md5,
+from helpers import (N_TEST_PER_CLASS, N_TRAIN_PER_CLASS, make_tar, patch_torchvision_md5,
                       write_torchvision_batches)
 
 

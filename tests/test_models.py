@@ -113,3 +113,40 @@ def test_fold_batchnorm_keeps_the_function():
     with torch.no_grad():
         assert torch.allclose(folded(x), m(x), atol=1e-5)
     assert any(isinstance(k, torch.nn.BatchNorm2d) for k in m.modules())  # original untouched
+
+
+def test_builder_defaults_are_the_practicals():
+    from reportgen.models import with_defaults
+
+    for name in ("preact_resnet", "resnet"):
+        d = with_defaults(name, {})
+        assert list(d["num_blocks"]) == [2, 2, 3] and list(d["c_hidden"]) == [16, 24, 32]
+    assert sum(p.numel() for p in build_model("preact_resnet").parameters()) == 83_946
+
+
+@pytest.mark.parametrize("name", sorted(MODELS))
+def test_every_model_describes_itself(name):
+    from reportgen.references import REFERENCES
+
+    entry = MODELS[name]
+    assert entry.label and entry.title and entry.description and entry.details
+    assert all(key in REFERENCES for key in entry.cite)
+
+
+def test_a_model_registers_where_it_is_defined():
+    from torch import nn
+
+    from reportgen.models import register_model
+    from reportgen.models.registry import MODELS as registry
+
+    @register_model("tiny_linear_test", label="lin", title="Linear", description="linear model",
+                    details="One linear layer.")
+    def tiny_linear(num_classes: int = 10) -> nn.Module:
+        return nn.Sequential(nn.Flatten(), nn.Linear(3 * 32 * 32, num_classes))
+
+    try:
+        assert build_model("tiny_linear_test")(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
+        with pytest.raises(ValueError, match="has no setting 'depth'"):
+            check_model("tiny_linear_test", {"depth": 3})
+    finally:
+        registry.pop("tiny_linear_test")

@@ -2,7 +2,6 @@
 nothing computed is lost."""
 import io
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from reportgen import data as D
 from reportgen.cli import app
 from reportgen.files import read_metrics
 
-from conftest import only_run, overrides_to_args, tiny_overrides, write_image_folder
+from helpers import only_run, overrides_to_args, tiny_overrides, write_image_folder
 
 runner = CliRunner()
 
@@ -31,15 +30,7 @@ def cli(overrides, *extra):
 @pytest.fixture(scope="module")
 def bigger_folder(tmp_path_factory):
     """Enough images that an epoch takes a few seconds: time to deliver a signal mid-run."""
-    import conftest
-
-    root = tmp_path_factory.mktemp("bigger")
-    old = conftest.N_TRAIN_PER_CLASS
-    conftest.N_TRAIN_PER_CLASS = 50
-    try:
-        return write_image_folder(root / "data")
-    finally:
-        conftest.N_TRAIN_PER_CLASS = old
+    return write_image_folder(tmp_path_factory.mktemp("bigger") / "data", n_train=50)
 
 
 def long_overrides(folder, out):
@@ -76,6 +67,7 @@ def _wait_for_first_epoch(out: Path, proc, timeout=120):
     raise AssertionError("no checkpoint appeared")
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM", "SIGKILL"])
 def test_interrupted_training_resumes_to_the_same_result(sig, bigger_folder, reference, tmp_path):
     """Ctrl-C, SIGTERM or a killed process: the same command resumes from the last checkpoint
@@ -89,13 +81,12 @@ def test_interrupted_training_resumes_to_the_same_result(sig, bigger_folder, ref
     run = only_run(out)
     if sig == "SIGKILL":
         assert proc.returncode == -signal.SIGKILL
-        assert (out / ".lock").exists()  # left behind by the killed process
     else:
         assert proc.returncode == 130, stderr
         last = stderr.strip().splitlines()[-1]
         assert last.startswith("error: training of") and "was interrupted" in last
         assert "run the same command again to resume" in last
-        assert not (out / ".lock").exists()
+        assert not (out / ".lock.owner").exists()
     assert not (run / "results.json").exists()
     r = cli(overrides)
     assert r.exit_code == 0, r.output
@@ -177,32 +168,48 @@ def test_output_folder_not_writable_or_full(tiny, tmp_path, monkeypatch):
 
     import shutil as _shutil
 
-    from reportgen import training
+    from reportgen.training import rundir
 
     real = _shutil.disk_usage
-    monkeypatch.setattr(training.shutil, "disk_usage",
+    monkeypatch.setattr(rundir.shutil, "disk_usage",
                         lambda p: real(p)._replace(free=10 * 2**20))
     r = cli(overrides)
     assert r.exit_code == 2 and "only 10 MiB free" in r.output
     assert not list(out.glob("runs/*/checkpoints"))
 
 
-def test_two_runs_at_once_into_one_folder(tiny):
+HOLD_LOCK = """
+import sys, time
+from reportgen.files import OutputLock
+sys.argv = ["reportgen", "all", "--config", "x.toml"]
+with OutputLock({out!r}):
+    print("locked", flush=True)
+    time.sleep(120)
+"""
+
+
+def test_two_processes_one_folder_and_a_killed_holder(tiny):
+    """A second command refuses while another process holds the folder, naming it; once the
+    holder is killed (SIGKILL: no clean-up), the kernel has released its lock and the next
+    command takes it."""
     overrides, out = tiny
-    out.mkdir(parents=True)
-    holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK.format(out=str(out))],
+                              stdout=subprocess.PIPE, text=True,
+                              cwd=Path(__file__).resolve().parents[1])
     try:
-        (out / ".lock").write_text(json.dumps({"host": os.uname().nodename, "pid": holder.pid,
-                                                "command": "reportgen all --config x.toml"}))
+        assert holder.stdout.readline().strip() == "locked"
         r = cli(overrides)
         assert r.exit_code == 2
-        assert f"in use by another reportgen (pid {holder.pid}: reportgen all --config x.toml)" in r.output
+        assert (f"in use by another reportgen (pid {holder.pid}: reportgen all --config x.toml)"
+                in r.output)
+        assert not (out / "runs").exists()
     finally:
         holder.kill()
         holder.wait()
-    r = cli(overrides)  # the holder is gone: its stale lock is taken over
+    assert (out / ".lock.owner").exists()  # the killed holder could not clean up
+    r = cli(overrides)
     assert r.exit_code == 0, r.output
-    assert not (out / ".lock").exists()
+    assert not (out / ".lock.owner").exists()
 
 
 def test_truncated_jpeg_is_named(image_folder):
@@ -258,6 +265,7 @@ def test_bad_command_line_values(tiny, args, message):
     assert not out.exists()
 
 
+@pytest.mark.slow
 def test_ddp_on_two_cpu_processes(tiny, tmp_path):
     """Lightning's own DDP (gloo) on the CPU: trains, agrees with one device, and only the
     main process writes the results."""

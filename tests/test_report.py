@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 from reportgen.cli import app
 from reportgen.report import pct
 
-from conftest import overrides_to_args, tiny_overrides, write_image_folder
+from helpers import overrides_to_args, tiny_overrides, write_image_folder
 
 runner = CliRunner()
 FIGURES = ("part1_learning_curves", "part1_augmentation", "rotation_accuracy",
@@ -36,6 +36,7 @@ def built(tmp_path_factory):
     return {"out": out, "overrides": overrides, "pdf": pdf, "text": re.sub(r"\s+", " ", text)}
 
 
+@pytest.mark.slow
 def test_pdf_has_sections_and_title_fields(built):
     text = built["text"]
     for heading in ("Abstract", "1 Introduction", "2 Method", "3 Results", "4 Discussion",
@@ -46,6 +47,7 @@ def test_pdf_has_sections_and_title_fields(built):
     assert "Learning Multiple Layers of Features from Tiny Images" in text
 
 
+@pytest.mark.slow
 def test_pdf_has_all_figures(built):
     import hashlib
 
@@ -58,6 +60,7 @@ def test_pdf_has_all_figures(built):
     assert "Table 1." in built["text"] and "Table 3." in built["text"]
 
 
+@pytest.mark.slow
 def test_pdf_numbers_equal_results(built):
     text, res_dir = built["text"], built["out"] / "practical2"
     part1 = json.loads((res_dir / "part1.json").read_text())
@@ -72,6 +75,7 @@ def test_pdf_numbers_equal_results(built):
         assert pct(run["test_acc"]) in text and pct(run["val_acc"]) in text
 
 
+@pytest.mark.slow
 def test_user_text_is_placed_as_written(built):
     text = built["text"]
     mine = text.index("My own observation: the frog class is green.")
@@ -80,11 +84,13 @@ def test_user_text_is_placed_as_written(built):
     assert text.index("Abstract words of my own.") < text.index("1 Introduction")
 
 
+@pytest.mark.slow
 def test_html_is_written_next_to_pdf(built):
     html = (built["out"] / "report.html").read_text()
     assert html.count("<figure") == len(FIGURES) and "data:image/png;base64," in html
 
 
+@pytest.mark.slow
 def test_figures_command_redraws_everything(built):
     figs = built["out"] / "figures"
     shutil.rmtree(figs)
@@ -94,6 +100,7 @@ def test_figures_command_redraws_everything(built):
         assert (figs / f"{name}.png").is_file() and (figs / f"{name}.svg").is_file(), name
 
 
+@pytest.mark.slow
 def test_failed_build_keeps_the_good_report(built):
     before = built["pdf"].read_bytes()
     missing = built["out"] / "figures" / "rotation_accuracy.png"

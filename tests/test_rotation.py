@@ -8,21 +8,27 @@ from typer.testing import CliRunner
 
 from reportgen.cli import app
 
-from conftest import overrides_to_args
+from helpers import overrides_to_args, tiny_overrides, write_image_folder
 
 runner = CliRunner()
 
 
-@pytest.fixture
-def swept(tiny):
-    overrides, out = tiny
+@pytest.fixture(scope="module")
+def swept(tmp_path_factory):
+    """One tiny `reportgen rotation` (two trainings and the sweep), shared by the tests that
+    only read its files."""
+    tmp = tmp_path_factory.mktemp("rotation")
+    folder = write_image_folder(tmp / "data")
+    out = tmp / "out"
+    overrides = tiny_overrides(folder, out)
     r = runner.invoke(app, ["rotation", *overrides_to_args(overrides)])
     assert r.exit_code == 0, r.output
-    return out, json.loads((out / "practical2" / "rotation.json").read_text()), r.output
+    res = json.loads((out / "practical2" / "rotation.json").read_text())
+    return out, res, r.output, overrides, folder
 
 
 def test_sweep_files_are_complete(swept):
-    out, res, output = swept
+    out, res, output, _, _ = swept
     assert res["angles"] == [0, 90, 180, 270]
     assert set(res["models"]) == {"resnet", "resnet-rotaug"}
     assert res["interpolation"] == "bilinear" and res["fill"] == "mean"
@@ -42,7 +48,7 @@ def test_sweep_files_are_complete(swept):
 
 
 def test_zero_degrees_equals_plain_validation_accuracy(swept):
-    out, res, _ = swept
+    out, res, _, _, _ = swept
     for label, entry in res["models"].items():
         plain = json.loads((Path(entry["run_dir"]) / "results.json").read_text())
         assert entry["val"]["accuracy"][0] == plain["val_acc"]
@@ -50,12 +56,12 @@ def test_zero_degrees_equals_plain_validation_accuracy(swept):
         assert entry["val"]["per_class"][0] == plain["val_per_class"]
 
 
-def test_per_class_accuracies_average_to_overall(swept, image_folder, tmp_path):
+def test_per_class_accuracies_average_to_overall(swept, tmp_path):
     from reportgen.config import DataConfig
     from reportgen.data import load_cifar10, make_splits
 
-    out, res, _ = swept
-    c = DataConfig(source=str(image_folder), cache_dir=str(tmp_path / "c"), val_size=10)
+    out, res, _, _, folder = swept
+    c = DataConfig(source=str(folder), cache_dir=str(tmp_path / "c"), val_size=10)
     s = make_splits(load_cifar10(c, env={}), c)
     counts = torch.bincount(s.val_y, minlength=10).tolist()
     for entry in res["models"].values():
@@ -66,19 +72,20 @@ def test_per_class_accuracies_average_to_overall(swept, image_folder, tmp_path):
 
 
 def test_figures_are_written(swept):
-    out, _, _ = swept
+    out, _, _, _, _ = swept
     for name in ("rotation_accuracy", "rotation_per_class", "rotation_examples"):
         for ext in ("png", "svg"):
             f = out / "figures" / f"{name}.{ext}"
             assert f.is_file() and f.stat().st_size > 1000, f
 
 
-def test_single_checkpoint_sweep(swept, tiny):
-    overrides, out = tiny
-    _, res, _ = swept
+def test_single_checkpoint_sweep(swept, tmp_path):
+    _, res, _, overrides, _ = swept
+    out = tmp_path / "one"
     ckpt = res["models"]["resnet"]["checkpoint"]
-    r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint", ckpt,
-                            "--angles", "0,45"])
+    r = runner.invoke(app, ["rotation", *overrides_to_args({**overrides, "out_dir": str(out),
+                                                            "figures_dir": str(out / "f")}),
+                            "--checkpoint", ckpt, "--angles", "0,45"])
     assert r.exit_code == 0, r.output
     one = json.loads((out / "practical2" / "rotation.json").read_text())
     assert list(one["models"]) == ["checkpoint"] and one["angles"] == [0, 45]

@@ -10,7 +10,7 @@ from reportgen import transforms as T
 from reportgen.cli import app
 from reportgen.models import MLP
 
-from conftest import overrides_to_args
+from helpers import overrides_to_args
 
 runner = CliRunner()
 

@@ -7,7 +7,7 @@ from typer.testing import CliRunner
 from reportgen.cli import app
 from reportgen.training import Classifier
 
-from conftest import REAL_DATA, only_run, overrides_to_args
+from helpers import REAL_DATA, only_run, overrides_to_args
 
 runner = CliRunner()
 
@@ -104,6 +104,7 @@ def test_no_data_offline(tmp_path, monkeypatch):
     assert "could not read or download CIFAR-10" in r.output and "--data" in r.output
 
 
+@pytest.mark.slow
 @pytest.mark.realdata
 @pytest.mark.skipif(not REAL_DATA.is_file(), reason=f"{REAL_DATA} is absent")
 def test_real_cifar10_short_run_beats_chance(tmp_path):
@@ -116,3 +117,18 @@ def test_real_cifar10_short_run_beats_chance(tmp_path):
     res = json.loads((only_run(out) / "results.json").read_text())
     assert res["train_images"] == 10000
     assert res["test_acc"] > 0.25 and res["val_acc"] > 0.25
+
+
+def test_training_learns_the_class_colours(tmp_path):
+    """The tiny images' mean colour gives away their class: a few epochs of the practical's
+    pipeline must find it, far above the 10% of guessing."""
+    from helpers import tiny_overrides, write_image_folder
+
+    folder = write_image_folder(tmp_path / "data", n_train=20, n_test=5)
+    out = tmp_path / "out"
+    r = train_cli({**tiny_overrides(folder, out), "data.val_size": 50, "train.epochs": 6,
+                   "optim.milestones": [5]})
+    assert r.exit_code == 0, r.output
+    res = json.loads((only_run(out) / "results.json").read_text())
+    assert res["train_images"] == 150
+    assert res["test_acc"] >= 0.5 and res["val_acc"] >= 0.5, res

@@ -1,4 +1,4 @@
-"""Part 2: how the trained ResNet's accuracy changes when the images are rotated.
+"""Part 2: how the trained network's accuracy changes when the images are rotated.
 
 The plain model (Part 1) and a comparison model trained with random rotations (same
 architecture and budget) are evaluated on the validation (and test) images rotated by each
@@ -7,36 +7,63 @@ angle, one angle per batch, on the model's device. Results: `rotation.json` and
 """
 from __future__ import annotations
 
-import json
+import math
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+from statistics import mean
 from typing import Callable
 
-import torch
+from .. import analysis
+from ..config import ConfigError, ExperimentConfig, check
+from ..training import RunSpec
+from .base import Prepared, Study, register_study
+from .part1 import baseline_spec, run_label
 
-from .. import evaluation, transforms
-from ..config import ExperimentConfig
-from ..data import CLASSES
-from ..files import atomic_write_text
-from ..training import (Classifier, RunSpec, eval_batch_size, load_classifier,
-                        resolve_accelerator, torch_device, train_run)
-from . import Prepared, baseline_spec, results_dir
-
-RESULTS_VERSION = 1
+RESULTS_VERSION = 2
 EXAMPLE_INDEX = 0  # the validation image shown in the example strip
+EXAMPLE_ANGLES = (0, 30, 60, 90, 135, 180, 270)  # the angles of the example strip
+
+
+def _default_angles() -> tuple[float, ...]:
+    return tuple(float(a) for a in range(0, 360, 10))
+
+
+@dataclass(frozen=True)
+class RotationConfig:
+    angles: tuple[float, ...] = field(default_factory=_default_angles)  # degrees, counter-clockwise
+    interpolation: str = "bilinear"  # bilinear | nearest
+    fill: str = "mean"  # corners: "mean" (0 after normalisation, as the notebook's rotate) | "black"
+    splits: tuple[str, ...] = ("val", "test")
+    aug_degrees: float = 180.0  # the comparison model trains with rotations uniform in [-d, d]
+
+    def __post_init__(self):
+        check(len(self.angles) > 0, "rotation.angles", list(self.angles),
+              "a non-empty list of degrees")
+        for a in self.angles:
+            check(math.isfinite(a) and -360 <= a <= 360, "rotation.angles", a,
+                  "numbers between -360 and 360")
+        check(self.interpolation in ("bilinear", "nearest"), "rotation.interpolation",
+              self.interpolation, "bilinear or nearest")
+        check(self.fill in ("mean", "black"), "rotation.fill", self.fill, "mean or black")
+        check(len(self.splits) > 0 and set(self.splits) <= {"val", "test"}, "rotation.splits",
+              list(self.splits), 'a non-empty list of "val" and "test"')
+        check(0 < self.aug_degrees <= 180, "rotation.aug_degrees", self.aug_degrees,
+              "between 0 (exclusive) and 180")
 
 
 def rotaug_spec(cfg: ExperimentConfig, data_digest: str) -> RunSpec:
     """The comparison: the same model and budget, trained with random rotations."""
     augment = replace(cfg.train.augment, rotate_degrees=cfg.rotation.aug_degrees)
-    return RunSpec("resnet-rotaug", cfg.model, cfg.optim, replace(cfg.train, augment=augment),
-                   cfg.data, data_digest)
+    return RunSpec(run_label(cfg.model.name, "rotaug"), cfg.model, cfg.optim,
+                   replace(cfg.train, augment=augment), cfg.data, data_digest)
 
 
-def sweep(module: Classifier, x: torch.Tensor, y: torch.Tensor, angles, interpolation: str,
-          fill: str, batch_size: int, progress: Callable[[], None] = lambda: None) -> dict:
+def sweep(module, x, y, angles, interpolation: str, fill: str, batch_size: int,
+          progress: Callable[[], None] = lambda: None) -> dict:
     """Accuracy, mean confidence and per-class accuracy of `module` at each angle."""
+    from .. import evaluation, transforms
+
     out = {"accuracy": [], "confidence": [], "per_class": []}
     net = evaluation.inference_net(module)
     for angle in angles:
@@ -49,57 +76,12 @@ def sweep(module: Classifier, x: torch.Tensor, y: torch.Tensor, angles, interpol
     return out
 
 
-def run_rotation(cfg: ExperimentConfig, prepared: Prepared, retrain: bool = False,
-                 checkpoint: str | None = None, log=print) -> dict:
-    """Train (or reuse) both models, sweep the angles, write rotation.json and rotation.csv.
-
-    With `checkpoint`, only that checkpoint is swept (no training).
-    """
-    from tqdm.auto import tqdm
-
-    rc = cfg.rotation
-    models: dict[str, dict] = {}
-    if checkpoint is not None:
-        sources = [("checkpoint", Path(checkpoint), None, 0.0)]
-    else:
-        sources = []
-        for spec, aug in ((baseline_spec(cfg, prepared.data_digest), 0.0),
-                          (rotaug_spec(cfg, prepared.data_digest), rc.aug_degrees)):
-            res = train_run(spec, prepared.splits, cfg.out_dir, retrain=retrain, log=log)
-            sources.append((spec.label, Path(res["best_checkpoint"]), res, aug))
-    device = torch_device(resolve_accelerator(cfg.train.device))
-    loaded = [(label, path, res, aug, load_classifier(path, device))
-              for label, path, res, aug in sources]  # all checked before the sweep starts
-    t0 = time.perf_counter()
-    bar = tqdm(total=len(loaded) * len(rc.splits) * len(rc.angles), unit="angle",
-               desc="rotation sweep", mininterval=1.0)
-    for label, path, res, aug, module in loaded:
-        entry = {"checkpoint": str(path), "run_dir": str(path.parent.parent),
-                 "aug_degrees": aug, "model": module.hparams.model_name}
-        for split in rc.splits:
-            x, y = prepared.splits.get(split)
-            entry[split] = sweep(module, x, y, rc.angles, rc.interpolation, rc.fill,
-                                 eval_batch_size(cfg.train, device),
-                                 progress=bar.update)
-        models[label] = entry
-    bar.close()
-    wall = time.perf_counter() - t0
-    n_images = sum(len(prepared.splits.get(s)[0]) for s in rc.splits) * len(rc.angles) * len(loaded)
-    ex_x, ex_y = prepared.splits.val_x[EXAMPLE_INDEX], int(prepared.splits.val_y[EXAMPLE_INDEX])
-    result = {
-        "version": RESULTS_VERSION, "angles": list(rc.angles), "interpolation": rc.interpolation,
-        "fill": rc.fill, "splits": list(rc.splits), "classes": list(CLASSES), "models": models,
-        "example": {"split": "val", "index": EXAMPLE_INDEX, "label": ex_y,
-                    "image": ex_x.tolist()},
-        "sweep_wall_time_s": wall, "sweep_images": n_images, "device": str(device),
-    }
-    out = results_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "rotation.json", json.dumps(result))
-    atomic_write_text(out / "rotation.csv", to_csv(result))
-    log(f"rotation sweep: {len(loaded)} model(s) x {len(rc.splits)} split(s) x {len(rc.angles)} "
-        f"angles in {wall:.1f} s ({n_images / wall:.0f} img/s) -> {out / 'rotation.json'}")
-    return result
+def _parse_angles(text: str) -> list[float]:
+    try:
+        return [float(a) for a in text.split(",") if a.strip()]
+    except ValueError:
+        raise ConfigError(f"--angles {text!r}: give numbers separated by commas, e.g. 0,10,20") \
+            from None
 
 
 def to_csv(result: dict) -> str:
@@ -115,3 +97,220 @@ def to_csv(result: dict) -> str:
                              "accuracy": r["accuracy"][i], "mean_confidence": r["confidence"][i],
                              **{f"acc_{c}": a for c, a in zip(result["classes"], r["per_class"][i])}})
     return pd.DataFrame(rows).to_csv(index=False, float_format="%.6g")
+
+
+def _closed(angles, values):
+    """Append 360 degrees as a copy of 0 degrees so the curve closes."""
+    import numpy as np
+
+    angles, values = list(angles), list(values)
+    if angles and angles[0] % 360 == 0 and 360 not in angles:
+        angles.append(360.0)
+        values.append(values[0])
+    return np.array(angles), np.array(values)
+
+
+def model_facts(angles: list[float], classes: list[str], entry: dict) -> dict:
+    """For one model and split: accuracy at 0°, the worst angle, where accuracy comes back
+    up, the classes that survive rotation best and worst, and confidence."""
+    acc, per_class, conf = entry["accuracy"], entry["per_class"], entry["confidence"]
+    chance = 1 / len(classes)
+    at = {a % 360: v for a, v in zip(angles, acc)}
+    rotated = [i for i, a in enumerate(angles) if a % 360 != 0]
+    worst_i = min(range(len(acc)), key=lambda i: acc[i])
+    class_mean = [mean(per_class[i][c] for i in rotated) if rotated else float("nan")
+                  for c in range(len(classes))]
+    ranked = sorted(range(len(classes)),
+                    key=lambda c: -class_mean[c] if not math.isnan(class_mean[c]) else 0)
+    zero = at.get(0.0)
+    return {
+        "acc0": zero, "worst_angle": angles[worst_i], "worst": acc[worst_i],
+        "drop_to_worst": None if zero is None else zero - acc[worst_i],
+        "mean_rotated": mean(acc[i] for i in rotated) if rotated else None,
+        "rotated_from": min((angles[i] % 360 for i in rotated), default=None),
+        "rotated_to": max((angles[i] % 360 for i in rotated), default=None),
+        "at": at,
+        "peaks": analysis.circular_peaks(angles, acc, floor=chance + analysis.PEAK_ABOVE_CHANCE)[:3],
+        "small_angles": analysis.mean_in_range(angles, acc, 10, 20),
+        "robust_classes": [(classes[c], class_mean[c]) for c in ranked[:2]],
+        "fragile_classes": [(classes[c], class_mean[c]) for c in ranked[-2:][::-1]],
+        "mean_confidence0": dict(zip([a % 360 for a in angles], conf)).get(0.0),
+        "confidence_worst": conf[worst_i],
+    }
+
+
+@register_study
+class Rotation(Study):
+    name = "rotation"
+    help = "Part 2: accuracy of the plain and the rotation-augmented network over rotation angles."
+    title = "Part 2: rotating the images"
+    order = 20
+    config = RotationConfig
+    figures = ("rotation_accuracy", "rotation_per_class", "rotation_examples")
+
+    @property
+    def options(self):
+        import typer
+
+        return {"checkpoint": (str | None, typer.Option(
+                    None, "--checkpoint", help="Sweep only this checkpoint (no training).")),
+                "angles": (str | None, typer.Option(
+                    None, "--angles", help="Comma-separated degrees (default 0,10,...,350)."))}
+
+    def overrides(self, angles: str | None = None, **options) -> dict:
+        return {} if angles is None else {"rotation.angles": _parse_angles(angles)}
+
+    def check(self, cfg, checkpoint: str | None = None, **options) -> None:
+        if checkpoint is not None:
+            from ..training import load_classifier
+
+            load_classifier(checkpoint)  # a bad checkpoint fails before the data is read
+
+    def run(self, cfg, prepared: Prepared, *, retrain=False, log=print,
+            checkpoint: str | None = None, **options) -> dict:
+        """Train (or reuse) both models and sweep the angles; with `checkpoint`, sweep only
+        that checkpoint (no training)."""
+        from tqdm.auto import tqdm
+
+        from ..models import get_model
+        from ..training import (eval_batch_size, load_classifier, resolve_accelerator,
+                                torch_device, train_run)
+
+        rc = cfg.rotation
+        if checkpoint is not None:
+            sources = [("checkpoint", "checkpoint", "checkpoint", Path(checkpoint), 0.0)]
+        else:
+            sources = []
+            base = get_model(cfg.model.name).title
+            for role, spec, aug, title in (
+                    ("plain", baseline_spec(cfg, prepared.data_digest), 0.0, base),
+                    ("augmented", rotaug_spec(cfg, prepared.data_digest), rc.aug_degrees,
+                     f"{base} + rotation augmentation")):
+                res = train_run(spec, prepared.splits, cfg.out_dir, retrain=retrain, log=log)
+                if not res:
+                    return {}
+                sources.append((spec.label, role, title, Path(res["best_checkpoint"]), aug))
+        device = torch_device(resolve_accelerator(cfg.train.device))
+        loaded = [(*src, load_classifier(src[3], device)) for src in sources]  # all checked first
+        t0 = time.perf_counter()
+        bar = tqdm(total=len(loaded) * len(rc.splits) * len(rc.angles), unit="angle",
+                   desc="rotation sweep", mininterval=1.0)
+        models: dict[str, dict] = {}
+        for label, role, title, path, aug, module in loaded:
+            entry = {"role": role, "title": title, "checkpoint": str(path),
+                     "run_dir": str(path.parent.parent), "aug_degrees": aug,
+                     "model": module.hparams.model_name}
+            for split in rc.splits:
+                x, y = prepared.splits.get(split)
+                entry[split] = sweep(module, x, y, rc.angles, rc.interpolation, rc.fill,
+                                     eval_batch_size(cfg.train, device), progress=bar.update)
+            models[label] = entry
+        bar.close()
+        wall = time.perf_counter() - t0
+        n_images = sum(len(prepared.splits.get(s)[0]) for s in rc.splits) * len(rc.angles) * len(loaded)
+        ex_x, ex_y = prepared.splits.val_x[EXAMPLE_INDEX], int(prepared.splits.val_y[EXAMPLE_INDEX])
+        result = {
+            "version": RESULTS_VERSION, "angles": list(rc.angles), "interpolation": rc.interpolation,
+            "fill": rc.fill, "splits": list(rc.splits), "classes": list(prepared.classes),
+            "models": models,
+            "example": {"split": "val", "index": EXAMPLE_INDEX, "label": ex_y,
+                        "image": ex_x.tolist()},
+            "sweep_wall_time_s": wall, "sweep_images": n_images, "device": str(device),
+        }
+        result = self.save(cfg, prepared, result, {"rotation.csv": to_csv(result)})
+        log(f"rotation sweep: {len(loaded)} model(s) x {len(rc.splits)} split(s) x "
+            f"{len(rc.angles)} angles in {wall:.1f} s ({n_images / wall:.0f} img/s)")
+        return result
+
+    def runs(self, results: dict) -> list[str]:
+        return [m["run_dir"] for m in results["models"].values()]
+
+    def summary(self, results: dict) -> list[str]:
+        split = results["splits"][0]
+        lines = []
+        for label, entry in results["models"].items():
+            acc = dict(zip(results["angles"], entry[split]["accuracy"]))
+            shown = "  ".join(f"{a:g}°: {acc[a]:.3f}" for a in (0.0, 90.0, 180.0) if a in acc)
+            lines.append(f"{label} ({split}) {shown}")
+        return lines
+
+    def facts(self, results: dict) -> dict:
+        angles = [float(a) for a in results["angles"]]
+        classes = results["classes"]
+        steps = sorted({round(b - a, 6) for a, b in zip(angles, angles[1:])})
+        models = {label: {split: model_facts(angles, classes, entry[split])
+                          for split in results["splits"]}
+                  for label, entry in results["models"].items()}
+        roles = {e.get("role"): label for label, e in results["models"].items()}
+        from ..style import LINESTYLE_NAMES, LINESTYLES
+
+        out: dict = {"models": models, "chance": 1 / len(classes),
+                     "split_styles": [(split, LINESTYLE_NAMES[LINESTYLES[j]])
+                                      for j, split in enumerate(results["splits"])],
+                     "angle_step": steps[0] if len(steps) == 1 else None,
+                     "plain": roles.get("plain") or next(iter(models)),
+                     "augmented": roles.get("augmented"),
+                     "aug_degrees": max((e.get("aug_degrees", 0)
+                                         for e in results["models"].values()), default=0)}
+        if out["augmented"]:
+            s = results["splits"][0]
+            b, a = models[out["plain"]][s], models[out["augmented"]][s]
+            out["augmentation"] = {
+                "split": s, "cost_at_0": (b["acc0"] or 0) - (a["acc0"] or 0),
+                "gain_mean_rotated": (a["mean_rotated"] or 0) - (b["mean_rotated"] or 0),
+                "gain_worst": a["worst"] - b["worst"]}
+        return out
+
+    def draw(self, results: dict, results_dir: Path, figures_dir: Path) -> None:
+        import matplotlib.pyplot as plt
+        import numpy as np
+        import torch
+
+        from .. import style, transforms
+        from ..figures import SPLIT_NAMES, chance_line
+
+        style.apply()
+        r = results
+        classes = r["classes"]
+        fig, ax = plt.subplots(figsize=(style.FULL_WIDTH, 2.8))
+        for i, entry in enumerate(r["models"].values()):
+            color = style.CYCLE[i % len(style.CYCLE)]
+            for j, split in enumerate(r["splits"]):
+                a, acc = _closed(r["angles"], np.array(entry[split]["accuracy"]) * 100)
+                ax.plot(a, acc, color=color, ls=style.LINESTYLES[j], marker="o" if j == 0 else None,
+                        ms=2.5, label=f"{entry['title']} ({SPLIT_NAMES.get(split, split)})")
+        chance_line(ax, classes)
+        ax.set(xlabel="rotation angle (degrees, counter-clockwise)", ylabel="accuracy (%)",
+               xlim=(0, 360), ylim=(0, 100), xticks=range(0, 361, 45))
+        ax.legend(loc="upper center", ncol=2, bbox_to_anchor=(0.5, -0.22))
+        style.save(fig, figures_dir / "rotation_accuracy")
+
+        split = r["splits"][0]
+        entries = list(r["models"].values())
+        fig, axes = plt.subplots(len(entries), 1, squeeze=False,
+                                 figsize=(style.FULL_WIDTH, 1.9 * len(entries) + 0.4))
+        for ax, entry in zip(axes[:, 0], entries):
+            pc = np.array(entry[split]["per_class"]).T * 100  # classes x angles
+            im = ax.imshow(pc, aspect="auto", cmap=style.HEATMAP, vmin=0, vmax=100,
+                           interpolation="nearest")
+            ax.set_yticks(range(len(classes)), classes, fontsize=7)
+            step = max(1, len(r["angles"]) // 12)
+            ax.set_xticks(range(0, len(r["angles"]), step),
+                          [f"{a:g}" for a in r["angles"][::step]], fontsize=7)
+            ax.set_title(f"{entry['title']}: per-class accuracy "
+                         f"({SPLIT_NAMES.get(split, split)} images)")
+            ax.grid(False)
+            fig.colorbar(im, ax=ax, label="accuracy (%)", fraction=0.03, pad=0.01)
+        axes[-1, 0].set_xlabel("rotation angle (degrees)")
+        fig.tight_layout()
+        style.save(fig, figures_dir / "rotation_per_class")
+
+        ex = r["example"]
+        z = transforms.normalize(torch.tensor([ex["image"]], dtype=torch.uint8))
+        fig, axes = plt.subplots(1, len(EXAMPLE_ANGLES), figsize=(style.FULL_WIDTH, 1.25))
+        for ax, a in zip(axes, EXAMPLE_ANGLES):
+            img = transforms.denormalize(transforms.rotate(z, a, r["interpolation"], r["fill"]))[0]
+            ax.imshow(img.permute(1, 2, 0).numpy())
+            ax.set_title(f"{a}°", fontsize=8)
+            ax.set_xticks([]), ax.set_yticks([]), ax.grid(False)
+        style.save(fig, figures_dir / "rotation_examples")

@@ -10,81 +10,84 @@ neighbouring pixels belong together. Results: `shuffle.json`, `shuffle.csv` and
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+import math
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import torch
+from ..config import ConfigError, ExperimentConfig, ModelConfig, check
+from ..training import RunSpec
+from .base import Prepared, Study, register_study
+from .part1 import baseline_spec, run_label
 
-from .. import transforms
-from ..config import ConfigError, ExperimentConfig
-from ..files import atomic_write_text, read_metrics
-from ..training import RunSpec, train_run
-from . import Prepared, baseline_spec, results_dir
-
-RESULTS_VERSION = 1
-LABELS = {("resnet", False): "resnet", ("resnet", True): "resnet-shuffled",
-          ("mlp", False): "mlp", ("mlp", True): "mlp-shuffled"}
+RESULTS_VERSION = 2
 
 
-def load_permutation(cfg: ExperimentConfig) -> torch.Tensor:
+def _default_mlp() -> ModelConfig:
+    return ModelConfig("mlp", {"num_classes": 10, "hidden": [128], "activation": "elu"})
+
+
+@dataclass(frozen=True)
+class ShuffleConfig:
+    epochs: int = 10  # notebook: "limit your number of epochs to ... 10"
+    perm_seed: int = 42  # seed of the fixed pixel permutation
+    perm_file: str = ""  # a saved permutation (JSON list of 1024 positions) instead of the seed
+    mlp: ModelConfig = field(default_factory=_default_mlp)
+    # The MLP's optimiser. Its learning-rate schedule (optim.milestones, optim.gamma) and
+    # momentum for SGD are the network's, so both train with the same budget and schedule.
+    mlp_optimizer: str = "adam"  # a name in reportgen.optimizers.OPTIMIZERS
+    mlp_lr: float = 1e-3
+    mlp_weight_decay: float = 0.0
+
+    def __post_init__(self):
+        from ..optimizers import OPTIMIZERS, allowed
+
+        check(self.epochs > 0, "shuffle.epochs", self.epochs, "a positive integer")
+        check(0 <= self.perm_seed < 2**63, "shuffle.perm_seed", self.perm_seed,
+              "an integer in [0, 2**63)")
+        check(self.mlp_optimizer in OPTIMIZERS, "shuffle.mlp_optimizer", self.mlp_optimizer,
+              allowed())
+        check(math.isfinite(self.mlp_lr) and self.mlp_lr > 0, "shuffle.mlp_lr", self.mlp_lr,
+              "a positive number")
+        check(self.mlp_weight_decay >= 0, "shuffle.mlp_weight_decay", self.mlp_weight_decay,
+              ">= 0")
+
+
+def load_permutation(cfg: ExperimentConfig):
     """The fixed permutation: from `shuffle.perm_file` if given, else from `shuffle.perm_seed`."""
+    import torch
+
+    from .. import transforms
+
     sc = cfg.shuffle
     if not sc.perm_file:
         return transforms.pixel_permutation(sc.perm_seed)
     p = Path(sc.perm_file)
     try:
         values = json.loads(p.read_text())
-    except (OSError, json.JSONDecodeError) as e:
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"shuffle.perm_file {p} cannot be read as JSON ({e}): point it at a "
                           "permutation.json written by `reportgen shuffle`") from e
     if not (isinstance(values, list) and all(isinstance(v, int) for v in values)):
         raise ConfigError(f"shuffle.perm_file {p} must hold a JSON list of integers")
     try:
         return transforms.check_permutation(torch.tensor(values, dtype=torch.int64))
-    except ValueError as e:
+    except (ValueError, OverflowError, RuntimeError) as e:
         raise ConfigError(f"shuffle.perm_file {p}: {e}") from e
 
 
-def shuffle_specs(cfg: ExperimentConfig, data_digest: str, perm: torch.Tensor) -> dict[str, RunSpec]:
+def shuffle_specs(cfg: ExperimentConfig, data_digest: str, perm) -> dict[str, RunSpec]:
+    """The four runs: the network and the MLP, each on original and on shuffled pixels."""
     sc = cfg.shuffle
-    resnet = baseline_spec(cfg, data_digest, epochs=sc.epochs)
+    cnn = baseline_spec(cfg, data_digest, epochs=sc.epochs)
     mlp_optim = replace(cfg.optim, name=sc.mlp_optimizer, lr=sc.mlp_lr,
                         weight_decay=sc.mlp_weight_decay)
-    mlp = RunSpec("mlp", sc.mlp, mlp_optim, resnet.train, cfg.data, data_digest)
+    mlp = RunSpec(run_label(sc.mlp.name), sc.mlp, mlp_optim, cnn.train, cfg.data, data_digest)
     p = tuple(perm.tolist())
-    return {"resnet": resnet, "resnet-shuffled": replace(resnet, label="resnet-shuffled", perm=p),
-            "mlp": mlp, "mlp-shuffled": replace(mlp, label="mlp-shuffled", perm=p)}
-
-
-def run_shuffle(cfg: ExperimentConfig, prepared: Prepared, retrain: bool = False,
-                log=print) -> dict:
-    perm = load_permutation(cfg)
-    runs = {}
-    for label, spec in shuffle_specs(cfg, prepared.data_digest, perm).items():
-        log(f"--- {label} ({spec.model.name}, {'shuffled' if spec.perm else 'original'} pixels)")
-        res = train_run(spec, prepared.splits, cfg.out_dir, retrain=retrain, log=log)
-        if not res:
-            return {}
-        m = read_metrics(Path(res["run_dir"]) / "metrics.csv")
-        runs[label] = {"model": label.split("-")[0], "architecture": spec.model.name,
-                       "shuffled": spec.perm is not None,
-                       "val_acc": res["val_acc"], "test_acc": res["test_acc"],
-                       "parameters": res["parameters"], "run_dir": res["run_dir"],
-                       "wall_time_s": res["wall_time_s"], "metrics": m}
-    result = {"version": RESULTS_VERSION, "epochs": cfg.shuffle.epochs,
-              "perm_seed": None if cfg.shuffle.perm_file else cfg.shuffle.perm_seed,
-              "perm_file": cfg.shuffle.perm_file or None, "runs": runs,
-              "mlp_hidden": list(cfg.shuffle.mlp.params.get("hidden", [128])),
-              "mlp_activation": cfg.shuffle.mlp.params.get("activation", "elu"),
-              "mlp_optimizer": cfg.shuffle.mlp_optimizer, "mlp_lr": cfg.shuffle.mlp_lr,
-              "example": {"image": prepared.splits.val_x[0].tolist(),
-                          "label": int(prepared.splits.val_y[0])}}
-    out = results_dir(cfg)
-    out.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(out / "permutation.json", json.dumps(perm.tolist()))
-    atomic_write_text(out / "shuffle.json", json.dumps(result))
-    atomic_write_text(out / "shuffle.csv", to_csv(result))
-    return result
+    specs = {}
+    for spec in (cnn, mlp):
+        shuffled = replace(spec, label=run_label(spec.model.name, "shuffled"), perm=p)
+        specs[spec.label], specs[shuffled.label] = spec, shuffled
+    return specs
 
 
 def to_csv(result: dict) -> str:
@@ -95,3 +98,149 @@ def to_csv(result: dict) -> str:
                           "val_acc": r["val_acc"], "test_acc": r["test_acc"],
                           "epochs": result["epochs"], "run_dir": r["run_dir"]}
                          for r in result["runs"].values()]).to_csv(index=False, float_format="%.6g")
+
+
+def facts_of(runs: dict, epochs: int) -> dict:
+    """What shuffling costs each model (test accuracy), and which loses more. The first
+    model is the network (`cnn`), the second the MLP (`mlp`)."""
+    def get(model, shuffled):
+        return next((r for r in runs.values() if r["model"] == model and r["shuffled"] == shuffled),
+                    None)
+
+    out: dict = {"epochs": epochs, "models": {}}
+    for model in dict.fromkeys(r["model"] for r in runs.values()):
+        o, s = get(model, False), get(model, True)
+        if o and s:
+            out["models"][model] = {
+                "title": o["title"], "parameters": o["parameters"],
+                "original": o["test_acc"], "shuffled": s["test_acc"],
+                "drop": o["test_acc"] - s["test_acc"],
+                "relative_drop": (o["test_acc"] - s["test_acc"]) / o["test_acc"]
+                if o["test_acc"] else None}
+    if len(out["models"]) == 2:
+        cnn, mlp = out["models"].values()
+        out["cnn"], out["mlp"] = cnn, mlp
+        out["cnn_loses_more"] = cnn["drop"] > mlp["drop"]
+        out["best_shuffled"] = "cnn" if cnn["shuffled"] >= mlp["shuffled"] else "mlp"
+        out["best_original"] = "cnn" if cnn["original"] >= mlp["original"] else "mlp"
+    return out
+
+
+@register_study
+class Shuffle(Study):
+    name = "shuffle"
+    help = "Part 3: the network and an MLP on original and pixel-shuffled images (the 2x2 table)."
+    title = "Part 3: shuffling the pixels"
+    order = 30
+    config = ShuffleConfig
+    figures = ("shuffle_example", "shuffle_accuracy", "shuffle_learning_curves")
+    epochs_key = "shuffle.epochs"
+
+    def check(self, cfg, **options) -> None:
+        load_permutation(cfg)  # a bad saved permutation fails before any work
+
+    def run(self, cfg, prepared: Prepared, *, retrain=False, log=print, **options) -> dict:
+        from ..files import read_metrics
+        from ..config import to_dict
+        from ..models import get_model, with_defaults
+        from ..training import train_run
+
+        perm = load_permutation(cfg)
+        runs = {}
+        for label, spec in shuffle_specs(cfg, prepared.data_digest, perm).items():
+            log(f"--- {label} ({spec.model.name}, {'shuffled' if spec.perm else 'original'} pixels)")
+            res = train_run(spec, prepared.splits, cfg.out_dir, retrain=retrain, log=log)
+            if not res:
+                return {}
+            m = get_model(spec.model.name)
+            runs[label] = {"model": m.label, "title": m.title, "architecture": spec.model.name,
+                           "shuffled": spec.perm is not None,
+                           "val_acc": res["val_acc"], "test_acc": res["test_acc"],
+                           "parameters": res["parameters"], "run_dir": res["run_dir"],
+                           "wall_time_s": res["wall_time_s"],
+                           "metrics": read_metrics(Path(res["run_dir"]) / "metrics.csv")}
+        sc = cfg.shuffle
+        mlp = {"name": sc.mlp.name, **to_dict(with_defaults(sc.mlp.name, dict(sc.mlp.params)))}
+        result = {"version": RESULTS_VERSION, "epochs": sc.epochs,
+                  "perm_seed": None if sc.perm_file else sc.perm_seed,
+                  "perm_file": sc.perm_file or None, "positions": len(perm), "runs": runs,
+                  "mlp": {**mlp, "optimizer": sc.mlp_optimizer, "lr": sc.mlp_lr,
+                          "weight_decay": sc.mlp_weight_decay},
+                  "example": {"image": prepared.splits.val_x[0].tolist(),
+                              "label": int(prepared.splits.val_y[0])}}
+        return self.save(cfg, prepared, result, {"permutation.json": json.dumps(perm.tolist()),
+                                                 "shuffle.csv": to_csv(result)})
+
+    def runs(self, results: dict) -> list[str]:
+        return [r["run_dir"] for r in results["runs"].values()]
+
+    def summary(self, results: dict) -> list[str]:
+        lines = [f"{'model':<8} {'pixels':<9} {'val_acc':>8} {'test_acc':>8}   "
+                 f"({results['epochs']} epochs)"]
+        for r in results["runs"].values():
+            lines.append(f"{r['model']:<8} {'shuffled' if r['shuffled'] else 'original':<9} "
+                         f"{r['val_acc']:>8.4f} {r['test_acc']:>8.4f}")
+        return lines
+
+    def facts(self, results: dict) -> dict:
+        from ..optimizers import OPTIMIZERS
+
+        out = facts_of(results["runs"], results["epochs"])
+        out["mlp_optimizer"] = OPTIMIZERS[results["mlp"]["optimizer"]].title
+        return out
+
+    def draw(self, results: dict, results_dir: Path, figures_dir: Path) -> None:
+        import matplotlib.pyplot as plt
+        import numpy as np
+        import torch
+
+        from .. import style, transforms
+        from ..figures import as_image, chance_line
+        from ..files import read_json
+
+        style.apply()
+        runs = results["runs"]
+        models = list(dict.fromkeys(r["model"] for r in runs.values()))
+        color = {m: style.CYCLE[i % len(style.CYCLE)] for i, m in enumerate(models)}
+        fig, axes = plt.subplots(1, 2, figsize=(style.FULL_WIDTH, 2.3), sharey=True)
+        for run in runs.values():
+            m = run["metrics"]
+            kw = dict(color=color[run["model"]], ls="--" if run["shuffled"] else "-",
+                      label=f"{run['title']}, {'shuffled' if run['shuffled'] else 'original'}")
+            axes[0].plot(m["epoch"], np.array(m["train_acc"]) * 100, **kw)
+            val = np.array(m["val_acc"]) * 100
+            ok = ~np.isnan(val)
+            axes[1].plot(np.array(m["epoch"])[ok], val[ok], marker="o", ms=3, **kw)
+        axes[0].set(xlabel="epoch", ylabel="accuracy (%)", title="Training accuracy")
+        axes[1].set(xlabel="epoch", title="Validation accuracy")
+        handles, labels = axes[0].get_legend_handles_labels()
+        fig.tight_layout(rect=(0, 0.1, 1, 1))
+        fig.legend(handles, labels, loc="lower center", ncol=4, bbox_to_anchor=(0.5, 0.0))
+        style.save(fig, figures_dir / "shuffle_learning_curves")
+
+        fig, ax = plt.subplots(figsize=(style.FULL_WIDTH * 0.62, 2.3))
+        width = 0.38
+        titles = {r["model"]: r["title"] for r in runs.values()}
+        for j, shuffled in enumerate((False, True)):
+            vals = [next((r["test_acc"] * 100 for r in runs.values()
+                          if r["model"] == m and r["shuffled"] == shuffled), np.nan) for m in models]
+            x = np.arange(len(models)) + (j - 0.5) * width
+            bars = ax.bar(x, vals, width, color=[color[m] for m in models],
+                          alpha=1.0 if not shuffled else 0.45, hatch="//" if shuffled else None,
+                          edgecolor="white", label="shuffled pixels" if shuffled else "original")
+            ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+        chance_line(ax, results["data"]["classes"])
+        ax.set_xticks(range(len(models)), [titles[m] for m in models])
+        ax.set(ylabel="test accuracy (%)", ylim=(0, 100))
+        ax.legend(loc="upper right", ncol=3)
+        style.save(fig, figures_dir / "shuffle_accuracy")
+
+        perm = torch.tensor(read_json(results_dir / "permutation.json", self.cli_name))
+        img = torch.tensor([results["example"]["image"]], dtype=torch.uint8)
+        shuffled = transforms.permute_pixels(img, perm)
+        fig, axes = plt.subplots(1, 2, figsize=(style.FULL_WIDTH * 0.45, 1.5))
+        for ax, im, title in zip(axes, (img, shuffled), ("original", "pixels shuffled")):
+            ax.imshow(as_image(im[0]))
+            ax.set_title(title, fontsize=8)
+            ax.set_xticks([]), ax.set_yticks([]), ax.grid(False)
+        style.save(fig, figures_dir / "shuffle_example")

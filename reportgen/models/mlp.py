@@ -11,6 +11,9 @@ from typing import Sequence
 import torch
 from torch import nn
 
+from ..config import ConfigError
+from .registry import positive_ints, register_model
+
 ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 
@@ -28,3 +31,29 @@ class MLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)
+
+    def stages(self):
+        """(name, modules, description) of each linear layer with its activation."""
+        linears = [m for m in self.net if isinstance(m, nn.Linear)]
+        acts = [type(m).__name__ for m in self.net if not isinstance(m, (nn.Linear, nn.Flatten))]
+        for k, m in enumerate(linears):
+            last = k == len(linears) - 1
+            yield ("Output" if last else f"Hidden {k + 1}", [m],
+                   f"linear {m.in_features} -> {m.out_features}" + ("" if last else f", {acts[k]}"))
+
+
+def _check(params: dict) -> None:
+    hidden, act = params["hidden"], params["activation"]
+    if not (isinstance(hidden, (list, tuple)) and (len(hidden) == 0 or positive_ints(hidden))):
+        raise ConfigError(f"model.hidden = {hidden!r}: use a list of positive layer widths")
+    if act not in ACTIVATIONS:
+        raise ConfigError(f"model.activation = {act!r}: use one of {', '.join(ACTIVATIONS)}")
+
+
+@register_model(
+    "mlp", label="mlp", title="MLP", description="multi-layer perceptron", check=_check,
+    details="The image is flattened into 3,072 inputs, followed by fully connected layers; "
+            "nothing in it knows which pixels are neighbours.")
+def mlp(num_classes: int = 10, hidden: Sequence[int] = (128,), activation: str = "elu") -> nn.Module:
+    """The first practical's MLP: flattened pixels -> hidden layers -> classes."""
+    return MLP(num_classes, hidden, activation)

@@ -1,0 +1,165 @@
+"""What a study is, and the registry that `reportgen all`, `reportgen figures`, the report and
+the command line loop over.
+
+A study (Part 1 training, Part 2 rotation, Part 3 shuffle, any later one) is declared once, in
+its own module: its name and title, its config section, how it runs (config + data -> results
+files), its figures (results -> files), its facts for the discussion (results -> plain values)
+and its report section (a template partial). Nothing else needs to know it exists.
+"""
+from __future__ import annotations
+
+import json
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Iterator
+
+from ..config import ExperimentConfig, to_dict
+from ..data import Splits, load_cifar10, make_splits
+from ..files import MissingResults, atomic_write_text, read_json
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """The decoded data set and its split, shared by every study of one command."""
+    splits: Splits
+    data_digest: str
+    source: str
+    classes: tuple[str, ...]
+    train_pool: int  # training images before the train/validation split (50,000)
+
+    def describe(self) -> dict:
+        """Plain facts about the data, for the results files and the report."""
+        s = self.splits
+        return {"source": self.source, "classes": list(self.classes),
+                "train_pool": self.train_pool, "train_images": len(s.train_x),
+                "val_images": len(s.val_x), "test_images": len(s.test_x)}
+
+
+def prepare_data(cfg: ExperimentConfig, log=print) -> Prepared:
+    from ..data import CLASSES
+
+    dcfg = cfg.data if cfg.data.cache_dir else replace(
+        cfg.data, cache_dir=str(Path(cfg.out_dir) / "cache"))
+    data = load_cifar10(dcfg, log=log)
+    return Prepared(make_splits(data, cfg.data), data.digest, data.source, tuple(CLASSES),
+                    len(data.train_x))
+
+
+def results_dir(cfg: ExperimentConfig) -> Path:
+    """Where the studies' results files for this experiment go: OUT/<name>/."""
+    return Path(cfg.out_dir) / cfg.name
+
+
+class Study:
+    """One study of the report. Subclass it in its own module and decorate with
+    `@register_study`; override what applies."""
+
+    name: ClassVar[str]  # registry key, results file OUT/<exp>/<name>.json, config section
+    title: ClassVar[str]  # its heading in the report's Results, e.g. "Part 2: rotating the images"
+    order: ClassVar[int]  # position among the studies (commands, `all`, the report)
+    command: ClassVar[str] = ""  # its CLI command; "" = its name
+    help: ClassVar[str] = ""  # the command's --help line
+    config: ClassVar[type | None] = None  # frozen dataclass of its [name] section, if any
+    # Its report partial: a path under templates/ or an absolute path; "" means
+    # templates/studies/<name>.html.j2. It defines a macro per report section it adds to
+    # (abstract, introduction, method, results, discussion, conclusion, appendix).
+    template: ClassVar[str] = ""
+    figures: ClassVar[tuple[str, ...]] = ()  # the figure files (stems) that `draw` writes
+    epochs_key: ClassVar[str] = "train.epochs"  # the setting its command's --epochs sets
+    # Extra CLI options of its command: parameter name -> (type, typer.Option(...)).
+    options: ClassVar[dict[str, tuple[Any, Any]]] = {}
+
+    # --- what a study declares ------------------------------------------------------------
+    def check(self, cfg: ExperimentConfig, **options) -> None:
+        """Check the inputs it reads besides the data (files named in the config or its
+        options), before any study starts; raise a UserError naming the input."""
+
+    def overrides(self, **options) -> dict[str, Any]:
+        """Config overrides from its extra CLI options."""
+        return {}
+
+    def run(self, cfg: ExperimentConfig, prepared: Prepared, *, retrain: bool = False,
+            log: Callable[[str], None] = print, **options) -> dict:
+        """Train and evaluate what it needs; return its results ({} on a DDP worker process,
+        which writes nothing). Call `self.save` to write them."""
+        raise NotImplementedError
+
+    def draw(self, results: dict, results_dir: Path, figures_dir: Path) -> None:
+        """Write every figure in `figures` (PNG and SVG) from the results alone."""
+
+    def facts(self, results: dict) -> dict:
+        """Plain values and decided statements for its report section."""
+        return {}
+
+    def runs(self, results: dict) -> list[str]:
+        """The run directories behind its numbers, for the report's appendix."""
+        return []
+
+    def summary(self, results: dict) -> list[str]:
+        """The lines its command prints on stdout."""
+        return []
+
+    # --- provided ---------------------------------------------------------------------------
+    @property
+    def cli_name(self) -> str:
+        return self.command or self.name
+
+    @property
+    def partial(self) -> str:
+        return self.template or f"studies/{self.name}.html.j2"
+
+    def results_path(self, results_dir: Path) -> Path:
+        return Path(results_dir) / f"{self.name}.json"
+
+    def load(self, results_dir: Path) -> dict:
+        """Its results file, or MissingResults naming its command."""
+        res = read_json(self.results_path(results_dir), self.cli_name)
+        if not isinstance(res, dict) or res.get("study") != self.name:
+            raise MissingResults(f"{self.results_path(results_dir)} does not hold {self.name}'s "
+                                 "results (written by another study or an older reportgen): "
+                                 f"run `reportgen {self.cli_name}` again")
+        return res
+
+    def save(self, cfg: ExperimentConfig, prepared: Prepared, results: dict,
+             files: dict[str, str] | None = None) -> dict:
+        """Write OUT/<exp>/<name>.json (with the config and data it ran with) and any extra
+        text `files` (name -> content) next to it; returns what was written."""
+        out = results_dir(cfg)
+        out.mkdir(parents=True, exist_ok=True)
+        results = {"study": self.name, **results, "config": to_dict(cfg),
+                   "data": prepared.describe()}
+        for name, text in (files or {}).items():
+            atomic_write_text(out / name, text)
+        atomic_write_text(self.results_path(out), json.dumps(results))
+        return results
+
+
+STUDIES: dict[str, Study] = {}
+
+
+def register_study(cls: type[Study]) -> type[Study]:
+    """Class decorator: register a study (its name must be new)."""
+    if cls.name in STUDIES:
+        raise ValueError(f"study {cls.name!r} is registered twice")
+    STUDIES[cls.name] = cls()
+    return cls
+
+
+def studies() -> list[Study]:
+    """The registered studies in report order."""
+    return sorted(STUDIES.values(), key=lambda s: (s.order, s.name))
+
+
+def get_study(name: str) -> Study:
+    return STUDIES[name]
+
+
+@contextmanager
+def registered(cls: type[Study]) -> Iterator[Study]:
+    """Register `cls` for the duration of a block (a plug-in's study, or a test's)."""
+    register_study(cls)
+    try:
+        yield STUDIES[cls.name]
+    finally:
+        STUDIES.pop(cls.name, None)

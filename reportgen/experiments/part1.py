@@ -1,0 +1,132 @@
+"""Part 1: train the practical's network on CIFAR-10 and evaluate its best checkpoint.
+
+Its run (the baseline) is reused by the other studies: Part 2 sweeps it over rotations and
+Part 3 uses it as the CNN on original pixels when the budgets match.
+"""
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+from ..config import ExperimentConfig, to_dict
+from ..training import RunSpec
+from .base import Prepared, Study, register_study
+
+N_SAMPLES = 8  # training images kept for the augmentation figure
+
+
+def run_label(model_name: str, *variants: str) -> str:
+    """A run's label: the model's registered label and its variants, e.g. "resnet-rotaug".
+    Every study names its runs through this one function."""
+    from ..models import get_model
+
+    return "-".join([get_model(model_name).label, *variants])
+
+
+def baseline_spec(cfg: ExperimentConfig, data_digest: str, epochs: int | None = None) -> RunSpec:
+    """Part 1's run: the experiment's model, optimiser and training settings."""
+    train = cfg.train if epochs is None else replace(cfg.train, epochs=epochs)
+    return RunSpec(run_label(cfg.model.name), cfg.model, cfg.optim, train, cfg.data, data_digest)
+
+
+def model_info(name: str, params: dict) -> dict:
+    """What the report says about a registered model, stored with the results."""
+    from ..models import get_model, with_defaults
+
+    m = get_model(name)
+    return {"name": name, "title": m.title, "description": m.description, "details": m.details,
+            "cite": list(m.cite), "params": to_dict(with_defaults(name, dict(params)))}
+
+
+@register_study
+class Part1(Study):
+    name = "part1"
+    command = "train"
+    help = "Part 1: train the network; writes checkpoints, metrics.csv, results.json."
+    title = "Part 1: the network on CIFAR-10"
+    order = 10
+    figures = ("part1_augmentation", "part1_learning_curves")
+
+    def run(self, cfg, prepared: Prepared, *, retrain=False, log=print, **options) -> dict:
+        from ..models import architecture_table, build_model
+        from ..training import train_run
+        from ..transforms import FLIP_PROBABILITY
+
+        res = train_run(baseline_spec(cfg, prepared.data_digest), prepared.splits, cfg.out_dir,
+                        retrain=retrain, log=log)
+        if not res:  # a DDP worker process: the main process writes the results
+            return res
+        s = prepared.splits
+        return self.save(cfg, prepared, {
+            **res, "model_info": model_info(cfg.model.name, cfg.model.params),
+            "architecture": architecture_table(build_model(cfg.model.name, **cfg.model.params)),
+            "optimizer": to_dict(cfg.optim), "train": to_dict(cfg.train),
+            "flip_probability": FLIP_PROBABILITY,
+            "samples": {"images": s.train_x[:N_SAMPLES].tolist(),
+                        "labels": s.train_y[:N_SAMPLES].tolist()}})
+
+    def runs(self, results: dict) -> list[str]:
+        return [results["run_dir"]]
+
+    def summary(self, results: dict) -> list[str]:
+        return [f"val_acc {results['val_acc']:.4f}  test_acc {results['test_acc']:.4f}  "
+                f"run {results['run_dir']}"]
+
+    def facts(self, results: dict) -> dict:
+        from ..optimizers import OPTIMIZERS
+
+        o = results["optimizer"]
+        opt = OPTIMIZERS[o["name"]]
+        return {"optimizer": opt.title, "cite": list(opt.cite),
+                "momentum": o["momentum"] if opt.uses_momentum else None}
+
+    def draw(self, results: dict, results_dir: Path, figures_dir: Path) -> None:
+        import matplotlib.pyplot as plt
+        import numpy as np
+        import torch
+
+        from .. import style, transforms
+        from ..config import AugmentConfig, from_dict
+        from ..figures import as_image
+        from ..files import read_metrics
+
+        style.apply()
+        m = read_metrics(Path(results["run_dir"]) / "metrics.csv")
+        ep = np.array(m["epoch"])
+        fig, axes = plt.subplots(1, 3, figsize=(style.FULL_WIDTH, 2.1))
+        for ax, key, scale in ((axes[0], "acc", 100), (axes[1], "loss", 1)):
+            ax.plot(ep, np.array(m[f"train_{key}"]) * scale, label="training")
+            val = np.array(m[f"val_{key}"]) * scale
+            ok = ~np.isnan(val)
+            ax.plot(ep[ok], val[ok], "o--", ms=3, label="validation")
+        axes[0].set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
+        axes[0].legend()
+        axes[1].set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
+        axes[2].plot(ep, m["lr"], color=style.PALETTE["green"], drawstyle="steps-post")
+        axes[2].set(xlabel="epoch", ylabel="learning rate", title="Learning rate", yscale="log")
+        fig.tight_layout()
+        style.save(fig, figures_dir / "part1_learning_curves")
+
+        # A grid of augmented training images: each row one image, as the model sees it.
+        imgs = torch.tensor(results["samples"]["images"], dtype=torch.uint8)
+        labels = results["samples"]["labels"]
+        classes = results["data"]["classes"]
+        aug_cfg = from_dict(AugmentConfig, results["train"]["augment"], "augment")
+        n, k = min(len(imgs), 4), 6
+        fig, axes = plt.subplots(n, k + 1, figsize=(style.FULL_WIDTH * 0.8, n * 0.86),
+                                 squeeze=False)
+        g = torch.Generator().manual_seed(0)
+        for i in range(n):
+            z = transforms.normalize(imgs[i:i + 1].expand(k, -1, -1, -1).contiguous())
+            views = transforms.denormalize(transforms.augment(z, aug_cfg, g))
+            axes[i, 0].imshow(as_image(imgs[i]))
+            axes[i, 0].set_ylabel(classes[labels[i]], fontsize=8)
+            for j in range(k):
+                axes[i, j + 1].imshow((views[j].permute(1, 2, 0).numpy() * 255).astype(np.uint8))
+        for ax in axes.flat:
+            ax.set_xticks([]), ax.set_yticks([]), ax.grid(False)
+        axes[0, 0].set_title("original", fontsize=7)
+        for j in range(k):
+            axes[0, j + 1].set_title(f"view {j + 1}", fontsize=7)
+        fig.subplots_adjust(wspace=0.05, hspace=0.08)
+        style.save(fig, figures_dir / "part1_augmentation")

@@ -1,0 +1,78 @@
+"""The model registry: a name -> a builder taking plain keyword arguments, with what the rest
+of reportgen needs to know about the model, declared once where the model is defined (as
+torchvision's and timm's `register_model`).
+
+The LightningModule stores only the name and its keyword arguments, so a checkpoint alone
+rebuilds the model.
+"""
+from __future__ import annotations
+
+import inspect
+from dataclasses import dataclass
+from typing import Any, Callable
+
+from ..config import ConfigError
+
+
+@dataclass(frozen=True)
+class ModelEntry:
+    name: str  # the registry name, e.g. "preact_resnet"
+    builder: Callable[..., Any]  # keyword arguments -> nn.Module; its defaults are the practical's
+    label: str  # run-directory prefix and results key, e.g. "resnet"
+    title: str  # short name in tables and legends, e.g. "ResNet"
+    description: str  # one line for the report, e.g. "pre-activation ResNet"
+    details: str  # a paragraph for the report's Method section (plain text)
+    cite: tuple[str, ...]  # reference keys (reportgen.references) of the paper(s) it follows
+    check: Callable[[dict], None]  # raises ConfigError for parameters it cannot build with
+    channels_last: Callable[[dict], bool]  # whether to run it in channels_last memory format
+
+
+MODELS: dict[str, ModelEntry] = {}
+
+
+def register_model(name: str, *, label: str, title: str, description: str, details: str = "",
+                   cite: tuple[str, ...] = (), check: Callable[[dict], None] | None = None,
+                   channels_last: Callable[[dict], bool] | None = None):
+    """Decorator: register `builder` under `name` with its description and policies."""
+    def deco(builder):
+        if name in MODELS:
+            raise ValueError(f"model {name!r} is registered twice")
+        MODELS[name] = ModelEntry(name, builder, label, title, description, details, tuple(cite),
+                                  check or (lambda params: None),
+                                  channels_last or (lambda params: False))
+        return builder
+    return deco
+
+
+def get_model(name: str) -> ModelEntry:
+    if name not in MODELS:
+        raise ConfigError(f"unknown model {name!r}: known models are {', '.join(sorted(MODELS))}")
+    return MODELS[name]
+
+
+def with_defaults(name: str, params: dict[str, Any]) -> dict[str, Any]:
+    """`params` completed with the builder's defaults."""
+    sig = inspect.signature(get_model(name).builder)
+    return {**{k: p.default for k, p in sig.parameters.items()
+               if p.default is not inspect.Parameter.empty}, **params}
+
+
+def check_model(name: str, params: dict[str, Any]) -> None:
+    """Raise ConfigError naming the problem if `name` or `params` cannot build a model."""
+    entry = get_model(name)
+    allowed = list(inspect.signature(entry.builder).parameters)
+    unknown = sorted(set(params) - set(allowed))
+    if unknown:
+        raise ConfigError(f"model {name!r} has no setting {unknown[0]!r}: "
+                          f"allowed are {', '.join(allowed)}")
+    full = with_defaults(name, params)
+    nc = full.get("num_classes", 10)
+    if not (isinstance(nc, int) and not isinstance(nc, bool) and nc >= 2):
+        raise ConfigError(f"model.num_classes = {nc!r}: use an integer >= 2")
+    entry.check(full)
+
+
+def positive_ints(value: Any) -> bool:
+    """A non-empty list of positive integers (layer widths, block counts)."""
+    return (isinstance(value, (list, tuple)) and len(value) > 0
+            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))

@@ -1,0 +1,20 @@
+"""Training with PyTorch Lightning, one module per responsibility:
+
+- `module.py`: the LightningModule (model, input pipeline, optimiser and schedule);
+- `callbacks.py`: metrics.csv, validation of the last epoch, verified checkpoints;
+- `rundir.py`: the run's spec and key, its directory and files, resume checks;
+- `train.py`: `train_run` = set-up, fit, final evaluation.
+"""
+from .callbacks import EpochMetrics, ValidateLastEpoch, VerifiedCheckpointIO
+from .errors import Interrupted, TrainingError
+from .module import Classifier
+from .rundir import (RESULTS_VERSION, RunSpec, check_output_space, device_description,
+                     load_classifier, read_results, versions)
+from .train import (eval_batch_size, quiet_lightning, resolve_accelerator, resolve_precision,
+                    torch_device, train_run)
+
+__all__ = ["Classifier", "EpochMetrics", "Interrupted", "RESULTS_VERSION", "RunSpec",
+           "TrainingError", "ValidateLastEpoch", "VerifiedCheckpointIO", "check_output_space",
+           "device_description", "eval_batch_size", "load_classifier", "quiet_lightning",
+           "read_results", "resolve_accelerator", "resolve_precision", "torch_device",
+           "train_run", "versions"]

@@ -1,0 +1,131 @@
+"""The LightningModule: a registered model, its input pipeline, the optimiser and schedule."""
+from __future__ import annotations
+
+from typing import Callable
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+
+from .. import transforms
+from ..config import AugmentConfig, OptimConfig, from_dict
+from ..models import build_model, prefers_channels_last
+from ..optimizers import OPTIMIZERS
+from .errors import TrainingError
+
+
+class Classifier(pl.LightningModule):
+    """Image classifier: model from the registry, the input pipeline, an optimiser from the
+    optimiser table and MultiStepLR.
+
+    Only plain values are hyperparameters, so `Classifier.load_from_checkpoint(path)` rebuilds
+    the model and its input pipeline (including a pixel permutation) from the file alone.
+    """
+
+    def __init__(self, model_name: str, model_params: dict, optim: dict, augment: dict,
+                 seed: int = 42, perm: list[int] | None = None, channels_last: bool = True):
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = build_model(model_name, **model_params)
+        # Checkpoints hold plain dicts; from_dict restores the typed, validated configs.
+        self.optim_cfg = from_dict(OptimConfig, optim, "optim")
+        self.augment_cfg = from_dict(AugmentConfig, augment, "augment")
+        self.channels_last = channels_last and prefers_channels_last(model_name, model_params)
+        if perm is not None:
+            self.register_buffer("perm", transforms.check_permutation(torch.tensor(perm)),
+                                 persistent=False)
+        else:
+            self.perm = None
+        if self.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self._gen: torch.Generator | None = None
+        self._loss_sum: torch.Tensor | None = None
+        self.__dict__["_step_model"] = None  # not a submodule: checkpoints hold `model` only
+
+    # The input pipeline: uint8 -> normalised (-> augmented) (-> extra transform) (-> permuted).
+    def prepare(self, x: torch.Tensor, train: bool = False,
+                extra: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+        x = transforms.normalize(x)
+        if train:
+            x = transforms.augment(x, self.augment_cfg, self._generator())
+        if extra is not None:
+            x = extra(x)
+        if self.perm is not None:
+            x = transforms.permute_pixels(x, self.perm)
+        if self.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        return x
+
+    def _generator(self) -> torch.Generator:
+        if self._gen is None or self._gen.device != self.device:
+            self._gen = torch.Generator(device=self.device)
+            self._seed_generator()
+        return self._gen
+
+    def _seed_generator(self) -> None:
+        # Augmentation draws depend only on (seed, epoch, rank): a resumed run repeats them.
+        epoch = self.trainer.current_epoch if self._trainer is not None else 0
+        rank = self.global_rank if self._trainer is not None else 0
+        self._gen.manual_seed(self.hparams.seed * 1_000_003 + epoch * 1009 + rank)
+
+    def on_train_epoch_start(self) -> None:
+        self._generator()
+        self._seed_generator()
+        self._loss_sum = torch.zeros((), device=self.device)
+
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        x, y = batch
+        return self.prepare(x, train=self.trainer.training), y
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
+
+    def predict_proba(self, x_uint8: torch.Tensor, extra=None, net=None) -> torch.Tensor:
+        """Class probabilities; `net` may be an inference copy of the model (see fold_batchnorm)."""
+        net = self.model if net is None else net
+        return net(self.prepare(x_uint8, extra=extra)).float().softmax(-1)
+
+    def set_step_model(self, fn: Callable) -> None:
+        """Use `fn` (e.g. a torch.compile'd model) for training steps; weights are shared."""
+        self.__dict__["_step_model"] = fn
+
+    def configure_optimizers(self):
+        o = self.optim_cfg
+        opt = OPTIMIZERS[o.name].build(self.parameters(), lr=o.lr, momentum=o.momentum,
+                                       weight_decay=o.weight_decay)
+        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(o.milestones),
+                                                     gamma=o.gamma)
+        return [opt], [sched]
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        step = self.model if self._step_model is None else self._step_model
+        logits = step(x)
+        loss = F.cross_entropy(logits, y)
+        acc = (logits.argmax(-1) == y).float().mean()
+        self._loss_sum += loss.detach()
+        # on_epoch metrics accumulate on the device: no host synchronisation per step.
+        self.log("train_loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("train_acc", acc, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True)
+        self.log("loss", loss, on_step=True, on_epoch=False, prog_bar=True, logger=False)
+        return loss
+
+    def _check_finite(self) -> None:
+        if self._loss_sum is not None and not torch.isfinite(self._loss_sum):
+            raise TrainingError(
+                f"training diverged in epoch {self.current_epoch + 1}: the loss became NaN or "
+                f"infinite; lower the learning rate (optim.lr = {self.optim_cfg.lr}), e.g. "
+                f"--set optim.lr={self.optim_cfg.lr / 10:g}")
+
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.training or self.trainer.state.fn == "fit":
+            self._check_finite()  # before ModelCheckpoint could keep a diverged model
+
+    def on_train_epoch_end(self) -> None:
+        self._check_finite()
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        logits = self.model(x)
+        self.log("val_loss", F.cross_entropy(logits, y), sync_dist=True)
+        self.log("val_acc", (logits.argmax(-1) == y).float().mean(), prog_bar=True, sync_dist=True)

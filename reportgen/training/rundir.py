@@ -1,0 +1,171 @@
+"""A run directory: its spec and key, its files (config.json, checkpoints, results.json), and
+the checks made before a run starts or resumes.
+
+A run is keyed by everything that changes its result (model, optimiser, training settings,
+data content and split, pixel permutation), so an unchanged config reuses a finished run and
+a changed one never picks up a stale checkpoint.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..config import DataConfig, ModelConfig, OptimConfig, TrainConfig, digest, to_dict
+from ..files import atomic_write_text
+from .errors import TrainingError
+
+RESULTS_VERSION = 1
+# Settings that say how a run is executed, not what it computes: not part of its key.
+EXECUTION_ONLY = ("device", "strategy", "eval_batch_size", "compile", "progress_every")
+
+
+@dataclass(frozen=True)
+class RunSpec:
+    """Everything that decides one training run's result, plus how to run it."""
+    label: str  # e.g. "resnet", "resnet-rotaug", "mlp-shuffled"
+    model: ModelConfig
+    optim: OptimConfig
+    train: TrainConfig
+    data: DataConfig
+    data_digest: str  # content hash of the decoded CIFAR-10
+    perm: tuple[int, ...] | None = None  # pixel permutation, or None
+
+    def key(self) -> str:
+        t = to_dict(self.train)
+        for k in EXECUTION_ONLY:
+            t.pop(k)
+        return digest({"model": self.model, "optim": self.optim, "train": t,
+                       "data": {"val_size": self.data.val_size, "split_seed": self.data.split_seed,
+                                "subset": self.data.subset, "content": self.data_digest},
+                       "perm": digest(list(self.perm)) if self.perm else None})
+
+    def run_dir(self, out_dir: str | Path) -> Path:
+        return Path(out_dir) / "runs" / f"{self.label}-{self.key()}"
+
+    def write_config(self, run_dir: Path) -> None:
+        """config.json (and permutation.json): what the run directory holds, in plain files."""
+        atomic_write_text(run_dir / "config.json", json.dumps(
+            {"label": self.label, "key": self.key(), "model": to_dict(self.model),
+             "optim": to_dict(self.optim), "train": to_dict(self.train),
+             "data": to_dict(self.data), "data_digest": self.data_digest,
+             "pixel_permutation": self.perm is not None}, indent=2))
+        if self.perm is not None:
+            atomic_write_text(run_dir / "permutation.json", json.dumps(list(self.perm)))
+
+
+def versions() -> dict[str, str]:
+    import pytorch_lightning as pl
+    import torchvision
+
+    return {"python": platform.python_version(), "torch": torch.__version__,
+            "torchvision": torchvision.__version__, "pytorch_lightning": pl.__version__}
+
+
+def device_description(accelerator: str) -> str:
+    if accelerator == "gpu" and torch.cuda.is_available():
+        return torch.cuda.get_device_name(0)
+    name = platform.processor() or platform.machine()
+    try:  # Linux names the CPU model here; platform.processor() is often empty
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                name = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    return f"{name} ({torch.get_num_threads()} threads)"
+
+
+def read_results(run_dir: Path) -> dict | None:
+    """The finished run's results, or None if it has not finished (or the file is damaged)."""
+    p = run_dir / "results.json"
+    if not p.is_file():
+        return None
+    try:
+        res = json.loads(p.read_text())
+        return res if res.get("version") == RESULTS_VERSION else None
+    except (OSError, json.JSONDecodeError):
+        return None
+
+
+def check_output_space(run_dir: Path, n_params: int, epochs: int) -> None:
+    """Fail before training if the output folder is not writable or too full for the run."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise TrainingError(f"cannot write to {run_dir} ({e.strerror or e}): choose a writable "
+                            "--out") from e
+    # Two checkpoints with optimiser state (~3 copies of the weights each), a temporary copy
+    # while saving, logs, and a margin.
+    need = 4 * n_params * 3 * 3 + epochs * 20_000 + 50 * 2**20
+    free = shutil.disk_usage(run_dir).free
+    if free < need:
+        raise TrainingError(f"only {free / 2**20:.0f} MiB free in {run_dir}, the run needs about "
+                            f"{need / 2**20:.0f} MiB: free some space or choose another --out")
+
+
+def _check_checkpoint(path: Path, spec: RunSpec) -> int:
+    """The epoch a checkpoint of this run stops at; a damaged or foreign one is named."""
+    try:
+        ck = torch.load(path, map_location="cpu", weights_only=False)
+        hp = ck["hyper_parameters"]
+        ok = hp["model_name"] == spec.model.name and dict(hp["model_params"]) == to_dict(
+            spec.model.params)
+        epoch = int(ck["epoch"])
+    except Exception as e:
+        raise TrainingError(f"checkpoint {path} is damaged or not a reportgen checkpoint "
+                            f"({type(e).__name__}): delete it to continue from an earlier "
+                            "checkpoint, or pass --retrain to start this run again") from e
+    if not ok:
+        raise TrainingError(f"checkpoint {path} belongs to another model "
+                            f"({hp.get('model_name')}): delete it, or pass --retrain")
+    return epoch
+
+
+def resume_point(ckpt_dir: Path, spec: RunSpec) -> Path | None:
+    """last.ckpt if present; else best.ckpt (e.g. after deleting a damaged last.ckpt)."""
+    last, best = ckpt_dir / "last.ckpt", ckpt_dir / "best.ckpt"
+    if last.is_file():
+        try:
+            _check_checkpoint(last, spec)
+            return last
+        except TrainingError as e:
+            if best.is_file():
+                epoch = _check_checkpoint(best, spec)
+                raise TrainingError(f"{e}; or delete it to continue from {best} "
+                                    f"(end of epoch {epoch + 1})") from None
+            raise
+    if best.is_file():
+        _check_checkpoint(best, spec)
+        return best
+    return None
+
+
+def resume_hint(run_dir: Path) -> str:
+    last = run_dir / "checkpoints" / "last.ckpt"
+    where = f"from {last}" if last.is_file() else "from the start (no epoch had finished)"
+    return (f"training of {run_dir.name} was interrupted: run the same command again to resume "
+            f"{where}")
+
+
+def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
+    """Load a trained Classifier from a checkpoint file, with a clear error if it is unusable."""
+    from .module import Classifier
+
+    path = Path(path)
+    if not path.is_file():
+        raise TrainingError(f"checkpoint {path} does not exist: run `reportgen train` first")
+    try:
+        model = Classifier.load_from_checkpoint(path, map_location="cpu")
+    except Exception as e:
+        raise TrainingError(f"checkpoint {path} is damaged or not a reportgen checkpoint "
+                            f"({type(e).__name__}): run `reportgen train --retrain`") from e
+    return model.to(torch.device(device))

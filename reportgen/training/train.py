@@ -1,0 +1,212 @@
+"""Training one run with PyTorch Lightning: set-up, fit, and the final evaluation of the best
+checkpoint into results.json."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytorch_lightning as pl
+import torch
+from pytorch_lightning.callbacks import LearningRateMonitor, ModelCheckpoint, TQDMProgressBar
+from pytorch_lightning.loggers import TensorBoardLogger
+
+from .. import evaluation
+from ..config import TrainConfig, to_dict
+from ..data import Splits, batches
+from ..files import atomic_write_text
+from ..models import count_parameters
+from .callbacks import EpochMetrics, ValidateLastEpoch, VerifiedCheckpointIO
+from .errors import Interrupted, TrainingError
+from .module import Classifier
+from .rundir import (RESULTS_VERSION, RunSpec, check_output_space, device_description,
+                     read_results, resume_hint, resume_point, versions)
+
+
+# --- devices -------------------------------------------------------------------------------
+
+def resolve_accelerator(device: str) -> str:
+    if device == "gpu" and not torch.cuda.is_available():
+        raise TrainingError("--device gpu was asked for but no CUDA GPU is visible: use "
+                            "--device cpu or auto")
+    if device == "auto":
+        return "gpu" if torch.cuda.is_available() else "cpu"
+    return device
+
+
+def torch_device(accelerator: str) -> torch.device:
+    """The torch device of a Lightning accelerator name ("gpu" -> the current CUDA device)."""
+    return torch.device("cuda" if accelerator == "gpu" else "cpu")
+
+
+def eval_batch_size(cfg: TrainConfig, device: torch.device) -> int:
+    """train.eval_batch_size, or for 0 the measured best: 64 on a CPU (a batch's activations
+    stay in cache), 1024 on a GPU (enough work per kernel)."""
+    if cfg.eval_batch_size:
+        return cfg.eval_batch_size
+    return 1024 if device.type == "cuda" else 64
+
+
+def resolve_precision(precision: str, accelerator: str) -> str:
+    if precision == "32":
+        return "32-true"
+    if precision != "auto":
+        return precision
+    if accelerator == "gpu" and torch.cuda.is_bf16_supported():
+        return "bf16-mixed"
+    return "32-true"
+
+
+def quiet_lightning() -> None:
+    # Warnings that do not apply to in-memory data (named precisely, not a blanket filter).
+    warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
+    warnings.filterwarnings("ignore", message=r".*GPU available but not used.*")
+
+
+def _is_main_process() -> bool:
+    return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
+
+
+# --- one run: set-up, fit, final evaluation ------------------------------------------------
+
+@dataclass
+class _Setup:
+    module: Classifier
+    trainer: pl.Trainer
+    best_cb: ModelCheckpoint
+    metrics_cb: EpochMetrics
+    resume: Path | None
+    accelerator: str
+    precision: str
+    n_params: int
+
+
+def _set_up(spec: RunSpec, run_dir: Path, retrain: bool, log: Callable[[str], None]) -> _Setup:
+    """The module, the Trainer with its callbacks, and where to resume from."""
+    cfg = spec.train
+    accelerator = resolve_accelerator(cfg.device)
+    precision = resolve_precision(cfg.precision, accelerator)
+    main = _is_main_process()
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    module = Classifier(spec.model.name, dict(spec.model.params), to_dict(spec.optim),
+                        to_dict(cfg.augment), seed=cfg.seed,
+                        perm=list(spec.perm) if spec.perm else None)
+    n_params = count_parameters(module.model)
+    if main:
+        check_output_space(run_dir, n_params, cfg.epochs)
+    ckpt_dir = run_dir / "checkpoints"
+    if retrain and main:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        (run_dir / "results.json").unlink(missing_ok=True)
+    resume = resume_point(ckpt_dir, spec)
+    if resume is not None:
+        log(f"resuming {run_dir.name} from {resume}")
+    if main:
+        spec.write_config(run_dir)
+    quiet_lightning()
+    if cfg.compile:
+        module.set_step_model(torch.compile(module.model))
+    best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_acc",
+                              mode="max", save_top_k=1, enable_version_counter=False)
+    # Saved after every epoch (not only validated ones), so a resume loses at most one.
+    last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                              every_n_epochs=1, save_on_train_epoch_end=True,
+                              enable_version_counter=False)
+    metrics_cb = EpochMetrics(run_dir / "metrics.csv")
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=cfg.devices, strategy=cfg.strategy,
+        precision=precision, max_epochs=cfg.epochs, check_val_every_n_epoch=cfg.val_every,
+        callbacks=[best_cb, last_cb, LearningRateMonitor("epoch"), metrics_cb,
+                   ValidateLastEpoch(cfg.epochs, cfg.val_every),
+                   TQDMProgressBar(refresh_rate=cfg.progress_every)],
+        logger=TensorBoardLogger(str(run_dir), name="tensorboard", version="",
+                                 default_hp_metric=False),
+        plugins=[VerifiedCheckpointIO()], num_sanity_val_steps=0,
+        enable_model_summary=False, deterministic=False, log_every_n_steps=50)
+    return _Setup(module, trainer, best_cb, metrics_cb, resume, accelerator, precision, n_params)
+
+
+def _fit(s: _Setup, spec: RunSpec, splits: Splits, run_dir: Path) -> float:
+    """Train to the end (or resume to it); returns the wall time in seconds."""
+    cfg = spec.train
+    data_device = torch.device("cpu")
+    if s.accelerator == "gpu":
+        # The whole data set (~180 MB as uint8) lives on the GPU: batches are gathered and
+        # augmented there, with nothing copied from the host per step.
+        data_device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.backends.cudnn.benchmark = True
+    train_dl = batches(splits.train_x.to(data_device), splits.train_y.to(data_device),
+                       cfg.batch_size, shuffle_seed=cfg.seed, drop_last=True)
+    val_dl = batches(splits.val_x.to(data_device), splits.val_y.to(data_device),
+                     eval_batch_size(cfg, data_device))
+    if len(train_dl) == 0:
+        raise TrainingError(f"{len(splits.train_x)} training images are fewer than one batch "
+                            f"of {cfg.batch_size}: use a larger --subset or a smaller batch")
+    t0 = time.perf_counter()
+    try:
+        s.trainer.fit(s.module, train_dl, val_dl, ckpt_path=str(s.resume) if s.resume else None)
+    except SystemExit:
+        # Lightning ends Ctrl-C with exit(1), and SIGTERM (after the epoch in progress, whose
+        # checkpoint it saves) with SIGTERMException, a SystemExit.
+        if s.trainer.interrupted:
+            raise Interrupted(resume_hint(run_dir)) from None
+        raise
+    return time.perf_counter() - t0
+
+
+def _evaluate(s: _Setup, spec: RunSpec, splits: Splits, run_dir: Path, wall: float,
+              log: Callable[[str], None]) -> dict:
+    """Score the best checkpoint on the validation and test images; write results.json."""
+    cfg = spec.train
+    last = run_dir / "checkpoints" / "last.ckpt"
+    best = Path(s.best_cb.best_model_path) if s.best_cb.best_model_path else last
+    log(f"evaluating {best.name} on the validation and test images ...")
+    model = Classifier.load_from_checkpoint(best, map_location="cpu")
+    model = model.to(torch_device(s.accelerator))
+    bs = eval_batch_size(cfg, model.device)
+    val = evaluation.score(model, splits.val_x, splits.val_y, bs)
+    test = evaluation.score(model, splits.test_x, splits.test_y, bs)
+    rows = s.metrics_cb.rows
+    images_per_s = sorted(r["images_per_s"] for r in rows)[len(rows) // 2]  # median epoch
+    best_epoch = torch.load(best, map_location="cpu", weights_only=False)["epoch"] + 1
+    results = {
+        "version": RESULTS_VERSION, "label": spec.label, "key": spec.key(),
+        "run_dir": str(run_dir), "model": spec.model.name,
+        "val_acc": val.accuracy, "test_acc": test.accuracy,
+        "val_per_class": val.per_class_accuracy, "test_per_class": test.per_class_accuracy,
+        "best_checkpoint": str(best), "best_epoch": best_epoch, "epochs": cfg.epochs,
+        "parameters": s.n_params, "train_images": len(splits.train_x),
+        "wall_time_s": wall, "train_time_s": sum(r["epoch_s"] for r in rows),
+        "train_images_per_s": images_per_s,
+        "accelerator": s.accelerator, "device": device_description(s.accelerator),
+        "devices": cfg.devices, "strategy": cfg.strategy, "precision": s.precision,
+        "versions": versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
+    log(f"{spec.label}: {cfg.epochs} epochs in {wall:.0f} s "
+        f"({images_per_s:.0f} train img/s) - val {val.accuracy:.2%}, "
+        f"test {test.accuracy:.2%} (best epoch {best_epoch}) -> {run_dir}")
+    return results
+
+
+def train_run(spec: RunSpec, splits: Splits, out_dir: str | Path, retrain: bool = False,
+              log: Callable[[str], None] = print) -> dict:
+    """Train (or reuse, or resume) the run `spec` and return its results.json content.
+
+    On a DDP worker process (rank > 0) it returns {}: the main process writes the results.
+    """
+    run_dir = spec.run_dir(out_dir)
+    if not retrain and (res := read_results(run_dir)) is not None:
+        log(f"reusing finished run {run_dir} (val {res['val_acc']:.2%}, test "
+            f"{res['test_acc']:.2%}); pass --retrain to train again")
+        return res
+    s = _set_up(spec, run_dir, retrain, log)
+    wall = _fit(s, spec, splits, run_dir)
+    if not s.trainer.is_global_zero:
+        return {}
+    return _evaluate(s, spec, splits, run_dir, wall, log)

@@ -1,0 +1,55 @@
+"""The command line's error handling: a user's mistake is one line, a bug keeps its traceback,
+and --debug (or REPORTGEN_DEBUG=1) shows every traceback."""
+import pytest
+from typer.testing import CliRunner
+
+from reportgen.cli import app
+from reportgen.config import ConfigError
+
+runner = CliRunner()
+
+
+def test_a_user_error_is_one_line():
+    r = runner.invoke(app, ["train", "--epochs", "0"])
+    assert r.exit_code == 2 and r.exception is not None and "Traceback" not in r.output
+    assert r.output.strip() == "error: train.epochs = 0 is not allowed: use a positive integer"
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_debug_shows_the_traceback_of_a_user_error(how, monkeypatch):
+    args = ["train", "--epochs", "0"]
+    if how == "flag":
+        args = ["--debug", *args]
+    else:
+        monkeypatch.setenv("REPORTGEN_DEBUG", "1")
+    r = runner.invoke(app, args)
+    assert r.exit_code == 1 and isinstance(r.exception, ConfigError)
+
+
+def test_a_bug_is_not_dressed_as_a_user_error(monkeypatch, tiny):
+    """Any exception that is not a UserError (here a KeyError from a broken stage) propagates
+    with its traceback instead of becoming an `error:` line."""
+    from reportgen.experiments import base
+
+    def broken(cfg, log=print):
+        raise KeyError("a bug")
+
+    monkeypatch.setattr(base, "load_cifar10", lambda *a, **k: broken(None))
+    overrides, _ = tiny
+    from helpers import overrides_to_args
+
+    r = runner.invoke(app, ["train", *overrides_to_args(overrides)])
+    assert r.exit_code == 1 and isinstance(r.exception, KeyError)
+    assert "error:" not in r.output
+
+
+def test_every_study_has_a_command_with_the_common_options():
+    from reportgen.experiments import studies
+
+    for study in studies():
+        r = runner.invoke(app, [study.cli_name, "--help"])
+        assert r.exit_code == 0, study.name
+        for option in ("--config", "--data", "--out", "--epochs", "--set", "--retrain"):
+            assert option in r.output, (study.name, option)
+    assert "--angles" in runner.invoke(app, ["rotation", "--help"]).output
+    assert "--epochs" in runner.invoke(app, ["all", "--help"]).output
