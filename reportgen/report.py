@@ -74,6 +74,7 @@ def and_list(items) -> str:
 
 PRECISIONS = {"32-true": "32-bit floating point", "bf16-mixed": "bfloat16 mixed precision",
               "16-mixed": "float16 mixed precision"}
+PRECISIONS_SHORT = {"32-true": "fp32", "bf16-mixed": "bf16 mixed", "16-mixed": "fp16 mixed"}
 SPLITS = {"val": "validation", "test": "test"}
 
 
@@ -268,6 +269,7 @@ def environment():
                        duration=duration, and_list=and_list,
                        optimizer=lambda n: OPTIMIZERS[n].title if n in OPTIMIZERS else n,
                        precision=lambda p: PRECISIONS.get(p, p),
+                       precision_short=lambda p: PRECISIONS_SHORT.get(p, p),
                        split_name=lambda s: SPLITS.get(s, s))
     return env
 

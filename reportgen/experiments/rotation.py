@@ -120,8 +120,9 @@ def model_facts(angles: list[float], classes: list[str], entry: dict) -> dict:
     worst_i = min(range(len(acc)), key=lambda i: acc[i])
     class_mean = [mean(per_class[i][c] for i in rotated) if rotated else float("nan")
                   for c in range(len(classes))]
-    ranked = sorted(range(len(classes)),
-                    key=lambda c: -class_mean[c] if not math.isnan(class_mean[c]) else 0)
+    # Classes without images in this split have no accuracy (NaN): they are not ranked.
+    ranked = sorted((c for c in range(len(classes)) if not math.isnan(class_mean[c])),
+                    key=lambda c: -class_mean[c])
     zero = at.get(0.0)
     return {
         "acc0": zero, "worst_angle": angles[worst_i], "worst": acc[worst_i],

@@ -172,7 +172,7 @@ def _channels_last(params: dict) -> bool:
 
 
 _SUBSAMPLING = ("The first block of every group after the first halves the resolution with "
-                "stride 2, and its shortcut is a 1x1 convolution with stride 2. Convolutions use "
+                "stride 2, and its shortcut is a 1×1 convolution with stride 2. Convolutions use "
                 "Kaiming fan-out initialisation; global average pooling and a linear layer "
                 "classify.")
 
@@ -180,7 +180,7 @@ _SUBSAMPLING = ("The first block of every group after the first halves the resol
 @register_model(
     "preact_resnet", label="resnet", title="ResNet", description="pre-activation ResNet",
     cite=("he2016identity", "ioffe2015"), check=_check, channels_last=_channels_last,
-    details="A pre-activation block computes BN, ReLU, 3x3 convolution, BN, ReLU, 3x3 "
+    details="A pre-activation block computes BN, ReLU, 3×3 convolution, BN, ReLU, 3×3 "
             "convolution and adds its input, so no non-linearity sits on the identity path and "
             "batch normalisation precedes every convolution. " + _SUBSAMPLING)
 def preact_resnet(num_classes: int = 10, num_blocks: Sequence[int] = (2, 2, 3),
@@ -192,7 +192,7 @@ def preact_resnet(num_classes: int = 10, num_blocks: Sequence[int] = (2, 2, 3),
 @register_model(
     "resnet", label="resnet", title="ResNet", description="ResNet with original residual blocks",
     cite=("he2016deep", "ioffe2015"), check=_check, channels_last=_channels_last,
-    details="An original residual block computes 3x3 convolution, BN, ReLU, 3x3 convolution, "
+    details="An original residual block computes 3×3 convolution, BN, ReLU, 3×3 convolution, "
             "BN, adds its input and applies ReLU to the sum. " + _SUBSAMPLING)
 def resnet(num_classes: int = 10, num_blocks: Sequence[int] = (2, 2, 3),
            c_hidden: Sequence[int] = (16, 24, 32)) -> nn.Module:
