@@ -33,8 +33,6 @@ def check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{key} = {value!r} is not allowed: use {allowed}")
 
 
-
-
 @dataclass(frozen=True)
 class DataConfig:
     source: str = ""  # CIFAR-10 path (folder, .tar/.tar.gz/.zip); "" = $REPORTGEN_DATA or ./data
@@ -152,7 +150,7 @@ class ExperimentConfig:
     out_dir: str = "output"
     figures_dir: str = "figures"
     data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
+    model: ModelConfig = field(default_factory=ModelConfig)  # built when used: no import cycle
     optim: OptimConfig = OptimConfig()
     train: TrainConfig = TrainConfig()
     report: ReportConfig = ReportConfig()

@@ -24,6 +24,7 @@ from markupsafe import Markup, escape
 from .config import ConfigError, ExperimentConfig, tomllib
 from .errors import UserError
 from .files import MissingResults, atomic_write_bytes, atomic_write_text
+from .figures import SPLIT_NAMES
 from .references import REFERENCES
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -75,7 +76,6 @@ def and_list(items) -> str:
 PRECISIONS = {"32-true": "32-bit floating point", "bf16-mixed": "bfloat16 mixed precision",
               "16-mixed": "float16 mixed precision"}
 PRECISIONS_SHORT = {"32-true": "fp32", "bf16-mixed": "bf16 mixed", "16-mixed": "fp16 mixed"}
-SPLITS = {"val": "validation", "test": "test"}
 
 
 def toml_text(d: dict, prefix: str = "") -> str:
@@ -270,7 +270,7 @@ def environment():
                        optimizer=lambda n: OPTIMIZERS[n].title if n in OPTIMIZERS else n,
                        precision=lambda p: PRECISIONS.get(p, p),
                        precision_short=lambda p: PRECISIONS_SHORT.get(p, p),
-                       split_name=lambda s: SPLITS.get(s, s))
+                       split_name=lambda s: SPLIT_NAMES.get(s, s))
     return env
 
 

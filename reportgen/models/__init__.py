@@ -1,16 +1,22 @@
-"""Models: each family registers its builders where it is defined (resnet.py, mlp.py), with
-its parameter checks, its channels_last policy and the words the report uses for it.
+"""Models: each family registers its builders where it is defined (resnet.py, mlp.py, ...),
+with its parameter checks, its channels_last policy and the words the report uses for it.
+Every module in this folder is imported, so a new family is a new file here.
 """
 from __future__ import annotations
 
+import importlib
+import pkgutil
 from typing import Any
 
 from torch import nn
 
-from . import mlp, resnet  # noqa: F401  (importing a family registers its models)
 from .mlp import MLP
 from .registry import MODELS, ModelEntry, check_model, get_model, register_model, with_defaults
 from .resnet import PreActResNetBlock, ResNet, ResNetBlock
+
+for _family in sorted(m.name for m in pkgutil.iter_modules(__path__)):
+    if _family != "registry":
+        importlib.import_module(f"{__name__}.{_family}")  # registers its models
 
 __all__ = ["MODELS", "MLP", "ModelEntry", "PreActResNetBlock", "ResNet", "ResNetBlock",
            "architecture_table", "build_model", "check_model", "count_parameters",
