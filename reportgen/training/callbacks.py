@@ -83,17 +83,23 @@ class ValidateLastEpoch(Callback):
 
 
 def _read_back(path: Path) -> None:
-    back = torch.load(path, map_location="cpu", weights_only=False)
+    back = torch.load(path, map_location="cpu", weights_only=True)
     if "state_dict" not in back:
         raise OSError("the written file has no state_dict")
 
 
 class VerifiedCheckpointIO(TorchCheckpointIO):
-    """Checkpoints written to a temporary file, read back, then renamed over the old one.
+    """Checkpoints written to a temporary file, read back, then renamed over the old one, and
+    read with `weights_only=True` (tensors and plain values; no code runs on load).
 
     A crash mid-write leaves the previous good checkpoint in place, and a save that failed
     silently is caught by the read-back.
     """
+
+    def load_checkpoint(self, path, *args, weights_only=None, **kwargs):
+        # Lightning's resume (`fit(ckpt_path=...)`) reads the file again through here: never
+        # with pickle's full power, whatever Lightning's default.
+        return super().load_checkpoint(path, *args, weights_only=True, **kwargs)
 
     def save_checkpoint(self, checkpoint, path, storage_options=None) -> None:
         path = Path(path)

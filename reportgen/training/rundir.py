@@ -112,10 +112,17 @@ def check_output_space(run_dir: Path, n_params: int, epochs: int) -> None:
                             f"{need / 2**20:.0f} MiB: free some space or choose another --out")
 
 
+def load_checkpoint_dict(path: Path) -> dict:
+    """A checkpoint's contents, read with `weights_only=True`: tensors and plain values only,
+    so a planted file (a pickle whose `__reduce__` runs code) fails to load instead of running.
+    Every load of a checkpoint in reportgen goes through this or passes weights_only=True."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
 def _check_checkpoint(path: Path, spec: RunSpec) -> int:
     """The epoch a checkpoint of this run stops at; a damaged or foreign one is named."""
     try:
-        ck = torch.load(path, map_location="cpu", weights_only=False)
+        ck = load_checkpoint_dict(path)
         hp = ck["hyper_parameters"]
         ok = hp["model_name"] == spec.model.name and dict(hp["model_params"]) == to_dict(
             spec.model.params)
@@ -164,7 +171,7 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
     if not path.is_file():
         raise TrainingError(f"checkpoint {path} does not exist: run `reportgen train` first")
     try:
-        model = Classifier.load_from_checkpoint(path, map_location="cpu")
+        model = Classifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise TrainingError(f"checkpoint {path} is damaged or not a reportgen checkpoint "
                             f"({type(e).__name__}): run `reportgen train --retrain`") from e

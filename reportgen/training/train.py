@@ -25,7 +25,7 @@ from .callbacks import EpochMetrics, ValidateLastEpoch, VerifiedCheckpointIO
 from .errors import Interrupted, TrainingError
 from .module import Classifier
 from .rundir import (RESULTS_VERSION, RunSpec, check_output_space, device_description,
-                     read_results, resume_hint, resume_point, versions)
+                     load_checkpoint_dict, read_results, resume_hint, resume_point, versions)
 
 
 # --- devices -------------------------------------------------------------------------------
@@ -166,14 +166,14 @@ def _evaluate(s: _Setup, spec: RunSpec, splits: Splits, run_dir: Path, wall: flo
     last = run_dir / "checkpoints" / "last.ckpt"
     best = Path(s.best_cb.best_model_path) if s.best_cb.best_model_path else last
     log(f"evaluating {best.name} on the validation and test images ...")
-    model = Classifier.load_from_checkpoint(best, map_location="cpu")
+    model = Classifier.load_from_checkpoint(best, map_location="cpu", weights_only=True)
     model = model.to(torch_device(s.accelerator))
     bs = eval_batch_size(cfg, model.device)
     val = evaluation.score(model, splits.val_x, splits.val_y, bs)
     test = evaluation.score(model, splits.test_x, splits.test_y, bs)
     rows = s.metrics_cb.rows
     images_per_s = sorted(r["images_per_s"] for r in rows)[len(rows) // 2]  # median epoch
-    best_epoch = torch.load(best, map_location="cpu", weights_only=False)["epoch"] + 1
+    best_epoch = load_checkpoint_dict(best)["epoch"] + 1
     results = {
         "version": RESULTS_VERSION, "label": spec.label, "key": spec.key(),
         "run_dir": str(run_dir), "model": spec.model.name,
