@@ -27,6 +27,12 @@ class ConfigError(UserError, ValueError):
     """A bad value in an experiment file or on the command line (the message names the key)."""
 
 
+def is_path_component(name: str) -> bool:
+    """A single, ordinary file name: nothing written under it can leave its folder."""
+    return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
+            and "\\" not in name and "\0" not in name and name.strip() == name)
+
+
 def check(ok: bool, key: str, value: Any, allowed: str) -> None:
     """Raise ConfigError `key = value is not allowed: use <allowed>` unless `ok`."""
     if not ok:
@@ -40,7 +46,8 @@ class DataConfig:
     cache_dir: str = ""  # decoded uint8 tensors, keyed by the source; "" = <out_dir>/cache
     val_size: int = 5000  # images held out of the 50,000 training images (notebook: 5,000)
     split_seed: int = 42  # seed of the random_split generator (notebook: 42)
-    subset: int = 0  # train on only this many of the training images; 0 = all
+    subset: int = 0  # train on only the first N of the training images (after the split); 0 = all
+    partial: bool = False  # accept a copy without CIFAR-10's 5,000/1,000 images per class
 
     def __post_init__(self):
         check(0 < self.val_size < 50000, "data.val_size", self.val_size, "between 1 and 49999")
@@ -81,8 +88,10 @@ class OptimConfig:
         check(math.isfinite(self.lr) and self.lr > 0, "optim.lr", self.lr, "a positive number")
         check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "in [0, 1)")
         check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
-        check(all(m > 0 for m in self.milestones), "optim.milestones", self.milestones,
-              "positive epoch numbers")
+        check(all(m > 0 for m in self.milestones)
+              and all(a < b for a, b in zip(self.milestones, self.milestones[1:])),
+              "optim.milestones", list(self.milestones),
+              "strictly increasing positive epoch numbers, e.g. [70, 90]")
         check(0 < self.gamma <= 1, "optim.gamma", self.gamma, "in (0, 1]")
 
 
@@ -160,8 +169,8 @@ class ExperimentConfig:
     sections: Mapping[str, Any] = field(default_factory=_study_sections)
 
     def __post_init__(self):
-        check(bool(self.name) and "/" not in self.name, "name", self.name,
-              "a non-empty name without '/'")
+        check(is_path_component(self.name), "name", self.name,
+              "a plain folder name (no '/', '\\', '.' or '..'): results go to OUT/<name>/")
 
     def __getattr__(self, name: str):
         sections = self.__dict__.get("sections") or {}
@@ -289,6 +298,9 @@ def parse_override(text: str) -> tuple[str, Any]:
     if "=" not in text:
         raise ConfigError(f"--set {text!r}: write it as key=value, e.g. --set optim.lr=0.05")
     key, val = text.split("=", 1)
+    if not key.strip() or any(not part.strip() for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: the key {key.strip()!r} is empty or has an empty "
+                          "part; write it as key=value, e.g. --set optim.lr=0.05")
     try:
         value = tomllib.loads(f"v = {val}")["v"]
     except tomllib.TOMLDecodeError:

@@ -89,8 +89,8 @@ def _archive_names(p: Path) -> list[str]:
         with tarfile.open(p) as t:
             return t.getnames()
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
-        raise DataError(f"{p} is not a readable archive ({e}): copy it again or pass --data "
-                        "with an intact CIFAR-10 copy") from e
+        raise DataError(f"{p} is truncated or corrupt, or not a tar/zip archive ({_one_line(e)}): "
+                        "copy it again or pass --data with an intact CIFAR-10 copy") from e
 
 
 def detect_kind(p: Path) -> str:
@@ -121,11 +121,31 @@ def _find_image_root(p: Path) -> Path | None:
     return None
 
 
+def _data_files(p: Path) -> list[Path]:
+    """The files that are the data set at `p`: an archive itself; in a folder only the image
+    folder's train/ and test/ trees or torchvision's batches and tarball. Anything else in the
+    folder (an output folder inside it, notes, caches) is not part of the data."""
+    if p.is_file():
+        return [p]
+    if p.name == "cifar-10-batches-py":
+        return sorted(q for q in p.iterdir() if q.is_file())
+    files = []
+    batches, tarball = p / "cifar-10-batches-py", p / "cifar-10-python.tar.gz"
+    if batches.is_dir():
+        files += sorted(q for q in batches.iterdir() if q.is_file())
+    elif tarball.is_file():
+        files.append(tarball)
+    root = _find_image_root(p)
+    if not files and root is not None:
+        for split in ("train", "test"):
+            files += sorted(q for q in (root / split).rglob("*") if q.is_file())
+    return files
+
+
 def fingerprint(p: Path) -> str:
-    """Cheap identity of a source: paths, sizes and modification times of its files."""
+    """Cheap identity of a source: paths, sizes and modification times of its data files."""
     h = hashlib.sha256(str(p.resolve()).encode())
-    files = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
-    for q in files:
+    for q in _data_files(p):
         st = q.stat()
         h.update(f"{q.relative_to(p) if q != p else q.name}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
@@ -142,14 +162,16 @@ def _safe_member(name: str, archive: Path) -> PurePosixPath:
 
 
 def _iter_archive(p: Path) -> Iterator[tuple[str, bytes]]:
-    """(member name, bytes) of every regular file in a tar or zip archive."""
+    """(member name, bytes) of every regular file in a tar or zip archive, read to the
+    archive's true end: a tar must close with its end-of-archive marker, and a compressed
+    stream is read to its trailer so that its checksum is verified."""
     try:
         if p.name.lower().endswith(".zip"):
             with zipfile.ZipFile(p) as z:
                 for info in z.infolist():
                     _safe_member(info.filename, p)
                     if not info.is_dir():
-                        yield info.filename, z.read(info)
+                        yield info.filename, z.read(info)  # checks each member's CRC-32
             return
         with tarfile.open(p) as t:
             for m in t:
@@ -159,10 +181,31 @@ def _iter_archive(p: Path) -> Iterator[tuple[str, bytes]]:
                                     "use a trusted copy of CIFAR-10")
                 if m.isfile():
                     f = t.extractfile(m)
-                    yield m.name, f.read() if f else b""
+                    data = f.read() if f else b""
+                    if len(data) != m.size:
+                        raise EOFError(f"member {m.name} ends after {len(data)} of {m.size} bytes")
+                    yield m.name, data
+            _check_tar_end(t)
     except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
-        raise DataError(f"{p} is truncated or corrupt ({type(e).__name__}: {e}): copy it again "
-                        "or pass --data with an intact CIFAR-10 copy") from e
+        raise DataError(f"{p} is truncated or corrupt ({type(e).__name__}: {_one_line(e)}): "
+                        "copy it again or pass --data with an intact CIFAR-10 copy") from e
+
+
+def _check_tar_end(t: tarfile.TarFile) -> None:
+    """tarfile stops quietly at a missing or cut header; a complete archive ends with two
+    zero blocks. Read what follows the last member to the end of the (decompressed) stream,
+    which also makes gzip verify its CRC-32 and length."""
+    f = t.fileobj
+    f.seek(t.offset)
+    rest = f.read()
+    while chunk := f.read(1 << 20):
+        rest += chunk
+    if len(rest) < 2 * tarfile.BLOCKSIZE or any(rest[:2 * tarfile.BLOCKSIZE]):
+        raise EOFError("no end-of-archive marker after the last member")
+
+
+def _one_line(e: BaseException) -> str:
+    return " ".join(str(e).split())
 
 
 def _iter_folder(root: Path) -> Iterator[tuple[str, bytes]]:
@@ -172,21 +215,27 @@ def _iter_folder(root: Path) -> Iterator[tuple[str, bytes]]:
 
 
 def _decode(blob: bytes, name: str) -> torch.Tensor:
-    from PIL import Image, UnidentifiedImageError
+    from PIL import Image
 
+    if not blob:
+        raise DataError(f"{name} is empty (0 bytes): remove or replace it")
     try:
         with Image.open(io.BytesIO(blob)) as img:
-            img.load()
-            if img.size != (IMAGE_SIZE, IMAGE_SIZE):
+            if img.size != (IMAGE_SIZE, IMAGE_SIZE):  # known from the header, before decoding
                 raise DataError(f"{name} is {img.size[0]}x{img.size[1]} pixels, not 32x32: "
                                 "CIFAR-10 images are 32x32; remove or replace it")
+            img.load()
             # Grayscale, palette and RGBA images are converted to RGB (alpha is dropped).
             rgb = img.convert("RGB") if img.mode != "RGB" else img
             data = torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8)
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        if isinstance(e, DataError):
-            raise
-        raise DataError(f"{name} is not a readable image ({e}): remove or replace it") from e
+    except DataError:
+        raise
+    except Exception as e:  # any image-library error (incl. DecompressionBombError) is the file's
+        reason = _one_line(e).replace(repr(getattr(e, "filename", None) or ""), "")
+        if "BytesIO" in reason:
+            reason = "not an image file the Python Imaging Library can identify"
+        raise DataError(f"{name} is not a readable image ({type(e).__name__}: {reason}): "
+                        "remove or replace it") from e
     return data.view(IMAGE_SIZE, IMAGE_SIZE, 3).permute(2, 0, 1)
 
 
@@ -246,6 +295,17 @@ def read_torchvision(root: Path, download: bool, cache_dir: Path) -> tuple[torch
         root = cache_dir / "torchvision"
         root.mkdir(parents=True, exist_ok=True)
         extract_archive(str(tarball), str(root))
+    batches = root / "cifar-10-batches-py"
+    if batches.is_dir() or not download:
+        # Name the first missing or damaged file (torchvision only says "not found or corrupted").
+        for name, md5 in CIFAR10.train_list + CIFAR10.test_list:
+            f = batches / name
+            if not f.is_file():
+                raise DataError(f"{f} is missing: copy the complete cifar-10-batches-py folder "
+                                "or pass --data with an intact CIFAR-10 copy")
+            if not check_integrity(str(f), md5):
+                raise DataError(f"{f} fails torchvision's md5 check (damaged or incomplete): "
+                                "copy it again or pass --data with an intact CIFAR-10 copy")
     try:
         parts = []
         for train in (True, False):
@@ -281,6 +341,23 @@ def _check_tensors(train_x, train_y, test_x, test_y, where: str) -> None:
                             "10 classes")
 
 
+PER_CLASS = {"train": 5000, "test": 1000}  # CIFAR-10's images per class and split
+
+
+def check_counts(parts, path: Path, partial: bool) -> None:
+    """CIFAR-10 has 5,000 training and 1,000 test images per class; anything else is an
+    incomplete or foreign copy, allowed only with data.partial = true."""
+    if partial:
+        return
+    for split, y in (("train", parts[1]), ("test", parts[3])):
+        counts = torch.bincount(y, minlength=len(CLASSES)).tolist()
+        for cls, n in zip(CLASSES, counts):
+            if n != PER_CLASS[split]:
+                raise DataError(f"{path}: {split}/ has {n:,} images of class {cls}, CIFAR-10 has "
+                                f"{PER_CLASS[split]:,}: copy the complete data set, or set "
+                                "data.partial = true to use a partial copy")
+
+
 def _read_cache(cache: Path, key: str, path: Path, log) -> Cifar10 | None:
     """The cached tensors of source `path`, or None (a damaged cache is reported and ignored)."""
     if not cache.is_file():
@@ -312,8 +389,18 @@ def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print) -> Cifar10
         key = fingerprint(path)
         hit = _read_cache(cache_dir / f"cifar10-{key}.pt", key, path, log)
         if hit is not None:
+            check_counts((hit.train_x, hit.train_y, hit.test_x, hit.test_y), path, cfg.partial)
             return hit
     kind = detect_kind(path)
+    if kind == "missing" and explicit:
+        if path.is_dir() and ((path / "train").is_dir() or (path / "test").is_dir()):
+            lacking = "test/" if (path / "train").is_dir() else "train/"
+            raise DataError(f"--data {path} lacks {lacking}: an image folder needs both "
+                            "train/<class>/ and test/<class>/ (nothing was downloaded)")
+        raise DataError(f"--data {path} holds no CIFAR-10: it needs train/<class>/ and "
+                        "test/<class>/ image folders, cifar-10-batches-py/ or "
+                        "cifar-10-python.tar.gz (nothing is downloaded into a folder you name; "
+                        "without --data reportgen downloads into ./data)")
     if kind == "missing":
         if not cfg.download:
             raise DataError(f"no CIFAR-10 found at {path} and downloads are off: put "
@@ -325,8 +412,9 @@ def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print) -> Cifar10
         log(f"decoding CIFAR-10 from {path} (once; cached in {cache_dir}) ...")
         if kind in ("image-folder", "image-archive"):
             parts = read_image_folder(path)
-        else:
-            parts = read_torchvision(path, cfg.download, cache_dir)
+        else:  # a folder the user named is read, never downloaded into
+            parts = read_torchvision(path, cfg.download and not explicit, cache_dir)
+    check_counts(parts, path, cfg.partial)
     key = fingerprint(path)  # after a download, of the downloaded files
     cache = cache_dir / f"cifar10-{key}.pt"
     _check_tensors(*parts, where=str(path))
@@ -355,6 +443,10 @@ def make_splits(data: Cifar10, cfg: DataConfig) -> Splits:
     if cfg.val_size >= n:
         raise DataError(f"data.val_size = {cfg.val_size} leaves no training images out of {n}")
     tr, va = split_indices(n, cfg.val_size, cfg.split_seed)
+    if cfg.subset > len(tr):
+        raise DataError(f"data.subset = {cfg.subset} is more than the {len(tr)} training images "
+                        f"left after holding out {cfg.val_size} for validation: use at most "
+                        f"{len(tr)}, or 0 for all")
     if cfg.subset:
         tr = tr[: cfg.subset]  # the split is already a random order, so this is a random subset
     return Splits(data.train_x[tr], data.train_y[tr], data.train_x[va], data.train_y[va],

@@ -81,7 +81,8 @@ def patch_torchvision_md5(monkeypatch, batches_dir: Path, tarball: Path | None =
 def tiny_overrides(source: Path, out: Path) -> dict:
     """Shrinks any experiment to seconds: tiny model, one epoch, small batches, CPU."""
     return {
-        "data.source": str(source), "data.val_size": 10, "out_dir": str(out),
+        "data.source": str(source), "data.val_size": 10, "data.partial": True,
+        "out_dir": str(out),
         "figures_dir": str(out / "figures"),
         "model.params": {"num_classes": 10, "num_blocks": [1, 1], "c_hidden": [4, 8]},
         "train.epochs": 1, "train.batch_size": 10, "train.eval_batch_size": 16,

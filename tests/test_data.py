@@ -18,7 +18,8 @@ from helpers import (N_TEST_PER_CLASS, N_TRAIN_PER_CLASS, make_tar, patch_torchv
 
 
 def cfg(source, tmp_path, **kw):
-    return DataConfig(source=str(source), cache_dir=str(tmp_path / "cache"), val_size=10, **kw)
+    return DataConfig(source=str(source), partial=True, cache_dir=str(tmp_path / "cache"),
+                      val_size=10, **kw)
 
 
 def check_tiny(ds, n_train=10 * N_TRAIN_PER_CLASS, n_test=10 * N_TEST_PER_CLASS):
@@ -95,7 +96,8 @@ def test_download_when_missing_uses_torchvision(tmp_path, monkeypatch):
 
     monkeypatch.setattr(tvc, "download_and_extract_archive", fake_download)
     monkeypatch.chdir(tmp_path)
-    ds = D.load_cifar10(DataConfig(cache_dir="cache", val_size=10), env={}, log=lambda m: None)
+    ds = D.load_cifar10(DataConfig(cache_dir="cache", val_size=10, partial=True), env={},
+                        log=lambda m: None)
     check_tiny(ds, n_train=100, n_test=20)
     assert calls and "cifar-10-python.tar.gz" in calls[0]
 

@@ -239,7 +239,8 @@ def test_zip_member_escaping_is_refused(tmp_path):
 def test_cache_for_another_source_is_not_used(image_folder, tmp_path):
     from reportgen.config import DataConfig
 
-    c = DataConfig(source=str(image_folder), cache_dir=str(tmp_path / "cache"), val_size=10)
+    c = DataConfig(source=str(image_folder), partial=True, cache_dir=str(tmp_path / "cache"),
+                   val_size=10)
     first = D.load_cifar10(c, env={})
     cache = next((tmp_path / "cache").glob("*.pt"))
     blob = torch.load(cache, weights_only=True)

@@ -82,3 +82,146 @@ def test_planted_data_cache_runs_nothing_and_is_rebuilt(trained, tmp_path):
     assert not marker.exists()
     assert "is unusable" in r.output and "reusing finished run" in r.output
     json.loads(next((out / "runs").iterdir()).joinpath("results.json").read_text())
+
+
+# --- data that must not be trusted blindly ----------------------------------------------
+
+def _config(source, tmp_path, **kw):
+    from reportgen.config import DataConfig
+
+    return DataConfig(**{"source": str(source), "partial": True,
+                         "cache_dir": str(tmp_path / "cache"), "val_size": 10, **kw})
+
+
+def _load(source, tmp_path, **kw):
+    from reportgen import data as D
+
+    return D.load_cifar10(_config(source, tmp_path, **kw), env={}, log=lambda m: None)
+
+
+def _tar(folder, dest, mode="w"):
+    import tarfile
+
+    with tarfile.open(dest, mode) as t:
+        t.add(folder, arcname="cifar10-tiny")
+    return dest
+
+
+@pytest.mark.parametrize("cut", ["last header", "mid archive", "end marker"])
+def test_truncated_tar_is_an_error(image_folder, tmp_path, cut):
+    from reportgen import data as D
+
+    arc = _tar(image_folder, tmp_path / "c.tar")
+    blob = arc.read_bytes()
+    import tarfile
+
+    with tarfile.open(arc) as t:
+        last = t.getmembers()[-1]
+    at = {"last header": last.offset + 100, "mid archive": len(blob) // 2,
+          "end marker": last.offset_data + last.size + 10}[cut]
+    arc.write_bytes(blob[:at])
+    with pytest.raises(D.DataError, match="c.tar is truncated or corrupt"):
+        _load(arc, tmp_path)
+
+
+def test_gzip_checksum_is_verified(image_folder, tmp_path):
+    """Four bytes changed where nothing but gzip's CRC-32 can notice (a member's padding; in a
+    JPEG copy, image data has no checksum of its own): caught at the stream's end."""
+    import gzip
+    import tarfile
+
+    from reportgen import data as D
+
+    raw = _tar(image_folder, tmp_path / "c.tar").read_bytes()
+    with tarfile.open(tmp_path / "c.tar") as t:
+        m = next(m for m in t.getmembers() if m.isfile() and m.size % 512 < 500)
+    pos = m.offset_data + m.size + 4  # inside the zero padding after the member's data
+    bad = raw[:pos] + bytes(b ^ 0x55 for b in raw[pos:pos + 4]) + raw[pos + 4:]
+    good_gz = gzip.compress(raw)
+    bad_gz = gzip.compress(bad)
+    # the bad stream with the good stream's trailer: what flipping bits in transit does
+    crafted = bad_gz[:-8] + good_gz[-8:]
+    (tmp_path / "c.tar.gz").write_bytes(crafted)
+    with pytest.raises(D.DataError, match="c.tar.gz is truncated or corrupt"):
+        _load(tmp_path / "c.tar.gz", tmp_path)
+
+
+def test_counts_must_be_cifar10s_unless_partial(image_folder, tmp_path):
+    from reportgen import data as D
+
+    with pytest.raises(D.DataError, match=r"train/ has 6 images of class airplane, CIFAR-10 has "
+                                          r"5,000.*data.partial = true"):
+        _load(image_folder, tmp_path, partial=False)
+    assert _load(image_folder, tmp_path).train_x.shape[0] == 60
+
+
+@pytest.mark.parametrize("layout,message", [
+    ("no test", "lacks test/"),
+    ("empty", "holds no CIFAR-10"),
+    ("missing test_batch", "test_batch is missing"),
+    ("damaged data_batch_1", "data_batch_1 fails torchvision's md5 check"),
+])
+def test_a_named_data_folder_never_downloads(tmp_path, monkeypatch, layout, message):
+    import shutil
+
+    import torchvision.datasets.cifar as tvc
+
+    from helpers import patch_torchvision_md5, write_image_folder, write_torchvision_batches
+    from reportgen import data as D
+
+    def no_network(*a, **k):
+        raise AssertionError("a download was attempted")
+
+    monkeypatch.setattr(tvc, "download_and_extract_archive", no_network)
+    src = tmp_path / "src"
+    if layout == "no test":
+        shutil.rmtree(write_image_folder(src) / "test")
+    elif layout == "empty":
+        src.mkdir()
+    else:
+        batches = write_torchvision_batches(src)
+        patch_torchvision_md5(monkeypatch, batches)
+        if layout == "missing test_batch":
+            (batches / "test_batch").unlink()
+        else:
+            (batches / "data_batch_1").write_bytes(b"damaged")
+    with pytest.raises(D.DataError, match=message):
+        _load(src, tmp_path)
+
+
+def test_output_inside_the_data_folder_keeps_the_cache(image_folder, tmp_path):
+    from reportgen import data as D
+
+    before = D.fingerprint(image_folder)
+    out = image_folder / "output"
+    (out / "cache").mkdir(parents=True)
+    (out / "cache" / "cifar10-x.pt").write_bytes(b"x" * 100)
+    (image_folder / "notes.txt").write_text("mine")
+    assert D.fingerprint(image_folder) == before
+    (image_folder / "train" / "cat" / "0000.png").touch()  # a data file did change
+    assert D.fingerprint(image_folder) != before
+
+
+def test_image_bombs_and_empty_files_are_named(image_folder, tmp_path):
+    import struct
+    import zlib as z
+
+    from reportgen import data as D
+
+    def chunk(kind, payload):
+        return (struct.pack(">I", len(payload)) + kind + payload
+                + struct.pack(">I", z.crc32(kind + payload) & 0xFFFFFFFF))
+
+    bomb = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", 30000, 30000, 8, 2, 0, 0, 0))
+            + chunk(b"IDAT", z.compress(b"\x00" * 100)) + chunk(b"IEND", b""))
+    (image_folder / "train" / "cat" / "0001.png").write_bytes(bomb)
+    with pytest.raises(D.DataError, match=r"train/cat/0001.png is .*(30000x30000|not a readable)"):
+        D.read_image_folder(image_folder)
+    (image_folder / "train" / "cat" / "0001.png").write_bytes(b"")
+    with pytest.raises(D.DataError, match=r"train/cat/0001.png is empty \(0 bytes\)") as e:
+        D.read_image_folder(image_folder)
+    assert "BytesIO" not in str(e.value)
+    (image_folder / "train" / "cat" / "0001.png").write_bytes(b"not an image at all")
+    with pytest.raises(D.DataError, match=r"train/cat/0001.png is not a readable image") as e:
+        D.read_image_folder(image_folder)
+    assert "BytesIO" not in str(e.value) and "0x" not in str(e.value)

@@ -42,8 +42,39 @@ def prepare_data(cfg: ExperimentConfig, log=print) -> Prepared:
     dcfg = cfg.data if cfg.data.cache_dir else replace(
         cfg.data, cache_dir=str(Path(cfg.out_dir) / "cache"))
     data = load_cifar10(dcfg, log=log)
-    return Prepared(make_splits(data, cfg.data), data.digest, data.source, tuple(CLASSES),
-                    len(data.train_x))
+    prepared = Prepared(make_splits(data, cfg.data), data.digest, data.source, tuple(CLASSES),
+                        len(data.train_x))
+    check_models_fit_data(cfg, len(prepared.classes))
+    return prepared
+
+
+def _model_configs(obj, key: str = ""):
+    """(dotted key, ModelConfig) of every model the experiment names, in any section."""
+    import dataclasses
+
+    from ..config import ModelConfig
+
+    if isinstance(obj, ModelConfig):
+        yield key, obj
+    elif dataclasses.is_dataclass(obj):
+        for f in dataclasses.fields(obj):
+            yield from _model_configs(getattr(obj, f.name), f"{key}.{f.name}" if key else f.name)
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            yield from _model_configs(v, f"{key}.{k}" if key else k)
+
+
+def check_models_fit_data(cfg: ExperimentConfig, n_classes: int) -> None:
+    """Every model must output one score per class of the data, before any training."""
+    from ..config import ConfigError
+    from ..models import with_defaults
+
+    for key, m in _model_configs(cfg):
+        key = key.replace("sections.", "")
+        nc = with_defaults(m.name, dict(m.params)).get("num_classes", n_classes)
+        if nc != n_classes:
+            raise ConfigError(f"{key}.params.num_classes = {nc}, but the data set has "
+                              f"{n_classes} classes: set it to {n_classes}")
 
 
 def results_dir(cfg: ExperimentConfig) -> Path:

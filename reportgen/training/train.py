@@ -103,6 +103,10 @@ def _set_up(spec: RunSpec, run_dir: Path, retrain: bool, log: Callable[[str], No
     if retrain and main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         (run_dir / "results.json").unlink(missing_ok=True)
+    late = [m for m in spec.optim.milestones if m >= cfg.epochs]
+    if late:
+        log(f"note: optim.milestones {late} are at or past the last epoch ({cfg.epochs}): the "
+            "learning rate never drops there in this run")
     resume = resume_point(ckpt_dir, spec)
     if resume is not None:
         log(f"resuming {run_dir.name} from {resume}")
