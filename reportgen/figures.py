@@ -50,7 +50,7 @@ def draw_study(study, results_dir: Path, figures_dir: Path) -> list[Path]:
 
 def draw_all(results_dir: Path, figures_dir: Path, log=print) -> list[Path]:
     """Redraw every registered study's figures whose results exist; name the command for the
-    missing ones."""
+    missing ones. Nothing to draw at all is an error naming every missing input."""
     from .experiments import studies
 
     written, missing = [], []
@@ -61,6 +61,8 @@ def draw_all(results_dir: Path, figures_dir: Path, log=print) -> list[Path]:
             raise
         except MissingResults as e:
             missing.append(str(e))
+    if not written and missing:
+        raise MissingResults("no figures could be drawn: " + "; ".join(missing))
     for m in missing:
         log(f"skipped: {m}")
     return written

@@ -120,8 +120,8 @@ def test_missing_results_name_the_command(tiny):
     r = runner.invoke(app, ["report", *overrides_to_args(overrides)])
     assert r.exit_code == 2 and "part1.json is missing: run `reportgen train` first" in r.output
     r = runner.invoke(app, ["figures", *overrides_to_args(overrides)])
-    assert r.exit_code == 0 and "run `reportgen train` first" in r.output
-    assert "run `reportgen rotation` first" in r.output
+    assert r.exit_code == 2 and "no figures could be drawn" in r.output
+    assert "run `reportgen train` first" in r.output and "run `reportgen rotation` first" in r.output
 
 
 def test_bad_user_text_fails_before_work(tiny, tmp_path):

@@ -225,3 +225,84 @@ def test_image_bombs_and_empty_files_are_named(image_folder, tmp_path):
     with pytest.raises(D.DataError, match=r"train/cat/0001.png is not a readable image") as e:
         D.read_image_folder(image_folder)
     assert "BytesIO" not in str(e.value) and "0x" not in str(e.value)
+
+
+def test_stdout_holds_only_results(tiny):
+    """Progress goes to stderr: a script that captures stdout gets the results lines only."""
+    import subprocess
+    import sys
+
+    overrides, _ = tiny
+    proc = subprocess.run([sys.executable, "-m", "reportgen.cli", "train",
+                           *overrides_to_args(overrides)], capture_output=True, text=True,
+                          cwd=pathlib.Path(__file__).resolve().parents[1], timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("val_acc "), proc.stdout[-2000:]
+    assert "Epoch" in proc.stderr
+
+
+# --- no traceback for input a user can give ------------------------------------------------
+
+def _bad_inputs(tmp_path, folder):
+    text_tar = tmp_path / "notes.tar"
+    text_tar.write_text("these are my notes, not an archive\nsecond line\n")
+    bad_toml = tmp_path / "bad.toml"
+    bad_toml.write_text("[train\nepochs = 3\n")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    junk = tmp_path / "junk.ckpt"
+    junk.write_bytes(b"\x00" * 64)
+    wrong = tmp_path / "wrong"
+    (wrong / "practical2").mkdir(parents=True)
+    for name in ("part1", "rotation", "shuffle"):
+        (wrong / "practical2" / f"{name}.json").write_text("{}")
+    data = ["--data", str(folder), "--set", "data.partial=true", "--set", "data.val_size=10",
+            "--out", str(tmp_path / "o")]
+    return [
+        (["train", "--config", str(tmp_path / "nope.toml")], "nope.toml does not exist"),
+        (["train", "--config", str(bad_toml)], "bad.toml is not valid TOML"),
+        (["train", "--set", "=5"], "the key '' is empty"),
+        (["train", "--set", 'name=".."'], "name = '..' is not allowed"),
+        (["train", "--set", "optim.milestones=[70, 70]"], "optim.milestones = [70, 70]"),
+        (["train", "--set", "train.device=\"tpu\""], "train.device = 'tpu'"),
+        (["train", "--epochs", "-1"], "train.epochs = -1"),
+        (["train", "--data", str(text_tar)], "notes.tar is truncated or corrupt, or not a"),
+        (["train", "--data", str(tmp_path / "absent")], "absent does not exist"),
+        (["train", "--data", str(empty)], "holds no CIFAR-10"),
+        (["train", *data, "--subset", "99999"], "data.subset = 99999 is more than the 50"),
+        (["train", *data, "--set", "model.params={num_classes = 5}"],
+         "model.params.num_classes = 5, but the data set has 10 classes"),
+        (["train", *data, "--set", "data.partial=false"], "CIFAR-10 has 5,000"),
+        (["rotation", "--angles", "x"], "--angles 'x'"),
+        (["rotation", "--checkpoint", str(junk)], "junk.ckpt is damaged"),
+        (["shuffle", "--set", f'shuffle.perm_file="{tmp_path / "p.json"}"'], "p.json cannot be read"),
+        (["figures", "--out", str(empty)], "no figures could be drawn"),
+        (["report", "--out", str(empty)], "part1.json is missing: run `reportgen train` first"),
+        (["report", "--out", str(wrong)], "part1.json does not hold part1's results (its field 'study'"),
+        (["all", "--set", f'report.user_text="{tmp_path / "mine.toml"}"'], "mine.toml cannot be read"),
+        (["bench", "--steps", "0"], "--steps 0"),
+    ]
+
+
+def test_bad_input_never_ends_in_a_traceback(tmp_path, image_folder):
+    """Every command, a table of inputs a user can give: one `error:` line, exit 2, nothing
+    written into the output folder."""
+    for args, message in _bad_inputs(tmp_path, image_folder):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, (args, r.output, r.exception)
+        assert isinstance(r.exception, SystemExit), (args, r.exception)
+        lines = r.output.strip().splitlines()
+        assert lines[-1].startswith("error: ") and message in lines[-1], (args, r.output)
+        assert "Traceback" not in r.output
+    assert not (tmp_path / "o" / "runs").exists()
+
+
+def test_results_with_the_wrong_content_name_the_field(trained):
+    overrides, out, _ = trained
+    res = out / "practical2" / "part1.json"
+    blob = json.loads(res.read_text())
+    del blob["model_info"]
+    res.write_text(json.dumps(blob))
+    r = runner.invoke(app, ["figures", *overrides_to_args(overrides)])
+    assert r.exit_code == 2 and "part1.json lacks the field model_info" in r.output

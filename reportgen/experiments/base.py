@@ -97,6 +97,7 @@ class Study:
     # (abstract, introduction, method, results, discussion, conclusion, appendix).
     template: ClassVar[str] = ""
     figures: ClassVar[tuple[str, ...]] = ()  # the figure files (stems) that `draw` writes
+    fields: ClassVar[tuple[str, ...]] = ()  # top-level keys its results file must hold
     epochs_key: ClassVar[str] = "train.epochs"  # the setting its command's --epochs sets
     # Extra CLI options of its command: parameter name -> (type, typer.Option(...)).
     options: ClassVar[dict[str, tuple[Any, Any]]] = {}
@@ -123,6 +124,9 @@ class Study:
         """Plain values and decided statements for its report section."""
         return {}
 
+    def validate(self, results: dict, where: str) -> None:
+        """Check the structure inside its results beyond `fields`; raise with `require`."""
+
     def runs(self, results: dict) -> list[str]:
         """The run directories behind its numbers, for the report's appendix."""
         return []
@@ -145,11 +149,19 @@ class Study:
 
     def load(self, results_dir: Path) -> dict:
         """Its results file, or MissingResults naming its command."""
-        res = read_json(self.results_path(results_dir), self.cli_name)
+        path = self.results_path(results_dir)
+        res = read_json(path, self.cli_name)
         if not isinstance(res, dict) or res.get("study") != self.name:
-            raise MissingResults(f"{self.results_path(results_dir)} does not hold {self.name}'s "
-                                 "results (written by another study or an older reportgen): "
-                                 f"run `reportgen {self.cli_name}` again")
+            raise MissingResults(f"{path} does not hold {self.name}'s results (its field 'study' "
+                                 f"is not {self.name!r}: written by another study, an older "
+                                 f"reportgen or by hand): run `reportgen {self.cli_name}` again")
+        try:
+            require(res, "", ("config", "data", *self.fields))
+            require(res["data"], "data", ("classes", "train_pool", "train_images",
+                                          "val_images", "test_images", "source"))
+            self.validate(res, str(path))
+        except SchemaError as e:
+            raise MissingResults(f"{path} lacks {e}: run `reportgen {self.cli_name}` again") from None
         return res
 
     def save(self, cfg: ExperimentConfig, prepared: Prepared, results: dict,
@@ -164,6 +176,20 @@ class Study:
             atomic_write_text(out / name, text)
         atomic_write_text(self.results_path(out), json.dumps(results))
         return results
+
+
+class SchemaError(ValueError):
+    """A results file lacks a field (the message names it)."""
+
+
+def require(obj, where: str, keys, kind: type = dict) -> None:
+    """`obj` (found at `where` in a results file) must be a `kind` holding `keys`."""
+    if not isinstance(obj, kind):
+        raise SchemaError(f"{where or 'its top level'} as a {kind.__name__} (found "
+                          f"{type(obj).__name__})")
+    for k in keys:
+        if k not in obj:
+            raise SchemaError(f"the field {where + '.' if where else ''}{k}")
 
 
 STUDIES: dict[str, Study] = {}

@@ -46,6 +46,20 @@ class Part1(Study):
     title = "Part 1: the network on CIFAR-10"
     order = 10
     figures = ("part1_augmentation", "part1_learning_curves")
+    fields = ("run_dir", "val_acc", "test_acc", "parameters", "epochs", "train_images",
+              "best_epoch", "wall_time_s", "train_images_per_s", "device", "precision",
+              "versions", "model_info", "architecture", "optimizer", "train",
+              "flip_probability", "samples")
+
+    def validate(self, results: dict, where: str) -> None:
+        from .base import require
+
+        require(results["model_info"], "model_info", ("name", "title", "description", "details",
+                                                      "cite", "params"))
+        require(results["optimizer"], "optimizer", ("name", "lr", "momentum", "weight_decay",
+                                                    "milestones", "gamma"))
+        require(results["train"], "train", ("batch_size", "seed", "val_every", "augment"))
+        require(results["samples"], "samples", ("images", "labels"))
 
     def run(self, cfg, prepared: Prepared, *, retrain=False, log=print, **options) -> dict:
         from ..models import architecture_table, build_model

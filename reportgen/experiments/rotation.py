@@ -148,6 +148,26 @@ class Rotation(Study):
     order = 20
     config = RotationConfig
     figures = ("rotation_accuracy", "rotation_per_class", "rotation_examples")
+    fields = ("angles", "interpolation", "fill", "splits", "classes", "models", "example",
+              "sweep_wall_time_s", "sweep_images")
+
+    def validate(self, results: dict, where: str) -> None:
+        from .base import SchemaError, require
+
+        n = len(results["angles"])
+        require(results["models"], "models", ())
+        if not results["models"]:
+            raise SchemaError("any model under models")
+        for label, entry in results["models"].items():
+            require(entry, f"models.{label}", ("title", "run_dir", "aug_degrees",
+                                               *results["splits"]))
+            for split in results["splits"]:
+                at = f"models.{label}.{split}"
+                require(entry[split], at, ("accuracy", "confidence", "per_class"))
+                for k in ("accuracy", "confidence", "per_class"):
+                    if not isinstance(entry[split][k], list) or len(entry[split][k]) != n:
+                        raise SchemaError(f"{n} values (one per angle) in {at}.{k}")
+        require(results["example"], "example", ("image", "label"))
 
     @property
     def options(self):

@@ -134,6 +134,20 @@ class Shuffle(Study):
     order = 30
     config = ShuffleConfig
     figures = ("shuffle_example", "shuffle_accuracy", "shuffle_learning_curves")
+    fields = ("epochs", "runs", "mlp", "positions", "example", "perm_seed")
+
+    def validate(self, results: dict, where: str) -> None:
+        from .base import SchemaError, require
+
+        require(results["runs"], "runs", ())
+        for label, run in results["runs"].items():
+            require(run, f"runs.{label}", ("model", "title", "shuffled", "val_acc", "test_acc",
+                                           "parameters", "run_dir", "metrics"))
+        pairs = {(r["model"], r["shuffled"]) for r in results["runs"].values()}
+        if len({m for m, _ in pairs}) != 2 or len(pairs) != 4:
+            raise SchemaError("runs of two models, each on original and shuffled pixels")
+        require(results["mlp"], "mlp", ("hidden", "activation", "optimizer", "lr"))
+        require(results["example"], "example", ("image", "label"))
     epochs_key = "shuffle.epochs"
 
     def check(self, cfg, **options) -> None:

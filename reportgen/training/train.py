@@ -2,9 +2,11 @@
 checkpoint into results.json."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import sys
 import time
 import warnings
 from dataclasses import dataclass
@@ -153,7 +155,11 @@ def _fit(s: _Setup, spec: RunSpec, splits: Splits, run_dir: Path) -> float:
                             f"of {cfg.batch_size}: use a larger --subset or a smaller batch")
     t0 = time.perf_counter()
     try:
-        s.trainer.fit(s.module, train_dl, val_dl, ckpt_path=str(s.resume) if s.resume else None)
+        # Progress bars (Lightning's go to stdout) belong on stderr: stdout carries only the
+        # results lines and the PDF's path, so `pdf=$(reportgen all ...)` captures just those.
+        with contextlib.redirect_stdout(sys.stderr):
+            s.trainer.fit(s.module, train_dl, val_dl,
+                          ckpt_path=str(s.resume) if s.resume else None)
     except SystemExit:
         # Lightning ends Ctrl-C with exit(1), and SIGTERM (after the epoch in progress, whose
         # checkpoint it saves) with SIGTERMException, a SystemExit.
