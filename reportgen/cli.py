@@ -75,7 +75,8 @@ def _run(fn, *args, **kwargs):
     except KeyboardInterrupt:
         if _debug():
             raise
-        _fail("interrupted: run the same command again to continue where it stopped", 130)
+        _fail("interrupted (Ctrl-C or SIGTERM): run the same command again to continue where "
+              "it stopped; finished runs and epochs are kept", 130)
     except (UserError, OSError) as e:  # OSError: a full disk, a folder that cannot be written
         if _debug():
             raise
@@ -288,6 +289,9 @@ def bench(config: Optional[Path] = ConfigOpt, device: Optional[str] = DeviceOpt,
 
 
 def main() -> None:  # console-script entry point
+    from .signals import install
+
+    install()  # SIGTERM outside training ends with a message, like Ctrl-C
     app()
 
 

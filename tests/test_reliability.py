@@ -292,3 +292,32 @@ def test_ddp_on_two_cpu_processes(tiny, tmp_path):
     assert abs(two["val_acc"] - one["val_acc"]) <= 0.5
     assert abs(two["test_acc"] - one["test_acc"]) <= 0.5
     assert len((runs[0] / "metrics.csv").read_text().splitlines()) == 4
+
+
+SIGTERM_IN_EVALUATION = """
+import os, signal, sys
+import reportgen.evaluation as ev
+real = ev.score
+def score(*a, **k):
+    os.kill(os.getpid(), signal.SIGTERM)  # arrives during the final evaluation
+    return real(*a, **k)
+ev.score = score
+from reportgen.cli import main
+sys.argv = ["reportgen", *sys.argv[1:]]
+main()
+"""
+
+
+@pytest.mark.slow
+def test_sigterm_during_the_final_evaluation_has_a_message(tiny):
+    overrides, out = tiny
+    proc = subprocess.run([sys.executable, "-c", SIGTERM_IN_EVALUATION, "train",
+                           *overrides_to_args(overrides)], capture_output=True, text=True,
+                          timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: interrupted") and "run the same command again" in last
+    assert "Traceback" not in proc.stderr
+    r = cli(overrides)  # training had finished: the rerun evaluates and writes the results
+    assert r.exit_code == 0, r.output
+    assert (only_run(out) / "results.json").is_file()

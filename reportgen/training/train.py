@@ -23,6 +23,7 @@ from ..config import TrainConfig, to_dict
 from ..data import Splits, batches
 from ..files import atomic_write_text
 from ..models import count_parameters
+from ..signals import lightning_handles_sigterm
 from .callbacks import EpochMetrics, ValidateLastEpoch, VerifiedCheckpointIO
 from .errors import Interrupted, TrainingError
 from .module import Classifier
@@ -157,16 +158,28 @@ def _fit(s: _Setup, spec: RunSpec, splits: Splits, run_dir: Path) -> float:
     try:
         # Progress bars (Lightning's go to stdout) belong on stderr: stdout carries only the
         # results lines and the PDF's path, so `pdf=$(reportgen all ...)` captures just those.
-        with contextlib.redirect_stdout(sys.stderr):
+        with contextlib.redirect_stdout(sys.stderr), lightning_handles_sigterm():
             s.trainer.fit(s.module, train_dl, val_dl,
                           ckpt_path=str(s.resume) if s.resume else None)
     except SystemExit:
-        # Lightning ends Ctrl-C with exit(1), and SIGTERM (after the epoch in progress, whose
-        # checkpoint it saves) with SIGTERMException, a SystemExit.
+        # Lightning ends Ctrl-C with exit(1), and SIGTERM (after the batch in progress) with
+        # SIGTERMException, a SystemExit. Close the progress bars first, so that the message
+        # saying how to resume is the last line the user sees.
+        _close_progress_bars(s.trainer)
         if s.trainer.interrupted:
             raise Interrupted(resume_hint(run_dir)) from None
         raise
     return time.perf_counter() - t0
+
+
+def _close_progress_bars(trainer: pl.Trainer) -> None:
+    for cb in trainer.callbacks:
+        if isinstance(cb, TQDMProgressBar):
+            for name in ("_train_progress_bar", "_val_progress_bar", "_test_progress_bar",
+                         "_predict_progress_bar"):
+                bar = getattr(cb, name, None)
+                if bar is not None:
+                    bar.close()
 
 
 def _evaluate(s: _Setup, spec: RunSpec, splits: Splits, run_dir: Path, wall: float,
