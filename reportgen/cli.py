@@ -119,7 +119,7 @@ def _locked(cfg: ExperimentConfig):
 
 def _run_study(study, config, data, out, epochs, subset, device, devices, strategy, set_,
                retrain, options: dict) -> None:
-    from .experiments import prepare_data, results_dir
+    from .experiments import figures_path, prepare_data, results_dir
     from .figures import draw_study
 
     extra = dict(_run(study.overrides, **options))
@@ -132,7 +132,7 @@ def _run_study(study, config, data, out, epochs, subset, device, devices, strate
         res = _run(study.run, cfg, prepared, retrain=retrain, log=_log, **options)
         if not res:
             return  # a DDP worker process: the main process writes and prints
-        _run(draw_study, study, results_dir(cfg), Path(cfg.figures_dir))
+        _run(draw_study, study, results_dir(cfg), figures_path(cfg))
     for line in study.summary(res):
         typer.echo(line)
 
@@ -175,11 +175,12 @@ _add_study_commands()
 def figures(config: Optional[Path] = ConfigOpt, out: Optional[str] = OutOpt,
             set_: Optional[list[str]] = SetOpt) -> None:
     """Redraw every figure from the stored results into the figures folder (no training)."""
+    from .experiments import figures_path, results_dir
     from .figures import draw_all
 
     cfg = _run(load_config, config, None, out, sets=set_)
-    written = _run(draw_all, Path(cfg.out_dir) / cfg.name, Path(cfg.figures_dir), log=_log)
-    typer.echo(f"{len(written)} files written to {cfg.figures_dir}/")
+    written = _run(draw_all, results_dir(cfg), figures_path(cfg), log=_log)
+    typer.echo(f"{len(written)} files written to {figures_path(cfg)}/")
 
 
 ReportOpts = {
@@ -229,7 +230,7 @@ def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
     """Every study in order (train, rotation, shuffle, ...), then the figures and the report."""
     import time
 
-    from .experiments import prepare_data, studies
+    from .experiments import figures_path, prepare_data, results_dir, studies
     from .figures import draw_all
     from .report import build_report, read_user_text
 
@@ -248,7 +249,7 @@ def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
             if not _run(study.run, cfg, prepared, retrain=retrain, log=_log):
                 return  # a DDP worker process: the main process carries on alone
         _log("=== figures")
-        _run(draw_all, Path(cfg.out_dir) / cfg.name, Path(cfg.figures_dir), log=_log)
+        _run(draw_all, results_dir(cfg), figures_path(cfg), log=_log)
         _log("=== report")
         _, pdf = _run(build_report, cfg, log=_log)
     _log(f"all stages done in {time.perf_counter() - t0:.0f} s")

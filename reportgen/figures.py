@@ -34,8 +34,17 @@ class FigureError(MissingResults):
     """A study did not write a figure it declares."""
 
 
+def source_stamp(figures_dir: Path, study_name: str) -> Path:
+    """Records which results folder a study's figures were drawn from."""
+    return Path(figures_dir) / f".{study_name}.source"
+
+
 def draw_study(study, results_dir: Path, figures_dir: Path) -> list[Path]:
-    """Draw one study's figures from its results; every declared figure must be written."""
+    """Draw one study's figures from its results; every declared figure must be written.
+    A stamp next to them records the results folder, so a report never embeds figures drawn
+    from another output folder's results."""
+    from .files import atomic_write_text
+
     results = study.load(results_dir)
     stale = {f: f.stat().st_mtime_ns for n in study.figures for f in figure_files(figures_dir, n)
              if f.is_file()}
@@ -45,6 +54,8 @@ def draw_study(study, results_dir: Path, figures_dir: Path) -> list[Path]:
         if not f.is_file() or stale.get(f) == f.stat().st_mtime_ns:
             raise FigureError(f"study {study.name!r} declares figure {f.stem!r} but did not "
                               f"draw {f.name}: fix its draw() or its `figures` list")
+    if study.figures:
+        atomic_write_text(source_stamp(figures_dir, study.name), str(Path(results_dir).resolve()))
     return written
 
 

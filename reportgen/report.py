@@ -222,6 +222,16 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
     for st in chosen:
         res = st.load(results)
         views.append(StudyView(st.name, st.title, st.partial, st.figures, res, st.facts(res)))
+    from .figures import source_stamp
+
+    for st in chosen:
+        stamp = source_stamp(figures_dir, st.name)
+        drawn_from = stamp.read_text() if stamp.is_file() else None
+        if st.figures and drawn_from != str(Path(results).resolve()):
+            raise MissingResults(
+                f"the figures of {st.name} in {figures_dir} were drawn from "
+                f"{drawn_from or 'unknown results'}, not from {results}: run `reportgen figures` "
+                "with the same --config and --out first")
     first = views[0].r
     for v in views:  # every results file must be the one study's, of this experiment
         if v.r.get("config", {}).get("name") not in (None, cfg.name):
@@ -305,7 +315,9 @@ def build_report(cfg: ExperimentConfig, log=print) -> tuple[Path, Path]:
     if not cfg.report.author:
         log("note: the title page has no author; pass --author and --student-number "
             "(or set them under [report] in the experiment file)")
-    context = build_context(cfg, results, Path(cfg.figures_dir))
+    from .experiments import figures_path
+
+    context = build_context(cfg, results, figures_path(cfg))
     html = render_html(context)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)

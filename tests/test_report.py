@@ -92,7 +92,7 @@ def test_html_is_written_next_to_pdf(built):
 
 @pytest.mark.slow
 def test_figures_command_redraws_everything(built):
-    figs = built["out"] / "figures"
+    figs = built["out"] / "figures" / "practical2"
     shutil.rmtree(figs)
     r = runner.invoke(app, ["figures", *overrides_to_args(built["overrides"])])
     assert r.exit_code == 0, r.output
@@ -103,7 +103,7 @@ def test_figures_command_redraws_everything(built):
 @pytest.mark.slow
 def test_failed_build_keeps_the_good_report(built):
     before = built["pdf"].read_bytes()
-    missing = built["out"] / "figures" / "rotation_accuracy.png"
+    missing = built["out"] / "figures" / "practical2" / "rotation_accuracy.png"
     keep = missing.read_bytes()
     missing.unlink()
     try:
@@ -131,3 +131,16 @@ def test_bad_user_text_fails_before_work(tiny, tmp_path):
     r = runner.invoke(app, ["all", *overrides_to_args({**overrides, "report.user_text": str(f)})])
     assert r.exit_code == 2 and "unknown section 'summary'" in r.output
     assert not (out / "runs").exists()
+
+
+@pytest.mark.slow
+def test_a_report_shows_only_its_own_figures(built, tmp_path):
+    """Another output folder with the same experiment must not borrow these figures."""
+    import shutil as sh
+
+    other = tmp_path / "other"
+    sh.copytree(built["out"] / "practical2", other / "practical2")
+    overrides = {**built["overrides"], "out_dir": str(other)}  # figures_dir is still built's
+    r = runner.invoke(app, ["report", *overrides_to_args(overrides)])
+    assert r.exit_code == 2 and "were drawn from" in r.output and "reportgen figures" in r.output
+    assert not (other / "report.pdf").exists()

@@ -75,7 +75,7 @@ def test_figures_are_written(swept):
     out, _, _, _, _ = swept
     for name in ("rotation_accuracy", "rotation_per_class", "rotation_examples"):
         for ext in ("png", "svg"):
-            f = out / "figures" / f"{name}.{ext}"
+            f = out / "figures" / "practical2" / f"{name}.{ext}"
             assert f.is_file() and f.stat().st_size > 1000, f
 
 

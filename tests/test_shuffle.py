@@ -78,7 +78,7 @@ def test_shuffle_study_end_to_end(tiny):
     shuffled_dir = Path(res["runs"]["resnet-shuffled"]["run_dir"])
     assert json.loads((shuffled_dir / "permutation.json").read_text()) == perm
     for name in ("shuffle_learning_curves", "shuffle_accuracy", "shuffle_example"):
-        assert (out / "figures" / f"{name}.png").is_file()
+        assert (out / "figures" / "practical2" / f"{name}.png").is_file()
     assert "mlp      shuffled" in r.output
 
     # Repeating from the saved permutation file reuses the same runs exactly.

@@ -86,7 +86,7 @@ def test_a_registered_study_runs_everywhere(tmp_path):
         res = json.loads((out / "practical2" / "toy.json").read_text())
         assert res["count"] == 30 and res["config"]["toy"] == {"scale": 3}
         for ext in ("png", "svg"):
-            assert (out / "figures" / f"toy_bars.{ext}").is_file()
+            assert (out / "figures" / "practical2" / f"toy_bars.{ext}").is_file()
         text = pdf_text(out / "report.pdf")
         n_figs = max(int(n) for n in re.findall(r"Figure (\d+)\.", text))  # the toy comes last
         assert f"The toy study counted 30 things, see Figure {n_figs}." in text
@@ -95,7 +95,7 @@ def test_a_registered_study_runs_everywhere(tmp_path):
         # its command exists only where it is registered before the app is built: `all`,
         # `figures` and the report found it without one.
         r = runner.invoke(app, ["figures", *overrides_to_args(tiny_overrides(folder, out))])
-        assert r.exit_code == 0 and (out / "figures" / "toy_bars.png").is_file()
+        assert r.exit_code == 0 and (out / "figures" / "practical2" / "toy_bars.png").is_file()
     assert "toy" not in [s.name for s in studies()]
     r = runner.invoke(app, ["train", *overrides_to_args(tiny_overrides(folder, out)),
                             "--set", "toy.scale=3"])
@@ -148,6 +148,7 @@ def _toy_context(tmp_path, partial):
     _png(tmp_path / "f" / "toy_bars.png")
     res_dir = tmp_path / cfg.name
     res_dir.mkdir()
+    (tmp_path / "f" / ".toy.source").write_text(str(res_dir.resolve()))
     (res_dir / "toy.json").write_text(json.dumps({
         "study": "toy", "count": 3, "config": to_dict(cfg), "versions": {},
         "data": {"source": "x", "classes": ["a", "b"], "train_pool": 10, "train_images": 8,

@@ -8,12 +8,12 @@ partial in templates/studies/ and its test file: nothing else changes.
 import importlib
 import pkgutil
 
-from .base import (STUDIES, Prepared, Study, get_study, prepare_data, register_study,
-                   registered, results_dir, studies)
+from .base import (STUDIES, Prepared, Study, figures_path, get_study, prepare_data,
+                   register_study, registered, results_dir, studies)
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _module != "base":
         importlib.import_module(f"{__name__}.{_module}")
 
-__all__ = ["STUDIES", "Prepared", "Study", "get_study", "prepare_data", "register_study",
-           "registered", "results_dir", "studies"]
+__all__ = ["STUDIES", "Prepared", "Study", "figures_path", "get_study", "prepare_data",
+           "register_study", "registered", "results_dir", "studies"]

@@ -82,6 +82,11 @@ def results_dir(cfg: ExperimentConfig) -> Path:
     return Path(cfg.out_dir) / cfg.name
 
 
+def figures_path(cfg: ExperimentConfig) -> Path:
+    """Where this experiment's figures go: <figures_dir>/<name>/ (figures/quick/, ...)."""
+    return Path(cfg.figures_dir) / cfg.name
+
+
 class Study:
     """One study of the report. Subclass it in its own module and decorate with
     `@register_study`; override what applies."""
