@@ -132,3 +132,10 @@ def test_training_learns_the_class_colours(tmp_path):
     res = json.loads((only_run(out) / "results.json").read_text())
     assert res["train_images"] == 150
     assert res["test_acc"] >= 0.5 and res["val_acc"] >= 0.5, res
+
+
+def test_a_milestone_past_the_last_epoch_is_logged(tiny):
+    overrides, out = tiny
+    r = train_cli({**overrides, "train.epochs": 2, "optim.milestones": [1, 5]})
+    assert r.exit_code == 0, r.output
+    assert "optim.milestones [5] are at or past the last epoch (2)" in r.output
