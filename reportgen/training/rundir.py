@@ -16,7 +16,8 @@ from pathlib import Path
 
 import torch
 
-from ..config import DataConfig, ModelConfig, OptimConfig, TrainConfig, digest, to_dict
+from ..config import (DataConfig, ModelConfig, OptimConfig, TrainConfig, digest,
+                      is_path_component, to_dict)
 from ..files import atomic_write_text
 from .errors import TrainingError
 
@@ -46,6 +47,8 @@ class RunSpec:
                        "perm": digest(list(self.perm)) if self.perm else None})
 
     def run_dir(self, out_dir: str | Path) -> Path:
+        if not is_path_component(self.label):  # labels come from code: a bug, not input
+            raise ValueError(f"run label {self.label!r} is not a plain file name")
         return Path(out_dir) / "runs" / f"{self.label}-{self.key()}"
 
     def write_config(self, run_dir: Path) -> None:
