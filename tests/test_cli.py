@@ -53,3 +53,26 @@ def test_every_study_has_a_command_with_the_common_options():
             assert option in r.output, (study.name, option)
     assert "--angles" in runner.invoke(app, ["rotation", "--help"]).output
     assert "--epochs" in runner.invoke(app, ["all", "--help"]).output
+
+
+def test_a_quiet_console(tiny):
+    """`reportgen all` into a log file: no Lightning chatter, no deprecation noise from
+    Lightning's internals, no progress-bar control sequences; one line per epoch instead."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from helpers import overrides_to_args
+
+    overrides, out = tiny
+    proc = subprocess.run([sys.executable, "-m", "reportgen.cli", "all",
+                           *overrides_to_args(overrides)], capture_output=True, text=True,
+                          timeout=600, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    console = proc.stdout + proc.stderr
+    for noise in ("GPU available", "TPU available", "Tip:", "litlogger", "LeafSpec",
+                  "_pytree", "\x1b[A", "\r", "Trainer.fit` stopped", "it/s]"):
+        assert noise not in console, noise
+    assert "resnet epoch 1/1: train loss" in proc.stderr
+    assert "=== Part 1" in proc.stderr and "=== report" in proc.stderr
+    assert proc.stdout.strip() == str(out / "report.pdf")

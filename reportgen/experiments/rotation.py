@@ -194,8 +194,8 @@ class Rotation(Study):
         from tqdm.auto import tqdm
 
         from ..models import get_model
-        from ..training import (eval_batch_size, load_classifier, resolve_accelerator,
-                                torch_device, train_run)
+        from ..training import (eval_batch_size, interactive, load_classifier,
+                                resolve_accelerator, torch_device, train_run)
 
         rc = cfg.rotation
         if checkpoint is not None:
@@ -215,7 +215,7 @@ class Rotation(Study):
         loaded = [(*src, load_classifier(src[3], device)) for src in sources]  # all checked first
         t0 = time.perf_counter()
         bar = tqdm(total=len(loaded) * len(rc.splits) * len(rc.angles), unit="angle",
-                   desc="rotation sweep", mininterval=1.0)
+                   desc="rotation sweep", mininterval=1.0, disable=not interactive())
         models: dict[str, dict] = {}
         for label, role, title, path, aug, module in loaded:
             entry = {"role": role, "title": title, "checkpoint": str(path),

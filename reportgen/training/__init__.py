@@ -10,11 +10,12 @@ from .errors import Interrupted, TrainingError
 from .module import Classifier
 from .rundir import (RESULTS_VERSION, RunSpec, check_output_space, device_description,
                      load_classifier, read_results, versions)
-from .train import (eval_batch_size, quiet_lightning, resolve_accelerator, resolve_precision,
-                    torch_device, train_run)
+from .train import (eval_batch_size, interactive, quiet_lightning, resolve_accelerator,
+                    resolve_precision, torch_device, train_run)
 
 __all__ = ["Classifier", "EpochMetrics", "Interrupted", "RESULTS_VERSION", "RunSpec",
            "TrainingError", "ValidateLastEpoch", "VerifiedCheckpointIO", "check_output_space",
-           "device_description", "eval_batch_size", "load_classifier", "quiet_lightning",
+           "device_description", "eval_batch_size", "interactive", "load_classifier",
+           "quiet_lightning",
            "read_results", "resolve_accelerator", "resolve_precision", "torch_device",
            "train_run", "versions"]

@@ -19,8 +19,10 @@ class EpochMetrics(Callback):
     FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_s",
               "images_per_s")
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, log=None, name: str = ""):
         self.path = path
+        # Not `self.log`: Lightning sets that attribute on every callback.
+        self.say, self.name = log, name  # one line per epoch (when there are no bars)
         self.rows: list[dict] = []
         self._t0 = self._t1 = 0.0
         self._lr = float("nan")
@@ -62,6 +64,12 @@ class EpochMetrics(Callback):
                           "val_acc": val("val_acc") if validated else float("nan"),
                           "lr": self._lr, "epoch_s": seconds,
                           "images_per_s": n / max(train_seconds, 1e-9)})
+        if trainer.is_global_zero and self.say is not None:
+            r = self.rows[-1]
+            val = "" if r["val_acc"] != r["val_acc"] else f", val acc {r['val_acc']:.2%}"
+            self.say(f"{self.name} epoch {r['epoch']}/{trainer.max_epochs}: train loss "
+                     f"{r['train_loss']:.3f}, acc {r['train_acc']:.2%}{val} ({seconds:.0f} s, "
+                     f"{r['images_per_s']:.0f} img/s)")
         if trainer.is_global_zero:
             import pandas as pd
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shutil
 import sys
@@ -65,10 +66,33 @@ def resolve_precision(precision: str, accelerator: str) -> str:
     return "32-true"
 
 
+class _DropLightningChatter(logging.Filter):
+    """Lightning's start-up and shutdown lines that tell a student nothing about their run."""
+    PREFIXES = ("GPU available:", "TPU available:", "HPU available:", "💡 Tip:",
+                "`Trainer.fit` stopped:")
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(self.PREFIXES)
+
+
 def quiet_lightning() -> None:
-    # Warnings that do not apply to in-memory data (named precisely, not a blanket filter).
+    """Targeted filters, not a blanket one: each names the message it drops."""
+    # Warnings that do not apply to in-memory data.
     warnings.filterwarnings("ignore", message=r".*does not have many workers.*")
     warnings.filterwarnings("ignore", message=r".*GPU available but not used.*")
+    warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller "
+                            r"than the logging interval")  # TensorBoard still gets every epoch
+    # Lightning 2.6 calling a torch API that torch deprecated: nothing a user can change.
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _DropLightningChatter) for f in logger.filters):
+            logger.addFilter(_DropLightningChatter())
+
+
+def interactive() -> bool:
+    """Progress bars only on a terminal; a log file gets one line per epoch instead."""
+    return sys.stderr.isatty()
 
 
 def _is_main_process() -> bool:
@@ -124,13 +148,16 @@ def _set_up(spec: RunSpec, run_dir: Path, retrain: bool, log: Callable[[str], No
     last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
                               every_n_epochs=1, save_on_train_epoch_end=True,
                               enable_version_counter=False)
-    metrics_cb = EpochMetrics(run_dir / "metrics.csv")
+    bars = interactive()
+    metrics_cb = EpochMetrics(run_dir / "metrics.csv", log=None if bars else log,
+                              name=spec.label)
     trainer = pl.Trainer(
         accelerator=accelerator, devices=cfg.devices, strategy=cfg.strategy,
         precision=precision, max_epochs=cfg.epochs, check_val_every_n_epoch=cfg.val_every,
         callbacks=[best_cb, last_cb, LearningRateMonitor("epoch"), metrics_cb,
-                   ValidateLastEpoch(cfg.epochs, cfg.val_every),
-                   TQDMProgressBar(refresh_rate=cfg.progress_every)],
+                   ValidateLastEpoch(cfg.epochs, cfg.val_every)]
+        + ([TQDMProgressBar(refresh_rate=cfg.progress_every)] if bars else []),
+        enable_progress_bar=bars,
         logger=TensorBoardLogger(str(run_dir), name="tensorboard", version="",
                                  default_hp_metric=False),
         plugins=[VerifiedCheckpointIO()], num_sanity_val_steps=0,
@@ -211,7 +238,7 @@ def _evaluate(s: _Setup, spec: RunSpec, splits: Splits, run_dir: Path, wall: flo
         "versions": versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
-    log(f"{spec.label}: {cfg.epochs} epochs in {wall:.0f} s "
+    log(f"{spec.label}: {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} in {wall:.0f} s "
         f"({images_per_s:.0f} train img/s) - val {val.accuracy:.2%}, "
         f"test {test.accuracy:.2%} (best epoch {best_epoch}) -> {run_dir}")
     return results
