@@ -139,3 +139,11 @@ def test_a_milestone_past_the_last_epoch_is_logged(tiny):
     r = train_cli({**overrides, "train.epochs": 2, "optim.milestones": [1, 5]})
     assert r.exit_code == 0, r.output
     assert "optim.milestones [5] are at or past the last epoch (2)" in r.output
+
+
+def test_compile_with_few_channels_is_refused_on_the_cpu(tiny):
+    """The tiny model's 4-channel layers would hang in oneDNN under torch.compile."""
+    overrides, out = tiny
+    r = train_cli({**overrides, "train.compile": True})
+    assert r.exit_code == 2 and "multiples of 8 (this model has [4])" in r.output
+    assert not list(out.glob("runs/*/checkpoints/*.ckpt"))

@@ -113,6 +113,20 @@ class _Setup:
     n_params: int
 
 
+def _check_compile_on_cpu(model: torch.nn.Module, accelerator: str) -> None:
+    """torch.compile on the CPU lays small convolutions out channels_last, where oneDNN's
+    backward of a 1x1 stride-2 convolution hangs or corrupts memory on this torch build when
+    a layer has few channels (seen with 4). Refuse before it hangs."""
+    if accelerator != "cpu":
+        return
+    odd = sorted({c for m in model.modules() if isinstance(m, torch.nn.Conv2d)
+                  for c in (m.in_channels, m.out_channels) if c % 8 and c != 3})
+    if odd:
+        raise TrainingError(f"train.compile = true on the CPU needs convolution channel counts "
+                            f"that are multiples of 8 (this model has {odd}): a oneDNN bug hangs "
+                            "otherwise; use such channels, or train.compile = false")
+
+
 def _set_up(spec: RunSpec, run_dir: Path, retrain: bool, log: Callable[[str], None]) -> _Setup:
     """The module, the Trainer with its callbacks, and where to resume from."""
     cfg = spec.train
@@ -141,6 +155,7 @@ def _set_up(spec: RunSpec, run_dir: Path, retrain: bool, log: Callable[[str], No
         spec.write_config(run_dir)
     quiet_lightning()
     if cfg.compile:
+        _check_compile_on_cpu(module.model, accelerator)
         module.set_step_model(torch.compile(module.model))
     best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_acc",
                               mode="max", save_top_k=1, enable_version_counter=False)
