@@ -68,18 +68,14 @@ def _run(fn, *args, **kwargs):
 
     try:
         return fn(*args, **kwargs)
-    except Interrupted as e:
+    except (UserError, OSError, KeyboardInterrupt) as e:  # OSError: a full disk, a read-only folder
         if _debug():
             raise
-        _fail(str(e), 130)
-    except KeyboardInterrupt:
-        if _debug():
-            raise
-        _fail("interrupted (Ctrl-C or SIGTERM): run the same command again to continue where "
-              "it stopped; finished runs and epochs are kept", 130)
-    except (UserError, OSError) as e:  # OSError: a full disk, a folder that cannot be written
-        if _debug():
-            raise
+        if isinstance(e, Interrupted):
+            _fail(str(e), 130)
+        if isinstance(e, KeyboardInterrupt):
+            _fail("interrupted (Ctrl-C or SIGTERM): run the same command again to continue "
+                  "where it stopped; finished runs and epochs are kept", 130)
         _fail(str(e).replace("\n", " "))
 
 
@@ -237,7 +233,7 @@ def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
     t0 = time.perf_counter()
     extra = _report_overrides(author, student_number, course, title)
     if epochs is not None:
-        extra.update({s.epochs_key: epochs for s in studies()}, **{"train.epochs": epochs})
+        extra.update({"train.epochs": epochs, **{s.epochs_key: epochs for s in studies()}})
     cfg = _run(load_config, config, data, out, subset, device, devices, strategy, set_, extra)
     for study in studies():  # inputs of later studies are checked before any training
         _run(study.check, cfg)
