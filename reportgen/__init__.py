@@ -1,0 +1,5 @@
+"""reportgen: runs Practical 2 (CNNs on CIFAR-10) end to end and writes a paper-style report."""
+from . import runtime as _runtime
+
+# Before any torch import: libgomp reads its spin count once, when torch loads it.
+_runtime.applied.update(_runtime.apply_thread_defaults())

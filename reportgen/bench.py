@@ -13,6 +13,7 @@ import statistics
 import subprocess
 import sys
 import time
+import warnings
 from dataclasses import dataclass
 
 import torch
@@ -67,6 +68,9 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig) -> tuple[dict, object]
                 marks.append(time.perf_counter())
 
     quiet_lightning()
+    # The benchmark times training alone, on purpose: no validation loop.
+    warnings.filterwarnings("ignore", message=r"You defined a `validation_step` but have no "
+                            r"`val_dataloader`")
     trainer = pl.Trainer(accelerator=accelerator, devices=1,
                          precision=resolve_precision(tc.precision, accelerator),
                          max_steps=b.warmup_steps + b.steps, logger=False,
@@ -119,8 +123,57 @@ def run_notebook(script: str, data_dir: str, b: BenchConfig) -> dict:
     return json.loads(lines[-1])
 
 
+# Competitors for `bench --load`: what shares a student's laptop while reportgen trains.
+_TORCH_JOB = """
+import torch, torch.nn as nn
+torch.manual_seed(0)
+m = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 32, 3, padding=1),
+                  nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(32, 10))
+opt = torch.optim.SGD(m.parameters(), lr=0.01)
+x, y = torch.randn(128, 3, 32, 32), torch.randint(0, 10, (128,))
+while True:
+    opt.zero_grad(); nn.functional.cross_entropy(m(x), y).backward(); opt.step()
+"""
+COMPETITORS = {
+    "loop": ("next to a busy loop (1 thread)", ["-c", "while True: pass"]),
+    "torch": ("next to a PyTorch training job", ["-c", _TORCH_JOB]),
+}
+
+
+def run_load_bench(cfg: ExperimentConfig, b: BenchConfig, settle_s: float = 2.0) -> dict:
+    """Training throughput idle and next to each competitor. A competitor runs with the
+    user's environment as it was before reportgen's OpenMP default, like any other program
+    on the machine; 'fair half' is half the idle rate (two busy programs, equal shares)."""
+    from . import runtime
+
+    idle = bench_training(cfg, b)[0]["train_img_per_s"]
+    result = {"idle_img_per_s": idle, "fair_half_img_per_s": idle / 2,
+              "openmp": runtime.describe(), "threads": torch.get_num_threads(), "loaded": {}}
+    for name, (label, args) in COMPETITORS.items():
+        proc = subprocess.Popen([sys.executable, *args], env=runtime.user_environment(),
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            time.sleep(settle_s)  # let it start and load torch before timing begins
+            rate = bench_training(cfg, b)[0]["train_img_per_s"]
+        finally:
+            proc.kill()
+            proc.wait()
+        result["loaded"][name] = {"label": label, "img_per_s": rate,
+                                  "share_of_fair_half": rate / (idle / 2)}
+    return result
+
+
+def format_load_table(r: dict) -> str:
+    lines = [f"training, idle                   {r['idle_img_per_s']:7.0f} img/s",
+             *(f"{c['label']:<33s}{c['img_per_s']:7.0f} img/s  ({c['share_of_fair_half']:.0%} "
+               f"of the fair half, {r['fair_half_img_per_s']:.0f})" for c in r["loaded"].values()),
+             f"OpenMP wait: {r['openmp']}; {r['threads']} threads"]
+    return "\n".join(lines)
+
+
 def run_bench(cfg: ExperimentConfig, b: BenchConfig, notebook: str | None = None,
               notebook_data: str | None = None) -> dict:
+    from . import runtime
     from .training import device_description, torch_device, versions
 
     t0 = time.perf_counter()
@@ -130,7 +183,8 @@ def run_bench(cfg: ExperimentConfig, b: BenchConfig, notebook: str | None = None
         "model": cfg.model.name, "model_params": dict(cfg.model.params),
         "batch_size": cfg.train.batch_size,
         "device": device_description(train["accelerator"]),
-        "threads": torch.get_num_threads(), "compile": cfg.train.compile, **train,
+        "threads": torch.get_num_threads(), "openmp": runtime.describe(),
+        "compile": cfg.train.compile, **train,
         **bench_eval(module, cfg, b), "versions": versions(), "platform": platform.platform(),
     }
     if notebook:
@@ -146,7 +200,7 @@ def run_bench(cfg: ExperimentConfig, b: BenchConfig, notebook: str | None = None
 
 def format_table(r: dict) -> str:
     lines = [f"device      {r['device']} ({r['accelerator']}, {r['precision']}, "
-             f"{r['threads']} threads)",
+             f"{r['threads']} threads; OpenMP wait: {r['openmp']})",
              f"model       {r['model']} {r['model_params']}, batch {r['batch_size']}",
              f"training    {r['train_img_per_s']:8.0f} img/s (median of {len(r['train_repeats'])})",
              f"evaluation  {r['eval_img_per_s']:8.0f} img/s (median of {len(r['eval_repeats'])})",

@@ -266,9 +266,12 @@ def bench(config: Optional[Path] = ConfigOpt, device: Optional[str] = DeviceOpt,
               None, "--notebook", help="Also time the notebook pipeline script, e.g. "
               "../shared/bench/notebook_pipeline.py."),
           notebook_data: Optional[str] = typer.Option(
-              None, "--notebook-data", help="Extracted image folder for --notebook.")) -> None:
+              None, "--notebook-data", help="Extracted image folder for --notebook."),
+          load: bool = typer.Option(
+              False, "--load", help="Time training idle, then next to a busy loop and next to "
+              "a second PyTorch job (a busy laptop); no evaluation or sweep.")) -> None:
     """Time training, evaluation and the 36-angle rotation sweep on this machine."""
-    from .bench import BenchConfig, format_table, run_bench
+    from .bench import BenchConfig, format_load_table, format_table, run_bench, run_load_bench
 
     for name, v in (("--steps", steps), ("--warmup", warmup), ("--repeats", repeats),
                     ("--eval-images", eval_images), ("--sweep-angles", sweep_angles),
@@ -281,6 +284,10 @@ def bench(config: Optional[Path] = ConfigOpt, device: Optional[str] = DeviceOpt,
     cfg = _run(load_config, config, device=device, sets=set_)
     b = BenchConfig(warmup_steps=warmup, steps=steps, repeats=repeats, eval_images=eval_images,
                     sweep_angles=sweep_angles, sweep_images=sweep_images)
+    if load:
+        result = _run(run_load_bench, cfg, b)
+        typer.echo(json.dumps(result) if as_json else format_load_table(result))
+        return
     result = _run(run_bench, cfg, b, notebook, notebook_data)
     typer.echo(json.dumps(result) if as_json else format_table(result))
 

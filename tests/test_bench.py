@@ -39,6 +39,36 @@ def test_bench_table_and_bad_input():
     assert r.exit_code == 2 and "--notebook-data" in r.output
 
 
+def test_bench_load_times_idle_and_each_competitor(monkeypatch):
+    """--load: idle, then next to each competitor, each a live process while it is timed."""
+    import subprocess
+
+    from reportgen import bench
+
+    alive = []
+    real_fit = bench.bench_training
+
+    def fit(cfg, b):  # records whether a competitor process is running at this moment
+        alive.append([p.poll() is None for p in started])
+        return real_fit(cfg, b)
+
+    started: list[subprocess.Popen] = []
+    real_popen = subprocess.Popen
+    monkeypatch.setattr(bench.subprocess, "Popen",
+                        lambda *a, **k: started.append(real_popen(*a, **k)) or started[-1])
+    monkeypatch.setattr(bench, "bench_training", fit)
+    r = runner.invoke(app, ["bench", "--load", "--json", "--steps", "2", "--warmup", "1",
+                            "--repeats", "1", "--set", "train.batch_size=8"])
+    assert r.exit_code == 0, r.output
+    res = json.loads(next(l for l in r.stdout.splitlines() if l.startswith("{")))
+    assert set(res["loaded"]) == set(bench.COMPETITORS) and res["idle_img_per_s"] > 0
+    for case in res["loaded"].values():
+        assert case["share_of_fair_half"] == pytest.approx(
+            case["img_per_s"] / (res["idle_img_per_s"] / 2))
+    assert alive == [[], [True], [False, True]]  # idle alone; each competitor alone, then ended
+    assert all(p.poll() is not None for p in started)  # none left running
+
+
 @pytest.mark.slow
 def test_compiled_and_eager_training_give_the_same_loss(tiny):
     """train.compile=true (torch.compile'd training steps) reproduces the eager losses."""
