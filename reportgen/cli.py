@@ -228,7 +228,8 @@ def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
 
     from .experiments import figures_path, prepare_data, results_dir, studies
     from .figures import draw_all
-    from .report import build_report, read_user_text
+    from .report import build_report
+    from .usertext import read_user_text
 
     t0 = time.perf_counter()
     extra = _report_overrides(author, student_number, course, title)

@@ -30,7 +30,7 @@ from .files import atomic_write
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")  # CIFAR-10's label order, which is also alphabetical
 IMAGE_SIZE = 32
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: the cache records the copy's form
 ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DEFAULT_ROOT = "data"
@@ -47,8 +47,9 @@ class Cifar10:
     train_y: torch.Tensor
     test_x: torch.Tensor
     test_y: torch.Tensor
-    source: str  # where it came from
+    source: str  # where it came from (a local path: for the appendix, not the Method)
     digest: str  # sha256 of the decoded content: identifies the data in run keys
+    form: str = ""  # what kind of copy it is, in words, e.g. "an image-folder copy of JPEG files"
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,29 @@ def fingerprint(p: Path) -> str:
         st = q.stat()
         h.update(f"{q.relative_to(p) if q != p else q.name}|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
+
+
+_FORMAT_NAMES = {".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".bmp": "BMP", ".gif": "GIF",
+                 ".webp": "WebP", ".tif": "TIFF", ".tiff": "TIFF"}
+
+
+def describe_form(p: Path, kind: str) -> str:
+    """The copy's form in words, for the report's Method section (which names no local path)."""
+    if kind.startswith("torchvision"):
+        return "the official Python version (torchvision's cifar-10-batches-py)"
+    names = _archive_names(p) if p.is_file() else [q.name for q in _data_files(p)]
+    counts: dict[str, int] = {}
+    for n in names:
+        fmt = _FORMAT_NAMES.get(PurePosixPath(n).suffix.lower())
+        if fmt:
+            counts[fmt] = counts.get(fmt, 0) + 1
+    formats = " and ".join(sorted(counts, key=lambda f: -counts[f])) or "image"
+    container = ""
+    if p.is_file():
+        ext = next(e for e in sorted(ARCHIVE_SUFFIXES, key=len, reverse=True)
+                   if p.name.lower().endswith(e))
+        container = f" in a {ext} archive"
+    return f"an image-folder copy of {formats} files{container}"
 
 
 # --- reading image folders ----------------------------------------------------------------
@@ -368,7 +392,7 @@ def _read_cache(cache: Path, key: str, path: Path, log) -> Cifar10 | None:
         _check_tensors(*cached, where=str(cache))
         if _content_digest(cached) != blob["digest"]:
             raise ValueError("its content does not match its checksum")
-        return Cifar10(*cached, source=str(path), digest=blob["digest"])
+        return Cifar10(*cached, source=str(path), digest=blob["digest"], form=blob["form"])
     except Exception as e:  # any damage to the cache: rebuild it from the source
         log(f"cache {cache} is unusable ({e}); decoding {path} again")
         return None
@@ -417,14 +441,16 @@ def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print) -> Cifar10
     cache = cache_dir / f"cifar10-{key}.pt"
     _check_tensors(*parts, where=str(path))
     digest = _content_digest(parts)
+    form = describe_form(path, "torchvision" if kind == "missing" else kind)
     blob = {"version": CACHE_VERSION, "fingerprint": key, "digest": digest, "source": str(path),
+            "form": form,
             "train_x": parts[0], "train_y": parts[1], "test_x": parts[2], "test_y": parts[3]}
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
         atomic_write(cache, lambda tmp: torch.save(blob, tmp))
     except OSError as e:  # a cache is a convenience: say so and go on
         log(f"could not write the cache {cache} ({e}); the next run will decode again")
-    return Cifar10(*parts, source=str(path), digest=digest)
+    return Cifar10(*parts, source=str(path), digest=digest, form=form)
 
 
 def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -21,14 +21,14 @@ from pathlib import Path
 
 from markupsafe import Markup, escape
 
-from .config import ConfigError, ExperimentConfig, tomllib
+from .config import ExperimentConfig
 from .errors import UserError
+from .usertext import read_user_text, to_html
 from .files import MissingResults, atomic_write_bytes, atomic_write_text
 from .figures import SPLIT_NAMES
 from .references import REFERENCES
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-SECTIONS = ("abstract", "introduction", "method", "results", "discussion", "conclusion")
 
 
 class ReportError(UserError, RuntimeError):
@@ -167,29 +167,6 @@ class Numbering:
 
 # --- context -------------------------------------------------------------------------------
 
-def read_user_text(path: str) -> dict[str, list[str]]:
-    """The student's own text: a TOML file with one string per section, kept as written."""
-    if not path:
-        return {}
-    p = Path(path)
-    try:
-        raw = tomllib.loads(p.read_text())
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
-        raise ConfigError(f"report.user_text {p} cannot be read as TOML ({e}): fix it or set "
-                          "report.user_text = \"\"") from e
-    unknown = sorted(set(raw) - set(SECTIONS))
-    if unknown:
-        raise ConfigError(f"report.user_text {p}: unknown section {unknown[0]!r}; use "
-                          f"{', '.join(SECTIONS)}")
-    out = {}
-    for k, v in raw.items():
-        if not isinstance(v, str):
-            raise ConfigError(f"report.user_text {p}: {k} must be a string (use \"\"\"...\"\"\" "
-                              "for several paragraphs)")
-        out[k] = [para.strip() for para in v.strip().split("\n\n") if para.strip()]
-    return out
-
-
 @dataclass(frozen=True)
 class StudyView:
     """What the template sees of one study."""
@@ -251,7 +228,8 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
         "data": first["data"], "studies": views,
         "results": {v.name: v.r for v in views}, "facts": {v.name: v.f for v in views},
         "runs": _runs(run_dirs), "versions": versions, "results_dir": str(results),
-        "user_text": read_user_text(cfg.report.user_text),
+        "user_text": {k: Markup(to_html(v))
+                      for k, v in read_user_text(cfg.report.user_text).items()},
         "css": (TEMPLATES / "report.css").read_text(),
         "numbering": Numbering(figures_dir),
     }

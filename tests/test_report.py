@@ -24,8 +24,10 @@ def built(tmp_path_factory):
     folder = write_image_folder(tmp / "data")
     out = tmp / "out"
     user = tmp / "mine.toml"
-    user.write_text('discussion = """My own observation: the frog class is green.\n\n'
-                    'A second paragraph of mine."""\nabstract = "Abstract words of my own."\n')
+    user.write_text('discussion = """My own observation: the frog class is *green*.\n\n'
+                    'A second paragraph of mine.\n\n- first point\n- second point with '
+                    '$\\\\alpha^2 \\\\leq 1$\n\n<script>alert(1)</script>"""\n'
+                    'abstract = "Abstract words of my own."\n')
     overrides = {**tiny_overrides(folder, out), "report.user_text": str(user)}
     r = runner.invoke(app, ["all", *overrides_to_args(overrides), "--author", "Ada Lovelace",
                             "--student-number", "s1234567"])
@@ -82,6 +84,28 @@ def test_user_text_is_placed_as_written(built):
     assert text.index("4 Discussion") < mine < text.index("5 Conclusion")
     assert "A second paragraph of mine." in text
     assert text.index("Abstract words of my own.") < text.index("1 Introduction")
+
+
+@pytest.mark.slow
+def test_user_markdown_renders_and_html_is_escaped(built):
+    html = (built["out"] / "report.html").read_text()
+    assert "class is <em>green</em>." in html
+    assert "<li>first point</li>" in html and "α<sup>2</sup>" in html
+    assert "<script>" not in html and "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "<script>alert(1)</script>" in built["text"]  # printed in the PDF as text
+
+
+@pytest.mark.slow
+def test_method_names_the_data_set_not_this_machine(built):
+    text, res = built["text"], json.loads((built["out"] / "practical2" / "part1.json").read_text())
+    method = text[text.index("2 Method"):text.index("3 Results")]
+    data = res["data"]
+    assert "CIFAR-10" in method and "an image-folder copy of PNG files" in method
+    assert data["sha256"] in method and len(data["sha256"]) == 16
+    folder = built["overrides"]["data.source"]
+    assert folder not in method and "pytest-of" not in method and "/tmp" not in method
+    appendix = text[text.index("Configuration, software and run times"):]
+    assert "read from" in appendix
 
 
 @pytest.mark.slow

@@ -27,11 +27,13 @@ class Prepared:
     source: str
     classes: tuple[str, ...]
     train_pool: int  # training images before the train/validation split (50,000)
+    form: str = ""  # the copy's form in words (data.describe_form)
 
     def describe(self) -> dict:
         """Plain facts about the data, for the results files and the report."""
         s = self.splits
-        return {"source": self.source, "classes": list(self.classes),
+        return {"source": self.source, "form": self.form, "sha256": self.data_digest,
+                "classes": list(self.classes),
                 "train_pool": self.train_pool, "train_images": len(s.train_x),
                 "val_images": len(s.val_x), "test_images": len(s.test_x)}
 
@@ -43,7 +45,7 @@ def prepare_data(cfg: ExperimentConfig, log=print) -> Prepared:
         cfg.data, cache_dir=str(Path(cfg.out_dir) / "cache"))
     data = load_cifar10(dcfg, log=log)
     prepared = Prepared(make_splits(data, cfg.data), data.digest, data.source, tuple(CLASSES),
-                        len(data.train_x))
+                        len(data.train_x), data.form)
     check_models_fit_data(cfg, len(prepared.classes))
     return prepared
 

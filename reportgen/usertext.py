@@ -1,0 +1,154 @@
+"""The student's own text: a TOML file with one Markdown string per report section.
+
+Markdown is parsed by markdown-it-py (CommonMark) with raw HTML turned off, so a `<script>` in
+the text is printed, not run, and links keep markdown-it's scheme check (no `javascript:`).
+Inline math `$...$` and display math `$$...$$` come from mdit-py-plugins' dollarmath; as
+WeasyPrint has no TeX engine, `tex_to_html` sets the common subset legibly with Unicode and
+<sup>/<sub> (Greek letters, operators, sub- and superscripts, fractions, roots).
+"""
+from __future__ import annotations
+
+import html
+import re
+from functools import lru_cache
+from pathlib import Path
+
+from .config import tomllib
+from .config import ConfigError
+
+SECTIONS = ("abstract", "introduction", "method", "results", "discussion", "conclusion")
+
+
+def read_user_text(path: str) -> dict[str, str]:
+    """Section name -> the Markdown text as written; {} when no file is set."""
+    if not path:
+        return {}
+    p = Path(path)
+    try:
+        raw = tomllib.loads(p.read_text())
+    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raise ConfigError(f"report.user_text {p} cannot be read as TOML ({e}): fix it or set "
+                          "report.user_text = \"\"") from e
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"report.user_text {p}: unknown section {unknown[0]!r}; use "
+                          f"{', '.join(SECTIONS)}")
+    for k, v in raw.items():
+        if not isinstance(v, str):
+            raise ConfigError(f"report.user_text {p}: {k} must be a string (use \"\"\"...\"\"\" "
+                              "for several paragraphs)")
+    return {k: v.strip() for k, v in raw.items() if v.strip()}
+
+
+# --- math ----------------------------------------------------------------------------------
+
+_SYMBOLS = {
+    **{g: chr(c) for g, c in zip(
+        ("alpha beta gamma delta epsilon zeta eta theta iota kappa lambda mu nu xi omicron pi "
+         "rho sigma tau upsilon phi chi psi omega").split(), range(0x3B1, 0x3CA)) if g != "omicron"},
+    **{g: chr(c) for g, c in zip(
+        "Gamma Delta Theta Lambda Xi Pi Sigma Upsilon Phi Psi Omega".split(),
+        (0x393, 0x394, 0x398, 0x39B, 0x39E, 0x3A0, 0x3A3, 0x3A5, 0x3A6, 0x3A8, 0x3A9))},
+    "varepsilon": "ε", "varphi": "φ", "ell": "ℓ", "times": "×", "cdot": "·", "pm": "±",
+    "mp": "∓", "leq": "≤", "le": "≤", "geq": "≥", "ge": "≥", "neq": "≠", "ne": "≠",
+    "approx": "≈", "sim": "∼", "equiv": "≡", "propto": "∝", "infty": "∞", "sum": "∑",
+    "prod": "∏", "int": "∫", "partial": "∂", "nabla": "∇", "in": "∈", "notin": "∉",
+    "subset": "⊂", "subseteq": "⊆", "cup": "∪", "cap": "∩", "forall": "∀", "exists": "∃",
+    "to": "→", "rightarrow": "→", "leftarrow": "←", "Rightarrow": "⇒", "mapsto": "↦",
+    "circ": "∘", "ldots": "…", "dots": "…", "cdots": "⋯", "mathbb{R}": "ℝ", "degree": "°",
+    "log": "log", "exp": "exp", "max": "max", "min": "min", "arg": "arg", "sin": "sin",
+    "cos": "cos", "lvert": "|", "rvert": "|", "{": "{", "}": "}", "%": "%", "$": "$",
+    "_": "_", "&": "&", ",": " ", ";": " ", "quad": " ", "!": "",
+}
+_UPRIGHT = ("log", "exp", "max", "min", "arg", "sin", "cos")
+
+
+def _group(s: str, i: int) -> tuple[str, int]:
+    """The argument starting at s[i]: a {braced group} or one character / command."""
+    if i >= len(s):
+        return "", i
+    if s[i] == "{":
+        depth = 0
+        for j in range(i, len(s)):
+            depth += {"{": 1, "}": -1}.get(s[j], 0)
+            if depth == 0:
+                return s[i + 1:j], j + 1
+        return s[i + 1:], len(s)
+    if s[i] == "\\":
+        m = re.match(r"\\([A-Za-z]+|.)?", s[i:], flags=re.S)
+        return m.group(0), i + len(m.group(0))
+    return s[i], i + 1
+
+
+def _atom(arg: str) -> str:
+    """An argument of a fraction: parenthesised unless it is a single symbol."""
+    body = tex_to_html(arg)
+    return body if len(arg.strip()) <= 1 or re.fullmatch(r"\\[A-Za-z]+", arg.strip()) else f"({body})"
+
+
+def tex_to_html(tex: str) -> str:
+    """A legible HTML rendering of simple TeX math; anything unknown is shown as written."""
+    out, i = [], 0
+    while i < len(tex):
+        c = tex[i]
+        if c in "^_":
+            arg, i = _group(tex, i + 1)
+            tag = "sup" if c == "^" else "sub"
+            out.append(f"<{tag}>{tex_to_html(arg)}</{tag}>")
+        elif c == "{" or c == "}":
+            arg, i = _group(tex, i) if c == "{" else ("", i + 1)
+            out.append(tex_to_html(arg))
+        elif c == "\\":
+            m = re.match(r"\\([A-Za-z]+|.)?", tex[i:], flags=re.S)
+            name, i = m.group(1) or "", i + len(m.group(0))
+            if name in ("frac", "dfrac", "tfrac"):
+                num, i = _group(tex, i)
+                den, i = _group(tex, i)
+                out.append(f"{_atom(num)}/{_atom(den)}")
+            elif name == "sqrt":
+                arg, i = _group(tex, i)
+                out.append(f"√({tex_to_html(arg)})")
+            elif name in ("mathrm", "text", "operatorname", "mathbf", "mathit", "textrm"):
+                arg, i = _group(tex, i)
+                tag = {"mathbf": "b", "mathit": "i"}.get(name, "span")
+                cls = ' class="upright"' if tag == "span" else ""
+                out.append(f"<{tag}{cls}>{html.escape(arg) if name.startswith('text') else tex_to_html(arg)}</{tag}>")
+            elif name == "mathbb":
+                arg, i = _group(tex, i)
+                out.append({"R": "ℝ", "N": "ℕ", "Z": "ℤ", "E": "𝔼", "P": "ℙ"}.get(arg, html.escape(arg)))
+            elif name in _SYMBOLS:
+                sym = html.escape(_SYMBOLS[name])
+                out.append(f'<span class="upright">{sym}</span>' if name in _UPRIGHT else sym)
+            else:
+                out.append(html.escape("\\" + name))
+        elif c.isalpha():
+            j = i
+            while j < len(tex) and tex[j].isalpha():
+                j += 1
+            out.append(f"<i>{html.escape(tex[i:j])}</i>")
+            i = j
+        else:
+            out.append(html.escape(c))
+            i += 1
+    return "".join(out)
+
+
+def _math(content: str, opts: dict) -> str:  # the plugin wraps it in span/div.math
+    return tex_to_html(content.strip())
+
+
+@lru_cache(maxsize=1)
+def _parser():
+    from markdown_it import MarkdownIt
+    from mdit_py_plugins.dollarmath import dollarmath_plugin
+
+    md = MarkdownIt("commonmark", {"html": False, "typographer": False})
+    # No space inside the dollars and no digit after the closing one, so "$5 and $10" stay money.
+    dollarmath_plugin(md, allow_space=False, allow_digits=False, allow_labels=False,
+                      renderer=_math)
+    return md
+
+
+def to_html(markdown: str) -> str:
+    """The student's Markdown as HTML: raw HTML escaped, math set with tex_to_html."""
+    return _parser().render(markdown)

@@ -1,0 +1,61 @@
+"""The student's own text: Markdown through markdown-it, HTML escaped, math legible."""
+import pytest
+
+from reportgen.config import ConfigError
+from reportgen.usertext import read_user_text, tex_to_html, to_html
+
+
+def test_markdown_paragraphs_emphasis_lists_code_and_links():
+    out = to_html("One *two* **three** `four`.\n\n- a\n- b\n\n1. c\n\n[site](https://example.org)")
+    assert "<p>One <em>two</em> <strong>three</strong> <code>four</code>.</p>" in out
+    assert "<ul>\n<li>a</li>\n<li>b</li>\n</ul>" in out and "<ol>" in out
+    assert '<a href="https://example.org">site</a>' in out
+
+
+@pytest.mark.parametrize("evil", ["<script>alert(1)</script>", '<img src=x onerror="alert(1)">',
+                                  "<iframe src='https://x'></iframe>"])
+def test_html_in_the_text_is_escaped_not_executed(evil):
+    out = to_html(f"Before {evil} after.\n\n{evil}\n")
+    assert "<script" not in out and "<img" not in out and "<iframe" not in out
+    assert "&lt;" in out
+
+
+def test_javascript_links_are_not_links():
+    assert "href" not in to_html("[x](javascript:alert(1))")
+
+
+def test_inline_and_display_math_are_set_legibly():
+    out = to_html(r"Loss $\alpha^{2} + x_i \leq \frac{1}{2}$ here." "\n\n" r"$$\sum_i p_i = 1$$")
+    assert '<span class="math inline">α<sup>2</sup> + <i>x</i><sub><i>i</i></sub> ≤ 1/2</span>' in out
+    assert 'class="math block"' in out and "∑<sub><i>i</i></sub>" in out
+    assert "$" not in out
+
+
+def test_money_is_not_math():
+    assert "$5 and $10" in to_html("It costs $5 and $10.")
+
+
+def test_tex_to_html_escapes_and_keeps_unknown_commands_visible():
+    assert tex_to_html(r"a<b") == "<i>a</i>&lt;<i>b</i>"
+    assert tex_to_html(r"\weird{x}") == r"\weird<i>x</i>"
+    assert tex_to_html(r"\frac{a+b}{c}") == "(<i>a</i>+<i>b</i>)/<i>c</i>"
+    assert tex_to_html(r"\sqrt{2}") == "√(2)" and tex_to_html(r"x^") == "<i>x</i><sup></sup>"
+
+
+@pytest.mark.parametrize("tex", ["x\\", "\\", "{", "}", "{{a}", "a^{b", r"\frac", r"\frac{1}",
+                                 r"\mathrm", "_^", "\\\n", r"\sqrt{"])
+def test_malformed_math_never_raises(tex):
+    assert isinstance(tex_to_html(tex), str) and isinstance(to_html(f"${tex}$"), str)
+
+
+def test_read_user_text(tmp_path):
+    f = tmp_path / "mine.toml"
+    f.write_text('results = """Para one.\n\nPara *two*."""\nconclusion = "  "\n')
+    assert read_user_text(str(f)) == {"results": "Para one.\n\nPara *two*."}
+    assert read_user_text("") == {}
+    f.write_text("summary = 'x'\n")
+    with pytest.raises(ConfigError, match="unknown section 'summary'"):
+        read_user_text(str(f))
+    f.write_text("results = 3\n")
+    with pytest.raises(ConfigError, match="results must be a string"):
+        read_user_text(str(f))
