@@ -1,14 +1,142 @@
-"""Shared helpers for the facts the studies derive from their results (no model, no data),
-and the named thresholds they use: each study's `facts` turns its results into plain values
-and decided statements, so the templates only place them.
+"""The statistics behind every number and comparison in the report, computed from the results
+files alone (no model, no data).
+
+Two sources of uncertainty are kept apart and both reported:
+
+* **sampling**: the evaluation set is a finite sample of images. An accuracy on N images
+  carries a Wilson score interval (Wilson 1927); a difference between two models, or one
+  model under two conditions, measured on the *same* images is paired: McNemar's exact test
+  on the discordant images (McNemar 1947) when one run stands on each side, else a paired
+  interval over per-image differences.
+* **training randomness**: with two or more seeds, the seeds' spread gives a t-interval on
+  the mean, and it is added to the sampling variance of a comparison (Welch-Satterthwaite
+  degrees of freedom).
+
+A comparison is "distinguishable from noise" when its two-sided p-value is below ALPHA; the
+report's words follow that flag and nothing else, so no template holds a threshold.
 """
 from __future__ import annotations
 
+import math
 from statistics import mean
+from typing import Sequence
 
-# A local maximum of accuracy over angles counts as a "recovery" only this far above chance.
-PEAK_ABOVE_CHANCE = 0.05
+import numpy as np
 
+ALPHA = 0.05  # the significance level of every test, and 1 - the intervals' coverage
+CONFIDENCE = 1 - ALPHA
+
+
+def _z() -> float:
+    from scipy.stats import norm
+
+    return float(norm.ppf(1 - ALPHA / 2))
+
+
+def wilson(k: float, n: int) -> tuple[float, float]:
+    """Wilson score interval for k successes in n trials (k may be fractional: a mean)."""
+    if n <= 0:
+        return (float("nan"), float("nan"))
+    z, p = _z(), k / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
+    """Mean and t-interval of the mean of independent values (two or more)."""
+    from scipy.stats import t
+
+    v = np.asarray(values, dtype=float)
+    if len(v) < 2:
+        raise ValueError("a t-interval needs two or more values")
+    m, se = float(v.mean()), float(v.std(ddof=1) / math.sqrt(len(v)))
+    half = float(t.ppf(1 - ALPHA / 2, len(v) - 1)) * se
+    return m, m - half, m + half
+
+
+def mcnemar(b: int, c: int) -> float:
+    """Two-sided exact McNemar p-value: b images only the first got right, c only the second."""
+    from scipy.stats import binomtest
+
+    if b + c == 0:
+        return 1.0
+    return float(binomtest(min(b, c), b + c, 0.5).pvalue)
+
+
+def accuracy(per_seed: Sequence[float], n: int) -> dict:
+    """One accuracy as the report prints it: the mean over seeds, every seed's value, the
+    seeds' standard deviation and t-interval (two or more seeds), and the Wilson sampling
+    interval of an accuracy of that size on the n evaluation images."""
+    vals = [float(a) for a in per_seed]
+    m = mean(vals)
+    out = {"mean": m, "values": vals, "seeds": len(vals), "n": n,
+           "sampling": list(wilson(m * n, n)), "std": None, "seed_ci": None}
+    if len(vals) >= 2:
+        out["std"] = float(np.std(vals, ddof=1))
+        out["seed_ci"] = list(t_interval(vals)[1:])
+    return out
+
+
+def compare(arms: Sequence[tuple[float, np.ndarray]]) -> dict:
+    """A contrast sum_k w_k * accuracy_k between arms measured on the same images.
+
+    Each arm is (weight, values) with values of shape [seeds, images]: correctness (0/1) or a
+    per-image mean of correctness (e.g. over rotated angles). Two single-seed 0/1 arms with
+    weights +1 and -1 get McNemar's exact test and the paired (Wald) interval; anything else
+    a paired interval over images, widened by the seeds' spread where an arm has two or more.
+    Returns the difference (as a fraction), its interval, the p-value, the test's name, and
+    `significant` (p < ALPHA).
+    """
+    from scipy.stats import t
+
+    arms = [(float(w), np.atleast_2d(np.asarray(v, dtype=float))) for w, v in arms]
+    n = arms[0][1].shape[1]
+    if any(v.shape[1] != n for _, v in arms):
+        raise ValueError("arms of a paired comparison must be measured on the same images")
+    seeds = [v.shape[0] for _, v in arms]
+    d = sum(w * v.mean(0) for w, v in arms)  # per-image contrast of the seed means
+    est = float(d.mean())
+    binary = all(np.isin(v, (0.0, 1.0)).all() for _, v in arms)
+    if len(arms) == 2 and seeds == [1, 1] and binary and sorted(w for w, _ in arms) == [-1, 1]:
+        (wa, a), (_, b_) = arms
+        a, b_ = (a[0], b_[0]) if wa > 0 else (b_[0], a[0])
+        b, c = int(((a == 1) & (b_ == 0)).sum()), int(((a == 0) & (b_ == 1)).sum())
+        se = math.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
+        half = _z() * se
+        return {"diff": est, "lo": est - half, "hi": est + half, "p": mcnemar(b, c),
+                "significant": mcnemar(b, c) < ALPHA, "test": "McNemar's exact test",
+                "discordant": [b, c], "n": n, "seeds": seeds}
+    # Variance components: images (paired), then each arm's seeds.
+    parts = [(float(d.var(ddof=1)) / n if n > 1 else 0.0, n - 1)]
+    for w, v in arms:
+        if v.shape[0] >= 2:
+            accs = v.mean(1)
+            parts.append((w * w * float(accs.var(ddof=1)) / len(accs), len(accs) - 1))
+    var = sum(p for p, _ in parts)
+    se = math.sqrt(var)
+    if se == 0:
+        return {"diff": est, "lo": est, "hi": est, "p": 1.0 if est == 0 else 0.0,
+                "significant": est != 0, "test": _test_name(seeds), "n": n, "seeds": seeds}
+    df = var * var / sum(p * p / k for p, k in parts if k > 0 and p > 0)
+    half = float(t.ppf(1 - ALPHA / 2, df)) * se
+    p = float(2 * t.sf(abs(est) / se, df))
+    return {"diff": est, "lo": est - half, "hi": est + half, "p": p, "significant": p < ALPHA,
+            "test": _test_name(seeds), "n": n, "seeds": seeds, "df": df}
+
+
+def _test_name(seeds: list[int]) -> str:
+    return ("paired t-test over images and seeds" if max(seeds) >= 2
+            else "paired t-test over images")
+
+
+def correct(pred: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """0/1 correctness of predictions [..., images] against labels [images]."""
+    return (np.asarray(pred) == np.asarray(labels)).astype(np.float64)
+
+
+# --- descriptive helpers for the rotation curve ---------------------------------------------
 
 def mean_in_range(angles: list[float], values: list[float], lo: float, hi: float) -> float | None:
     """Mean of `values` at angles (mod 360) in [lo, hi]; None if there are none."""
@@ -16,9 +144,11 @@ def mean_in_range(angles: list[float], values: list[float], lo: float, hi: float
     return mean(vals) if vals else None
 
 
-def circular_peaks(angles: list[float], values: list[float], floor: float) -> list[tuple[float, float]]:
-    """Local maxima of `values` over the circle of angles, away from 0° and above `floor`,
-    highest first: where accuracy comes back up."""
+def circular_peaks(angles: list[float], values: list[float],
+                   above: Sequence[bool] | None = None) -> list[tuple[float, float]]:
+    """Local maxima of `values` over the circle of angles, away from 0°, highest first: where
+    accuracy comes back up. `above[i]` says whether angle i is distinguishable from chance;
+    only those peaks count."""
     n = len(values)
     if n < 3:
         return []
@@ -27,6 +157,12 @@ def circular_peaks(angles: list[float], values: list[float], floor: float) -> li
     for k, i in enumerate(order):
         a = angles[i] % 360
         prev, nxt = values[order[k - 1]], values[order[(k + 1) % n]]
-        if a != 0 and values[i] > prev and values[i] > nxt and values[i] > floor:
+        if a != 0 and values[i] > prev and values[i] > nxt and (above is None or above[i]):
             peaks.append((a, values[i]))
     return sorted(peaks, key=lambda t: -t[1])
+
+
+def above_chance(acc: float, n: int, chance: float) -> bool:
+    """Whether an accuracy on n images is distinguishable from chance: its Wilson interval
+    lies above it."""
+    return wilson(acc * n, n)[0] > chance

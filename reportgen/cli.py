@@ -16,7 +16,7 @@ from typing import Any, Optional
 
 import typer
 
-from .config import ExperimentConfig, load_experiment, parse_override
+from .config import ConfigError, ExperimentConfig, load_experiment, parse_override
 from .errors import UserError
 
 app = typer.Typer(
@@ -29,6 +29,9 @@ DataOpt = typer.Option(None, "--data", help="CIFAR-10: a folder, or a .tar/.tar.
                        "folder archive (default: $REPORTGEN_DATA, else ./data).")
 OutOpt = typer.Option(None, "--out", help="Output folder for runs, results and the report.")
 SubsetOpt = typer.Option(None, "--subset", help="Use only N training images (quick runs).")
+SeedsOpt = typer.Option(None, "--seeds", help="Train every model N times, with seeds train.seed, "
+                        "+1, ..., +N-1 (sets train.seeds and shuffle.mlp_seeds); reports give "
+                        "the mean and the spread.")
 DeviceOpt = typer.Option(None, "--device", help="auto, cpu or gpu.")
 DevicesOpt = typer.Option(None, "--devices", help="Number of devices for Lightning (DDP).")
 StrategyOpt = typer.Option(None, "--strategy", help="Lightning strategy, e.g. ddp.")
@@ -83,8 +86,11 @@ def load_config(config: Optional[Path], data: Optional[str] = None, out: Optiona
                 subset: Optional[int] = None, device: Optional[str] = None,
                 devices: Optional[int] = None, strategy: Optional[str] = None,
                 sets: Optional[list[str]] = None,
-                extra: dict[str, Any] | None = None) -> ExperimentConfig:
-    """Experiment file -> --set overrides -> named options -> validated, frozen config."""
+                extra: dict[str, Any] | None = None,
+                seeds: Optional[int] = None) -> ExperimentConfig:
+    """Experiment file -> --set overrides -> named options -> validated, frozen config.
+    `seeds` N (--seeds) sets train.seeds to train.seed, +1, ..., +N-1, and every study's
+    own seed lists (`Study.seed_keys`) to the same."""
     overrides: dict[str, Any] = {}
     for text in sets or []:
         key, value = parse_override(text)
@@ -95,6 +101,17 @@ def load_config(config: Optional[Path], data: Optional[str] = None, out: Optiona
         if value is not None:
             overrides[key] = value
     overrides.update(extra or {})
+    cfg = load_experiment(config, overrides)
+    if seeds is None:
+        return cfg
+    if seeds < 1:
+        raise ConfigError(f"--seeds {seeds}: use a positive number of seeds (1 = one run per "
+                          "model)")
+    from .experiments import studies
+
+    chosen = [cfg.train.seed + i for i in range(seeds)]
+    overrides["train.seeds"] = chosen
+    overrides.update({k: chosen for st in studies() for k in st.seed_keys})
     return load_experiment(config, overrides)
 
 
@@ -113,7 +130,7 @@ def _locked(cfg: ExperimentConfig):
 
 # --- one command per study, generated from its declaration ---------------------------------
 
-def _run_study(study, config, data, out, epochs, subset, device, devices, strategy, set_,
+def _run_study(study, config, data, out, epochs, seeds, subset, device, devices, strategy, set_,
                retrain, options: dict) -> None:
     from .experiments import figures_path, prepare_data, results_dir
     from .figures import draw_study
@@ -121,7 +138,8 @@ def _run_study(study, config, data, out, epochs, subset, device, devices, strate
     extra = dict(_run(study.overrides, **options))
     if epochs is not None:
         extra[study.epochs_key] = epochs
-    cfg = _run(load_config, config, data, out, subset, device, devices, strategy, set_, extra)
+    cfg = _run(load_config, config, data, out, subset, device, devices, strategy, set_, extra,
+               seeds)
     _run(study.check, cfg, **options)
     with _locked(cfg):
         prepared = _run(prepare_data, cfg, log=_log)
@@ -139,6 +157,7 @@ def _study_command(study) -> None:
         "out": (Optional[str], OutOpt),
         "epochs": (Optional[int], typer.Option(None, "--epochs", help=f"Training epochs "
                                                f"(overrides {study.epochs_key}).")),
+        "seeds": (Optional[int], SeedsOpt),
         "subset": (Optional[int], SubsetOpt), "device": (Optional[str], DeviceOpt),
         "devices": (Optional[int], DevicesOpt), "strategy": (Optional[str], StrategyOpt),
         "set_": (Optional[list[str]], SetOpt), "retrain": (bool, RetrainOpt)}
@@ -215,6 +234,7 @@ def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
          epochs: Optional[int] = typer.Option(
              None, "--epochs", help="Training epochs of every study (sets train.epochs and each "
              "study's own budget, e.g. shuffle.epochs)."),
+         seeds: Optional[int] = SeedsOpt,
          subset: Optional[int] = SubsetOpt,
          device: Optional[str] = DeviceOpt, devices: Optional[int] = DevicesOpt,
          strategy: Optional[str] = StrategyOpt, set_: Optional[list[str]] = SetOpt,
@@ -235,7 +255,8 @@ def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
     extra = _report_overrides(author, student_number, course, title)
     if epochs is not None:
         extra.update({"train.epochs": epochs, **{s.epochs_key: epochs for s in studies()}})
-    cfg = _run(load_config, config, data, out, subset, device, devices, strategy, set_, extra)
+    cfg = _run(load_config, config, data, out, subset, device, devices, strategy, set_, extra,
+               seeds)
     for study in studies():  # inputs of later studies are checked before any training
         _run(study.check, cfg)
     _run(read_user_text, cfg.report.user_text)

@@ -117,6 +117,9 @@ class TrainConfig:
     batch_size: int = 128
     eval_batch_size: int = 0  # evaluation only, no effect on results; 0 = 64 on CPU, 1024 on GPU
     seed: int = 42
+    # One run per seed for every model of every study; () = just `seed`. `--seeds N` on the
+    # command line sets seed, seed+1, ..., seed+N-1.
+    seeds: tuple[int, ...] = ()
     val_every: int = 10  # validate every N epochs (notebook: 10); the last epoch always counts
     device: str = "auto"  # auto | cpu | gpu
     devices: int = 1  # Lightning devices; > 1 with strategy "ddp" for DDP
@@ -131,10 +134,19 @@ class TrainConfig:
               "0 (automatic) or a positive integer")
         for key in ("epochs", "batch_size", "val_every", "devices", "progress_every"):
             check(getattr(self, key) > 0, f"train.{key}", getattr(self, key), "a positive integer")
+        for key, values in (("train.seed", [self.seed]), ("train.seeds", list(self.seeds))):
+            for v in values:
+                check(isinstance(v, int) and 0 <= v < 2**32, key, v, "integers in [0, 2**32)")
+        check(len(set(self.seeds)) == len(self.seeds), "train.seeds", list(self.seeds),
+              "distinct seeds")
         check(self.device in ("auto", "cpu", "gpu"), "train.device", self.device,
               "auto, cpu or gpu")
         check(self.precision in ("auto", "32-true", "bf16-mixed", "16-mixed", "32"),
               "train.precision", self.precision, "auto, 32-true, bf16-mixed or 16-mixed")
+
+    def run_seeds(self) -> tuple[int, ...]:
+        """The seeds to train every model with: `seeds`, or just `seed`."""
+        return tuple(self.seeds) or (self.seed,)
 
 
 @dataclass(frozen=True)

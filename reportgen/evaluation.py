@@ -21,6 +21,7 @@ class Scores:
     confidence_sum: float  # sum over images of the softmax probability of the predicted class
     per_class_correct: list[int]
     per_class_total: list[int]
+    pred: torch.Tensor | None = None  # the predicted class of every image (keep_predictions)
 
     @property
     def accuracy(self) -> float:
@@ -55,7 +56,8 @@ def _intra_op_threads(n: int):
 
 
 def score(module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
-          transform: Transform | None = None, net: torch.nn.Module | None = None) -> Scores:
+          transform: Transform | None = None, net: torch.nn.Module | None = None,
+          keep_predictions: bool = False) -> Scores:
     """Evaluate `module` (a training.Classifier) on uint8 images `x` with labels `y`.
 
     `transform` acts on the normalised batch before the module's own input pipeline (e.g. the
@@ -84,7 +86,7 @@ def score(module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
         yb = y[start:start + batch_size].to(device, non_blocking=True)
         p, pred = module.predict_proba(xb, transform, net=net).max(1)
         return (torch.bincount(yb[pred == yb], minlength=k), torch.bincount(yb, minlength=k),
-                p.double().sum())
+                p.double().sum(), pred.to(torch.uint8) if keep_predictions else None)
 
     starts = range(0, len(x), batch_size)
     workers = torch.get_num_threads() if device.type == "cpu" else 1
@@ -93,9 +95,10 @@ def score(module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
             parts = list(pool.map(one, starts))
     else:
         parts = [one(s) for s in starts]
-    correct = torch.stack([c for c, _, _ in parts]).sum(0)
-    total = torch.stack([t for _, t, _ in parts]).sum(0)
-    conf = torch.stack([c for _, _, c in parts]).sum()
+    correct = torch.stack([c for c, _, _, _ in parts]).sum(0)
+    total = torch.stack([t for _, t, _, _ in parts]).sum(0)
+    conf = torch.stack([c for _, _, c, _ in parts]).sum()
+    pred = torch.cat([p for _, _, _, p in parts]).cpu() if keep_predictions else None
     c, t = correct.tolist(), total.tolist()
     return Scores(n=sum(t), correct=sum(c), confidence_sum=float(conf), per_class_correct=c,
-                  per_class_total=t)
+                  per_class_total=t, pred=pred)

@@ -3,6 +3,10 @@ cites in the order it first cites them and lists only those."""
 from __future__ import annotations
 
 REFERENCES: dict[str, str] = {
+    "wilson1927": "E. B. Wilson. Probable Inference, the Law of Succession, and Statistical "
+                  "Inference. <i>Journal of the American Statistical Association</i> 22(158), 1927.",
+    "mcnemar1947": "Q. McNemar. Note on the Sampling Error of the Difference Between Correlated "
+                   "Proportions or Percentages. <i>Psychometrika</i> 12(2), 1947.",
     "he2016deep": "K. He, X. Zhang, S. Ren, J. Sun. Deep Residual Learning for Image "
                   "Recognition. <i>CVPR</i>, 2016.",
     "he2016identity": "K. He, X. Zhang, S. Ren, J. Sun. Identity Mappings in Deep Residual "

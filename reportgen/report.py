@@ -50,6 +50,57 @@ def pp(x) -> str:
     return "–" if x is None else f"{x * 100:.1f}"
 
 
+def _p(p: float) -> str:
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
+
+
+def acc(stat) -> str:
+    """An accuracy with its intervals: "70.9% [69.6, 72.1]" (the evaluation set's 95% Wilson
+    interval) and, over two or more seeds, "70.9% ± 0.8 [69.6, 72.1]" (± the half-width of the
+    seeds' 95% t-interval)."""
+    if stat is None:
+        return "–"
+    out = f"{stat['mean'] * 100:.1f}%"
+    if stat.get("seed_ci"):
+        lo, hi = stat["seed_ci"]
+        out += f" ± {(hi - lo) * 50:.1f}"
+    lo, hi = stat["sampling"]
+    return out + f" [{lo * 100:.1f}, {hi * 100:.1f}]"
+
+
+def est(c) -> str:
+    """A mean accuracy estimated over images (and seeds) with its 95% interval."""
+    if c is None:
+        return "–"
+    lo, hi = max(c["lo"], 0.0), min(c["hi"], 1.0)  # an accuracy lies in [0, 1]
+    return f"{c['diff'] * 100:.1f}% [{lo * 100:.1f}, {hi * 100:.1f}]"
+
+
+def _signed(x: float) -> str:
+    return f"{x * 100:+.1f}".replace("-", "−")
+
+
+def diff(c) -> str:
+    """A difference in percentage points with its 95% interval and test."""
+    if c is None:
+        return "–"
+    return (f"{_signed(c['diff'])} points [{_signed(c['lo'])}, {_signed(c['hi'])}]; "
+            f"{c['test']}, {_p(c['p'])}")
+
+
+def change(c, up: str = "gains", down: str = "costs") -> str:
+    """The words for a difference: a gain or a cost only when the test distinguishes it from
+    noise (p < 0.05); otherwise "no measurable difference", with the numbers either way."""
+    if c is None:
+        return "–"
+    if not c["significant"]:
+        return f"makes no measurable difference ({diff(c)})"
+    word = up if c["diff"] > 0 else down
+    lo, hi = sorted((abs(c["lo"]), abs(c["hi"])))
+    return (f"{word} {abs(c['diff']) * 100:.1f} points (95% CI {lo * 100:.1f} to {hi * 100:.1f}; "
+            f"{c['test']}, {_p(c['p'])})")
+
+
 def deg(x) -> str:
     return f"{x:g}°"
 
@@ -178,13 +229,22 @@ class StudyView:
     f: dict  # its facts
 
 
-def _runs(run_dirs: list[str]) -> list[dict]:
+def _runs(run_dirs: list[str], data: dict) -> list[dict]:
+    """Each run behind the numbers, once, with its seed and its accuracies' intervals."""
+    from . import analysis
+
     runs, seen = [], set()
     for d in run_dirs:
         key = Path(d).resolve()
         if key not in seen and (key / "results.json").is_file():
             seen.add(key)
-            runs.append(json.loads((key / "results.json").read_text()))
+            r = json.loads((key / "results.json").read_text())
+            if "seed" not in r and (key / "config.json").is_file():  # an older run
+                r["seed"] = json.loads((key / "config.json").read_text())["train"]["seed"]
+            for split in ("val", "test"):
+                r[f"{split}_stat"] = analysis.accuracy([r[f"{split}_acc"]],
+                                                       data[f"{split}_images"])
+            runs.append(r)
     return runs
 
 
@@ -215,6 +275,12 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
             raise MissingResults(f"{results / (v.name + '.json')} belongs to experiment "
                                  f"{v.r['config']['name']!r}: run `reportgen all` again")
     run_dirs = [d for st, v in zip(chosen, views) for d in st.runs(v.r)]
+    seed_groups: dict[tuple[int, ...], list[str]] = {}
+    for st, v in zip(chosen, views):
+        for title, seeds in st.seeds(v.r).items():
+            titles = seed_groups.setdefault(tuple(seeds), [])
+            if title not in titles:
+                titles.append(title)
     versions = next((v.r["versions"] for v in views if "versions" in v.r), None)
     if versions is None:
         from .training import versions as current_versions
@@ -227,7 +293,8 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
         "config": first["config"], "config_text": toml_text(first["config"]),
         "data": first["data"], "studies": views,
         "results": {v.name: v.r for v in views}, "facts": {v.name: v.f for v in views},
-        "runs": _runs(run_dirs), "versions": versions, "results_dir": str(results),
+        "runs": _runs(run_dirs, first["data"]), "versions": versions,
+        "seed_groups": sorted(seed_groups.items(), key=lambda kv: len(kv[0])), "results_dir": str(results),
         "user_text": {k: Markup(to_html(v))
                       for k, v in read_user_text(cfg.report.user_text).items()},
         "css": (TEMPLATES / "report.css").read_text(),
@@ -253,7 +320,9 @@ def environment():
     env = jinja2.Environment(loader=loader,
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
                              undefined=jinja2.StrictUndefined, trim_blocks=False)
-    env.filters.update(pct=pct, pct1=pct1, pp=pp, deg=deg, thousands=thousands,
+    env.filters.update(pct=pct, pct1=pct1, pp=pp, deg=deg, thousands=thousands, acc=acc,
+                       est=est, diff=diff, change=change, pvalue=_p,
+                       fraction=lambda x: "–" if x is None else f"{x:.2f}",
                        duration=duration, and_list=and_list,
                        optimizer=lambda n: OPTIMIZERS[n].title if n in OPTIMIZERS else n,
                        precision=lambda p: PRECISIONS.get(p, p),

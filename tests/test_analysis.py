@@ -1,74 +1,201 @@
-"""The discussion's facts, computed by each study from crafted results files."""
+"""The statistics on inputs with known answers, and the facts and words that follow them,
+from crafted results files (per-image predictions made to order)."""
+import numpy as np
 import pytest
 
+from reportgen import analysis
 from reportgen.analysis import circular_peaks, mean_in_range
 from reportgen.experiments import get_study
+from reportgen.report import change
 
 CLASSES = ["airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck"]
 
 
-def rot_result():
-    angles = [0.0, 90.0, 180.0, 270.0]
-    plain = [0.8, 0.2, 0.5, 0.25]
-    aug = [0.6, 0.55, 0.58, 0.56]
+# --- the statistics --------------------------------------------------------------------------
 
-    def per_class(acc, best):  # one class robust, the others follow the overall accuracy
-        return [[1.0 if c == best else a for c in range(10)] for a in acc]
-
-    def entry(acc, aug_deg, best, role):
-        return {"aug_degrees": aug_deg, "role": role, "title": role, "val": {
-            "accuracy": acc, "confidence": [0.9, 0.7, 0.8, 0.7], "per_class": per_class(acc, best)}}
-
-    return {"angles": angles, "splits": ["val"], "classes": CLASSES,
-            "models": {"resnet": entry(plain, 0.0, 6, "plain"),
-                       "resnet-rotaug": entry(aug, 180.0, 1, "augmented")}}
+def test_wilson_interval_of_70_in_100():
+    lo, hi = analysis.wilson(70, 100)
+    assert lo == pytest.approx(0.6041, abs=1e-4) and hi == pytest.approx(0.7811, abs=1e-4)
+    assert analysis.wilson(0, 10)[0] == 0.0 and analysis.wilson(10, 10)[1] == pytest.approx(1.0)
 
 
-def test_rotation_facts():
-    f = get_study("rotation").facts(rot_result())
-    b = f["models"]["resnet"]["val"]
-    assert b["acc0"] == 0.8 and b["worst"] == 0.2 and b["worst_angle"] == 90.0
-    assert b["drop_to_worst"] == pytest.approx(0.6)
-    assert b["peaks"] == [(180.0, 0.5)]  # accuracy comes back at 180 degrees
-    assert b["mean_rotated"] == pytest.approx((0.2 + 0.5 + 0.25) / 3)
-    assert (b["rotated_from"], b["rotated_to"]) == (90.0, 270.0)
-    assert b["robust_classes"][0][0] == "frog" and b["robust_classes"][0][1] == 1.0
-    assert b["confidence_worst"] == 0.7 and b["mean_confidence0"] == 0.9
-    assert f["angle_step"] == 90.0 and f["aug_degrees"] == 180.0 and f["chance"] == 0.1
-    assert (f["plain"], f["augmented"]) == ("resnet", "resnet-rotaug")
-    assert f["split_styles"] == [("val", "solid")]
-    a = f["augmentation"]
-    assert a["cost_at_0"] == pytest.approx(0.2)
-    assert a["gain_worst"] == pytest.approx(0.55 - 0.2)
+def test_t_interval_of_three_values():
+    m, lo, hi = analysis.t_interval([1.0, 2.0, 3.0])  # sd 1, se 1/sqrt(3), t(0.975, 2) = 4.303
+    assert m == 2.0 and hi - m == pytest.approx(4.3027 / 3 ** 0.5, abs=1e-4) and lo == 4 - hi
+    with pytest.raises(ValueError):
+        analysis.t_interval([1.0])
 
 
-def test_chance_follows_the_classes():
-    r = rot_result()
-    r["classes"] = CLASSES[:5]
-    for e in r["models"].values():
-        e["val"]["per_class"] = [row[:5] for row in e["val"]["per_class"]]
-    assert get_study("rotation").facts(r)["chance"] == 0.2
+def test_mcnemar_on_a_hand_made_table():
+    # 10 images only the first model gets right, 2 only the second: two-sided exact binomial
+    # p = 2 * P(X <= 2 | n=12, 1/2) = 2 * (1 + 12 + 66) / 4096.
+    assert analysis.mcnemar(10, 2) == pytest.approx(2 * 79 / 4096)
+    assert analysis.mcnemar(5, 5) == 1.0 and analysis.mcnemar(0, 0) == 1.0
 
 
-def test_shuffle_facts():
-    def run(model, shuffled, acc):
-        return {"model": model, "title": model.upper(), "shuffled": shuffled, "test_acc": acc,
-                "parameters": 1}
+def test_a_single_seed_paired_comparison_is_mcnemar_on_the_discordant_images():
+    both = np.ones(80)
+    a = np.concatenate([both, np.ones(10), np.zeros(2), np.zeros(8)])
+    b = np.concatenate([both, np.zeros(10), np.ones(2), np.zeros(8)])
+    c = analysis.compare([(1, a), (-1, b)])
+    assert c["discordant"] == [10, 2] and c["diff"] == pytest.approx(0.08)
+    assert c["p"] == pytest.approx(analysis.mcnemar(10, 2)) and c["significant"]
+    assert c["lo"] < 0.08 < c["hi"] and c["test"] == "McNemar's exact test"
+    flipped = analysis.compare([(-1, b), (1, a)])  # the order of the arms does not matter
+    assert flipped["diff"] == pytest.approx(0.08) and flipped["discordant"] == [10, 2]
 
-    f = get_study("shuffle").facts({"epochs": 10, "mlp": {"optimizer": "adam"}, "runs": {
-        "resnet": run("resnet", False, 0.8), "resnet-shuffled": run("resnet", True, 0.5),
-        "mlp": run("mlp", False, 0.52), "mlp-shuffled": run("mlp", True, 0.51)}})
-    assert f["cnn"]["drop"] == pytest.approx(0.3) and f["cnn"]["title"] == "RESNET"
-    assert f["cnn"]["relative_drop"] == pytest.approx(0.375)
-    assert f["mlp"]["drop"] == pytest.approx(0.01)
-    assert f["cnn_loses_more"] and f["best_shuffled"] == "mlp" and f["best_original"] == "cnn"
-    assert f["mlp_optimizer"] == "Adam"
+
+def test_seeds_widen_a_comparison():
+    rng = np.random.default_rng(0)
+    a = (rng.random((1, 2000)) < 0.7).astype(float)
+    noisy = np.concatenate([a, 1 - a[:, ::-1], a])  # seeds that disagree a lot
+    one = analysis.compare([(1, a), (-1, np.zeros((1, 2000)))])
+    three = analysis.compare([(1, noisy), (-1, np.zeros((1, 2000)))])
+    assert three["hi"] - three["lo"] > one["hi"] - one["lo"]
+    assert "seeds" in three["test"]
+
+
+def test_accuracy_with_and_without_seeds():
+    one = analysis.accuracy([0.7], 100)
+    assert one["std"] is None and one["seed_ci"] is None
+    assert one["sampling"] == pytest.approx(list(analysis.wilson(70, 100)))
+    three = analysis.accuracy([0.69, 0.70, 0.71], 5000)
+    assert three["mean"] == pytest.approx(0.70) and three["std"] == pytest.approx(0.01)
+    assert three["seed_ci"] == pytest.approx(list(analysis.t_interval([0.69, 0.70, 0.71])[1:]))
 
 
 def test_peaks_and_ranges():
     angles = [0, 45, 90, 135, 180, 225, 270, 315]
     acc = [0.9, 0.3, 0.4, 0.2, 0.6, 0.2, 0.12, 0.3]
-    assert circular_peaks(angles, acc, floor=0.15) == [(180, 0.6), (90, 0.4)]  # not 315: 0° is higher
-    assert circular_peaks(angles, acc, floor=0.5) == [(180, 0.6)]
+    assert circular_peaks(angles, acc) == [(180, 0.6), (90, 0.4)]  # not 315: 0° is higher
+    above = [a > 0.5 for a in acc]
+    assert circular_peaks(angles, acc, above) == [(180, 0.6)]
     assert mean_in_range(angles, acc, 40, 100) == pytest.approx(0.35)
     assert mean_in_range(angles, acc, 10, 20) is None
+
+
+# --- crafted results files ---------------------------------------------------------------------
+
+N = 1000
+LABELS = np.arange(N) % 10
+
+
+def preds(correct_idx) -> np.ndarray:
+    """Predictions that are right exactly on the images `correct_idx`."""
+    p = (LABELS + 1) % 10
+    p[correct_idx] = LABELS[correct_idx]
+    return p.astype(np.uint8)
+
+
+def first(k):  # right on the first k images
+    return preds(np.arange(k))
+
+
+def rot_result():
+    angles = [0.0, 90.0, 180.0, 270.0]
+    plain = [800, 200, 500, 250]  # images right at each angle (the first k)
+    aug = [600, 550, 580, 560]
+
+    def entry(ks, aug_deg, role):
+        acc = [k / N for k in ks]
+        return {"aug_degrees": aug_deg, "role": role, "title": role, "seeds": [42],
+                "per_seed": [{"seed": 42, "run_dir": "x"}],
+                "val": {"accuracy": acc, "confidence": [0.9, 0.7, 0.8, 0.7],
+                        "per_class": [[a] * 10 for a in acc]}}
+
+    arrays = {"labels/val": LABELS.astype(np.uint8),
+              "pred/resnet/42/val": np.stack([first(k) for k in plain]),
+              "pred/resnet-rotaug/42/val": np.stack([first(k) for k in aug])}
+    return {"angles": angles, "splits": ["val"], "classes": CLASSES, "arrays": arrays,
+            "models": {"resnet": entry(plain, 0.0, "plain"),
+                       "resnet-rotaug": entry(aug, 180.0, "augmented")}}
+
+
+def test_rotation_facts():
+    f = get_study("rotation").facts(rot_result())
+    b = f["models"]["resnet"]["val"]
+    assert b["acc0"]["mean"] == 0.8 and b["worst"]["mean"] == 0.2 and b["worst_angle"] == 90.0
+    assert b["drop_to_worst"]["diff"] == pytest.approx(-0.6) and b["drop_to_worst"]["significant"]
+    assert b["drop_to_worst"]["discordant"] == [0, 600]  # 600 images lost, none gained
+    assert [a for a, _ in b["peaks"]] == [180.0]  # accuracy comes back at 180 degrees
+    assert b["mean_rotated"]["diff"] == pytest.approx((0.2 + 0.5 + 0.25) / 3)
+    assert (b["rotated_from"], b["rotated_to"]) == (90.0, 270.0)
+    assert b["confidence_worst"] == 0.7 and b["mean_confidence0"] == 0.9
+    assert b["overconfident_at_worst"]  # 0.7 confidence against 20% accuracy
+    assert b["band_kind"] == "sampling" and b["band"][0] == pytest.approx(b["acc0"]["sampling"])
+    assert f["angle_step"] == 90.0 and f["aug_degrees"] == 180.0 and f["chance"] == 0.1
+    assert (f["plain"], f["augmented"]) == ("resnet", "resnet-rotaug")
+    a = f["augmentation"]
+    assert a["at_0"]["diff"] == pytest.approx(-0.2) and a["at_0"]["significant"]
+    assert a["at_worst"]["diff"] == pytest.approx(0.55 - 0.2)
+    assert a["mean_rotated"]["diff"] == pytest.approx((0.55 + 0.58 + 0.56 - 0.95) / 3)
+
+
+def test_rotation_facts_need_the_predictions():
+    from reportgen.predictions import PredictionsError
+
+    r = rot_result()
+    del r["arrays"]["pred/resnet/42/val"]
+    with pytest.raises(PredictionsError, match="run `reportgen rotation` again"):
+        get_study("rotation").facts(r)
+
+
+def shuffle_result(mlp_shuffled_right):
+    def run(model, shuffled):
+        return {"model": model, "title": model.upper(), "shuffled": shuffled, "seeds": [42],
+                "parameters": 1}
+
+    correct = {"resnet": np.arange(800), "resnet-shuffled": np.arange(500),
+               "mlp": np.arange(520), "mlp-shuffled": mlp_shuffled_right}
+    arrays = {"labels/val": LABELS.astype(np.uint8), "labels/test": LABELS.astype(np.uint8)}
+    for label, idx in correct.items():
+        arrays[f"pred/{label}/42/val"] = arrays[f"pred/{label}/42/test"] = preds(idx)
+    return {"epochs": 10, "mlp": {"optimizer": "adam"}, "arrays": arrays,
+            "data": {"val_images": N, "test_images": N},
+            "runs": {"resnet": run("resnet", False), "resnet-shuffled": run("resnet", True),
+                     "mlp": run("mlp", False), "mlp-shuffled": run("mlp", True)}}
+
+
+def test_shuffle_facts():
+    # The MLP on shuffled pixels: right on images 20..529, so 20 images lost and 10 gained.
+    f = get_study("shuffle").facts(shuffle_result(np.arange(20, 530)))
+    assert f["cnn"]["change"]["diff"] == pytest.approx(-0.3) and f["cnn"]["change"]["significant"]
+    assert f["cnn"]["title"] == "RESNET" and f["cnn"]["original"]["mean"] == 0.8
+    assert f["mlp"]["change"]["diff"] == pytest.approx(-0.01)
+    assert f["mlp"]["change"]["discordant"] == [10, 20]  # shuffled right, original wrong: 10
+    assert f["mlp"]["change"]["p"] == pytest.approx(analysis.mcnemar(10, 20))  # 0.099
+    assert not f["mlp"]["change"]["significant"]
+    d = f["difference_of_changes"]
+    assert d["diff"] == pytest.approx(-0.3 + 0.01) and d["significant"]
+    assert d["test"] == "paired t-test over images"  # four arms: not McNemar
+    assert f["runs"]["mlp"]["test"]["mean"] == 0.52 and f["mlp_optimizer"] == "Adam"
+
+
+def test_words_flip_when_the_difference_becomes_significant(tmp_path):
+    """Same template, two crafted results: a 1-point change on 1,000 images is noise, an
+    8-point one is a gain, and the discussion says so."""
+    small = get_study("shuffle").facts(shuffle_result(np.arange(525)))["mlp"]["change"]
+    large = get_study("shuffle").facts(shuffle_result(np.arange(600)))["mlp"]["change"]
+    assert change(small).startswith("makes no measurable difference (+0.5 points [")
+    assert change(large).startswith("gains 8.0 points (95% CI ")
+    assert "McNemar's exact test, p < 0.001" in change(large)
+    text = {k: _discussion(shuffle_result(np.arange(k)), tmp_path) for k in (525, 600)}
+    assert "its accuracy shows no measurable change" in text[525]
+    assert "shuffling makes no measurable difference" in text[525]
+    assert "shuffling gains 8.0 points" in text[600]
+    assert "no measurable change" not in text[600]
+
+
+def _discussion(results, figures_dir) -> str:
+    """The shuffle study's discussion paragraph rendered from crafted results."""
+    import re
+
+    from reportgen.report import Numbering, environment
+
+    st = get_study("shuffle")
+    r = {**results, "mlp": {"optimizer": "adam", "hidden": [16], "activation": "elu", "lr": 1e-3},
+         "positions": 1024, "perm_seed": 42}
+    env = environment()
+    module = env.get_template(st.partial).make_module(
+        {"st": st, "r": r, "f": st.facts(r), "numbering": Numbering(figures_dir)})
+    return re.sub(r"\s+", " ", str(module.discussion()))

@@ -8,7 +8,7 @@ from pypdf import PdfReader
 from typer.testing import CliRunner
 
 from reportgen.cli import app
-from reportgen.report import pct
+from reportgen.report import acc
 
 from helpers import overrides_to_args, tiny_overrides, write_image_folder
 
@@ -64,17 +64,35 @@ def test_pdf_has_all_figures(built):
 
 @pytest.mark.slow
 def test_pdf_numbers_equal_results(built):
+    from reportgen.experiments import get_study
+
     text, res_dir = built["text"], built["out"] / "practical2"
-    part1 = json.loads((res_dir / "part1.json").read_text())
-    rot = json.loads((res_dir / "rotation.json").read_text())
-    shuf = json.loads((res_dir / "shuffle.json").read_text())
-    assert pct(part1["test_acc"]) in text and pct(part1["val_acc"]) in text
+    part1 = get_study("part1").load(res_dir)
+    f1 = get_study("part1").facts(part1)
+    assert acc(f1["test"]) in text and acc(f1["val"]) in text
     assert f"{part1['parameters']:,}" in text
-    for entry in rot["models"].values():
-        assert pct(entry["val"]["accuracy"][0]) in text
-        assert pct(entry["val"]["accuracy"][2]) in text  # 180 degrees
-    for run in shuf["runs"].values():
-        assert pct(run["test_acc"]) in text and pct(run["val_acc"]) in text
+    rot = get_study("rotation").load(res_dir)
+    fr = get_study("rotation").facts(rot)
+    for label, mf in fr["models"].items():
+        assert acc(mf["val"]["at"][0.0]) in text and acc(mf["val"]["at"][180.0]) in text
+        assert mf["val"]["at"][0.0]["mean"] == pytest.approx(rot["models"][label]["val"]["accuracy"][0])
+    shuf = get_study("shuffle").load(res_dir)
+    fs = get_study("shuffle").facts(shuf)
+    for label, run in shuf["runs"].items():
+        assert acc(fs["runs"][label]["test"]) in text and acc(fs["runs"][label]["val"]) in text
+        assert fs["runs"][label]["test"]["mean"] == pytest.approx(run["test_acc"])
+
+
+@pytest.mark.slow
+def test_every_accuracy_in_the_pdf_carries_its_interval(built):
+    """Every percentage with a decimal (accuracies) is followed by an interval: "± h" (seeds)
+    or "[lo, hi]" (sampling); percentage points are written as "points", not "%"."""
+    body = built["text"]
+    found = list(re.finditer(r"\d+\.\d%", body))
+    assert len(found) > 20
+    for m in found:
+        after = body[m.end():m.end() + 3]
+        assert after.startswith((" [", " ±")), body[max(0, m.start() - 80):m.end() + 20]
 
 
 @pytest.mark.slow

@@ -39,7 +39,7 @@ def test_sweep_files_are_complete(swept):
             assert len(entry[split]["per_class"]) == 4
             assert all(0 <= c <= 1 for c in entry[split]["confidence"])
     rows = (out / "practical2" / "rotation.csv").read_text().splitlines()
-    assert rows[0].startswith("model,split,angle,accuracy,mean_confidence,acc_airplane")
+    assert rows[0].startswith("model,split,angle,accuracy,seeds,accuracy_sd,mean_confidence,acc_airplane")
     assert len(rows) == 1 + 2 * 2 * 4
     assert "resnet (val) 0°:" in output
     # The comparison model really trained with rotations.

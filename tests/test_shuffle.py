@@ -69,9 +69,9 @@ def test_shuffle_study_end_to_end(tiny):
     res = json.loads((res_dir / "shuffle.json").read_text())
     assert set(res["runs"]) == {"resnet", "resnet-shuffled", "mlp", "mlp-shuffled"}
     for run in res["runs"].values():
-        assert 0 <= run["test_acc"] <= 1 and len(run["metrics"]["epoch"]) == 1
+        assert 0 <= run["test_acc"] <= 1 and len(run["per_seed"][0]["metrics"]["epoch"]) == 1
     rows = (res_dir / "shuffle.csv").read_text().splitlines()
-    assert rows[0] == "model,pixels,val_acc,test_acc,epochs,run_dir" and len(rows) == 5
+    assert rows[0] == "model,pixels,seed,val_acc,test_acc,epochs,run_dir" and len(rows) == 5
     perm = json.loads((res_dir / "permutation.json").read_text())
     assert perm == T.pixel_permutation(42).tolist()
     # Each shuffled run stores the permutation; its checkpoint applies it at evaluation.

@@ -79,6 +79,54 @@ def check_models_fit_data(cfg: ExperimentConfig, n_classes: int) -> None:
                               f"{n_classes} classes: set it to {n_classes}")
 
 
+@dataclass(frozen=True)
+class SeededRun:
+    """One seed's finished run: its results.json content and its per-image predictions."""
+    seed: int
+    results: dict
+    pred: dict[str, Any]  # split -> uint8 array of predicted classes
+
+    def entry(self) -> dict:
+        """What a study's results file keeps of each seed."""
+        r = self.results
+        return {"seed": self.seed, "run_dir": r["run_dir"], "val_acc": r["val_acc"],
+                "test_acc": r["test_acc"], "best_epoch": r["best_epoch"],
+                "wall_time_s": r["wall_time_s"], "train_images_per_s": r["train_images_per_s"]}
+
+
+def train_seeds(spec, seeds, prepared: Prepared, cfg: ExperimentConfig, *, retrain: bool,
+                log: Callable[[str], None]) -> list[SeededRun] | None:
+    """Train (or reuse) `spec` once per seed; None on a DDP worker process."""
+    from .. import predictions
+    from ..training import PREDICTIONS, train_run
+
+    runs = []
+    for seed in seeds:
+        s = spec.for_seed(seed)
+        if len(seeds) > 1:
+            log(f"--- {s.label}, seed {seed} ({len(runs) + 1} of {len(seeds)})")
+        res = train_run(s, prepared.splits, cfg.out_dir, retrain=retrain, log=log)
+        if not res:
+            return None
+        arrays = predictions.load(Path(res["run_dir"]) / PREDICTIONS, "train --retrain")
+        runs.append(SeededRun(seed, res, {k: arrays[k] for k in ("val", "test")}))
+    return runs
+
+
+def seed_stats(runs: list[SeededRun], key: str) -> dict:
+    """Every seed's value of `key` with their mean and standard deviation (None for one)."""
+    import numpy as np
+
+    values = [float(r.results[key]) for r in runs]
+    return {"values": values, "mean": float(np.mean(values)),
+            "std": float(np.std(values, ddof=1)) if len(values) > 1 else None}
+
+
+def labels_arrays(prepared: Prepared) -> dict[str, Any]:
+    """The labels that the per-image predictions are scored against."""
+    return {f"labels/{split}": prepared.splits.get(split)[1].numpy() for split in ("val", "test")}
+
+
 def results_dir(cfg: ExperimentConfig) -> Path:
     """Where the studies' results files for this experiment go: OUT/<name>/."""
     return Path(cfg.out_dir) / cfg.name
@@ -106,6 +154,9 @@ class Study:
     figures: ClassVar[tuple[str, ...]] = ()  # the figure files (stems) that `draw` writes
     fields: ClassVar[tuple[str, ...]] = ()  # top-level keys its results file must hold
     epochs_key: ClassVar[str] = "train.epochs"  # the setting its command's --epochs sets
+    seed_keys: ClassVar[tuple[str, ...]] = ()  # its own seed lists, which --seeds also sets
+    # Whether it keeps per-image predictions (<name>-predictions.npz, loaded as results["arrays"]).
+    predictions: ClassVar[bool] = False
     # Extra CLI options of its command: parameter name -> (type, typer.Option(...)).
     options: ClassVar[dict[str, tuple[Any, Any]]] = {}
 
@@ -142,6 +193,10 @@ class Study:
         """The lines its command prints on stdout."""
         return []
 
+    def seeds(self, results: dict) -> dict[str, list[int]]:
+        """The seeds behind each of its models' numbers: title -> seeds (for the report)."""
+        return {}
+
     # --- provided ---------------------------------------------------------------------------
     @property
     def cli_name(self) -> str:
@@ -169,20 +224,34 @@ class Study:
             self.validate(res, str(path))
         except SchemaError as e:
             raise MissingResults(f"{path} lacks {e}: run `reportgen {self.cli_name}` again") from None
+        if self.predictions:
+            from .. import predictions
+
+            res["arrays"] = predictions.load(self.arrays_path(results_dir), self.cli_name)
         return res
 
+    def arrays_path(self, results_dir: Path) -> Path:
+        return Path(results_dir) / f"{self.name}-predictions.npz"
+
     def save(self, cfg: ExperimentConfig, prepared: Prepared, results: dict,
-             files: dict[str, str] | None = None) -> dict:
-        """Write OUT/<exp>/<name>.json (with the config and data it ran with) and any extra
-        text `files` (name -> content) next to it; returns what was written."""
+             files: dict[str, str] | None = None, arrays: dict[str, Any] | None = None) -> dict:
+        """Write OUT/<exp>/<name>.json (with the config and data it ran with), any extra
+        text `files` (name -> content) and per-image prediction `arrays` (name -> uint8
+        array, in <name>-predictions.npz) next to it; returns what was written, with the
+        arrays under "arrays" as `load` returns them."""
         out = results_dir(cfg)
         out.mkdir(parents=True, exist_ok=True)
         results = {"study": self.name, **results, "config": to_dict(cfg),
                    "data": prepared.describe()}
         for name, text in (files or {}).items():
             atomic_write_text(out / name, text)
+        if arrays is not None:
+            from .. import predictions
+
+            predictions.save(self.arrays_path(out), arrays)
+        # The results file last: it is what says the study finished.
         atomic_write_text(self.results_path(out), json.dumps(results))
-        return results
+        return {**results, "arrays": arrays} if arrays is not None else results
 
 
 class SchemaError(ValueError):

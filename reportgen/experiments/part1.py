@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import replace
 from pathlib import Path
 
+from .. import analysis
 from ..config import ExperimentConfig, to_dict
 from ..training import RunSpec
 from .base import Prepared, Study, register_study
@@ -46,7 +47,8 @@ class Part1(Study):
     title = "Part 1: the network on CIFAR-10"
     order = 10
     figures = ("part1_augmentation", "part1_learning_curves")
-    fields = ("run_dir", "val_acc", "test_acc", "parameters", "epochs", "train_images",
+    predictions = True
+    fields = ("seeds", "per_seed", "run_dir", "val_acc", "test_acc", "parameters", "epochs", "train_images",
               "best_epoch", "wall_time_s", "train_images_per_s", "device", "precision",
               "versions", "model_info", "architecture", "optimizer", "train",
               "flip_probability", "samples")
@@ -63,27 +65,43 @@ class Part1(Study):
 
     def run(self, cfg, prepared: Prepared, *, retrain=False, log=print, **options) -> dict:
         from ..models import architecture_table, build_model
-        from ..training import train_run
         from ..transforms import FLIP_PROBABILITY
+        from .base import labels_arrays, seed_stats, train_seeds
 
-        res = train_run(baseline_spec(cfg, prepared.data_digest), prepared.splits, cfg.out_dir,
-                        retrain=retrain, log=log)
-        if not res:  # a DDP worker process: the main process writes the results
-            return res
+        seeds = cfg.train.run_seeds()
+        runs = train_seeds(baseline_spec(cfg, prepared.data_digest), seeds, prepared, cfg,
+                           retrain=retrain, log=log)
+        if runs is None:  # a DDP worker process: the main process writes the results
+            return {}
         s = prepared.splits
+        first = runs[0].results
+        arrays = {**labels_arrays(prepared),
+                  **{f"pred/{r.seed}/{split}": r.pred[split] for r in runs
+                     for split in ("val", "test")}}
+        val, test = seed_stats(runs, "val_acc"), seed_stats(runs, "test_acc")
         return self.save(cfg, prepared, {
-            **res, "model_info": model_info(cfg.model.name, cfg.model.params),
+            **first, "seeds": list(seeds), "per_seed": [r.entry() for r in runs],
+            "val_acc": val["mean"], "val_acc_std": val["std"],
+            "test_acc": test["mean"], "test_acc_std": test["std"],
+            "wall_time_s": sum(r.results["wall_time_s"] for r in runs),
+            "model_info": model_info(cfg.model.name, cfg.model.params),
             "architecture": architecture_table(build_model(cfg.model.name, **cfg.model.params)),
             "optimizer": to_dict(cfg.optim), "train": to_dict(cfg.train),
             "flip_probability": FLIP_PROBABILITY,
             "samples": {"images": s.train_x[:N_SAMPLES].tolist(),
-                        "labels": s.train_y[:N_SAMPLES].tolist()}})
+                        "labels": s.train_y[:N_SAMPLES].tolist()}}, arrays=arrays)
 
     def runs(self, results: dict) -> list[str]:
-        return [results["run_dir"]]
+        return [r["run_dir"] for r in results["per_seed"]]
+
+    def seeds(self, results: dict) -> dict[str, list[int]]:
+        return {results["model_info"]["title"]: results["seeds"]}
 
     def summary(self, results: dict) -> list[str]:
-        return [f"val_acc {results['val_acc']:.4f}  test_acc {results['test_acc']:.4f}  "
+        n = len(results["seeds"])
+        spread = (f" (mean of {n} seeds, std {results['val_acc_std']:.4f} / "
+                  f"{results['test_acc_std']:.4f})" if n > 1 else "")
+        return [f"val_acc {results['val_acc']:.4f}  test_acc {results['test_acc']:.4f}{spread}  "
                 f"run {results['run_dir']}"]
 
     def facts(self, results: dict) -> dict:
@@ -92,7 +110,11 @@ class Part1(Study):
         o = results["optimizer"]
         opt = OPTIMIZERS[o["name"]]
         return {"optimizer": opt.title, "cite": list(opt.cite),
-                "momentum": o["momentum"] if opt.uses_momentum else None}
+                "momentum": o["momentum"] if opt.uses_momentum else None,
+                "seeds": len(results["seeds"]),
+                **{split: analysis.accuracy([r[f"{split}_acc"] for r in results["per_seed"]],
+                                            results["data"][f"{split}_images"])
+                   for split in ("val", "test")}}
 
     def draw(self, results: dict, results_dir: Path, figures_dir: Path) -> None:
         import matplotlib.pyplot as plt
@@ -105,14 +127,20 @@ class Part1(Study):
         from ..files import read_metrics
 
         style.apply()
-        m = read_metrics(Path(results["run_dir"]) / "metrics.csv")
+        ms = [read_metrics(Path(r["run_dir"]) / "metrics.csv") for r in results["per_seed"]]
+        m = ms[0]
         ep = np.array(m["epoch"])
         fig, axes = plt.subplots(1, 3, figsize=(style.FULL_WIDTH, 2.1))
         for ax, key, scale in ((axes[0], "acc", 100), (axes[1], "loss", 1)):
-            ax.plot(ep, np.array(m[f"train_{key}"]) * scale, label="training")
-            val = np.array(m[f"val_{key}"]) * scale
-            ok = ~np.isnan(val)
-            ax.plot(ep[ok], val[ok], "o--", ms=3, label="validation")
+            for name, fmt, color in (("train", "-", style.CYCLE[0]), ("val", "o--", style.CYCLE[1])):
+                curves = np.array([np.array(x[f"{name}_{key}"], dtype=float) * scale for x in ms])
+                ok = ~np.isnan(curves[0])
+                label = "training" if name == "train" else "validation"
+                if len(ms) > 1:  # every seed thin, their mean on top
+                    for c in curves:
+                        ax.plot(ep[ok], c[ok], "-", lw=0.6, alpha=0.45, color=color)
+                    label += f" (mean of {len(ms)} seeds)"
+                ax.plot(ep[ok], curves.mean(0)[ok], fmt, ms=3, color=color, label=label)
         axes[0].set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
         axes[0].legend()
         axes[1].set(xlabel="epoch", ylabel="cross-entropy", title="Loss")

@@ -20,7 +20,7 @@ from ..training import RunSpec
 from .base import Prepared, Study, register_study
 from .part1 import baseline_spec, run_label
 
-RESULTS_VERSION = 2
+RESULTS_VERSION = 3  # 3: seeds, per-seed curves and per-image predictions
 EXAMPLE_INDEX = 0  # the validation image shown in the example strip
 EXAMPLE_ANGLES = (0, 30, 60, 90, 135, 180, 270)  # the angles of the example strip
 
@@ -60,19 +60,36 @@ def rotaug_spec(cfg: ExperimentConfig, data_digest: str) -> RunSpec:
 
 
 def sweep(module, x, y, angles, interpolation: str, fill: str, batch_size: int,
-          progress: Callable[[], None] = lambda: None) -> dict:
-    """Accuracy, mean confidence and per-class accuracy of `module` at each angle."""
+          progress: Callable[[], None] = lambda: None, keep_predictions: bool = False) -> dict:
+    """Accuracy, mean confidence and per-class accuracy of `module` at each angle; with
+    `keep_predictions`, also "pred": the predicted classes, angles x images (uint8)."""
+    import torch
+
     from .. import evaluation, transforms
 
     out = {"accuracy": [], "confidence": [], "per_class": []}
+    preds = []
     net = evaluation.inference_net(module)
     for angle in angles:
-        s = evaluation.score(module, x, y, batch_size, net=net,
+        s = evaluation.score(module, x, y, batch_size, net=net, keep_predictions=keep_predictions,
                              transform=lambda z, a=angle: transforms.rotate(z, a, interpolation, fill))
         out["accuracy"].append(s.accuracy)
         out["confidence"].append(s.mean_confidence)
         out["per_class"].append(s.per_class_accuracy)
+        preds.append(s.pred)
         progress()
+    if keep_predictions:
+        out["pred"] = torch.stack(preds).numpy()
+    return out
+
+
+def _mean_curves(curves: list[dict]) -> dict:
+    """One model's sweep over its seeds: the mean curves, and every seed's accuracy curve."""
+    import numpy as np
+
+    out = {k: np.mean([c[k] for c in curves], axis=0).tolist()
+           for k in ("accuracy", "confidence", "per_class")}
+    out["accuracy_per_seed"] = [c["accuracy"] for c in curves]
     return out
 
 
@@ -85,7 +102,8 @@ def _parse_angles(text: str) -> list[float]:
 
 
 def to_csv(result: dict) -> str:
-    """One row per (model, split, angle): accuracy, mean confidence, per-class accuracy."""
+    """One row per (model, split, angle): accuracy (mean over seeds, and the seeds' standard
+    deviation), mean confidence, per-class accuracy."""
     import pandas as pd
 
     rows = []
@@ -93,8 +111,11 @@ def to_csv(result: dict) -> str:
         for split in result["splits"]:
             r = entry[split]
             for i, angle in enumerate(result["angles"]):
+                per_seed = [c[i] for c in r.get("accuracy_per_seed", [])]
                 rows.append({"model": label, "split": split, "angle": angle,
-                             "accuracy": r["accuracy"][i], "mean_confidence": r["confidence"][i],
+                             "accuracy": r["accuracy"][i], "seeds": len(per_seed),
+                             "accuracy_sd": pd.Series(per_seed).std() if len(per_seed) > 1 else None,
+                             "mean_confidence": r["confidence"][i],
                              **{f"acc_{c}": a for c, a in zip(result["classes"], r["per_class"][i])}})
     return pd.DataFrame(rows).to_csv(index=False, float_format="%.6g")
 
@@ -110,34 +131,74 @@ def _closed(angles, values):
     return np.array(angles), np.array(values)
 
 
-def model_facts(angles: list[float], classes: list[str], entry: dict) -> dict:
-    """For one model and split: accuracy at 0°, the worst angle, where accuracy comes back
-    up, the classes that survive rotation best and worst, and confidence."""
+def model_facts(angles: list[float], classes: list[str], entry: dict, correct,
+                labels=None) -> dict:
+    """For one model and split: accuracy at 0°, at the worst angle and averaged over rotated
+    angles with their intervals; the drop from 0° to the worst angle and to small angles
+    (paired tests); where accuracy comes back up; the classes that survive rotation best
+    and worst; confidence. `correct`: 0/1 array seeds x angles x images."""
     acc, per_class, conf = entry["accuracy"], entry["per_class"], entry["confidence"]
+    n = correct.shape[2]
     chance = 1 / len(classes)
-    at = {a % 360: v for a, v in zip(angles, acc)}
+    stats = [analysis.accuracy(correct[:, i].mean(1), n) for i in range(len(angles))]
+    at = {a % 360: st for a, st in zip(angles, stats)}
+    zero_i = next((i for i, a in enumerate(angles) if a % 360 == 0), None)
     rotated = [i for i, a in enumerate(angles) if a % 360 != 0]
+    small = [i for i, a in enumerate(angles) if 10 <= a % 360 <= 20]
     worst_i = min(range(len(acc)), key=lambda i: acc[i])
     class_mean = [mean(per_class[i][c] for i in rotated) if rotated else float("nan")
                   for c in range(len(classes))]
     # Classes without images in this split have no accuracy (NaN): they are not ranked.
     ranked = sorted((c for c in range(len(classes)) if not math.isnan(class_mean[c])),
                     key=lambda c: -class_mean[c])
-    zero = at.get(0.0)
+    above = [analysis.above_chance(a, n, chance) for a in acc]
+
+    def class_rotated(c):  # a class's mean accuracy over rotated angles, with its interval
+        if labels is None or not rotated:
+            return None
+        idx = labels == c
+        return analysis.compare([(1, correct[:, rotated][:, :, idx].mean(1))])
+
+    def vs_zero(idx):  # accuracy at those angles (per image, averaged) minus at 0°, paired
+        if zero_i is None or not idx:
+            return None
+        return analysis.compare([(1, correct[:, idx].mean(1)), (-1, correct[:, zero_i])])
+
     return {
-        "acc0": zero, "worst_angle": angles[worst_i], "worst": acc[worst_i],
-        "drop_to_worst": None if zero is None else zero - acc[worst_i],
-        "mean_rotated": mean(acc[i] for i in rotated) if rotated else None,
+        "acc0": stats[zero_i] if zero_i is not None else None,
+        "worst_angle": angles[worst_i], "worst": stats[worst_i],
+        "worst_above_chance": above[worst_i],
+        "drop_to_worst": vs_zero([worst_i]) if worst_i != zero_i else None,
+        "mean_rotated": analysis.compare([(1, correct[:, rotated].mean(1))]) if rotated else None,
         "rotated_from": min((angles[i] % 360 for i in rotated), default=None),
         "rotated_to": max((angles[i] % 360 for i in rotated), default=None),
-        "at": at,
-        "peaks": analysis.circular_peaks(angles, acc, floor=chance + analysis.PEAK_ABOVE_CHANCE)[:3],
-        "small_angles": analysis.mean_in_range(angles, acc, 10, 20),
-        "robust_classes": [(classes[c], class_mean[c]) for c in ranked[:2]],
-        "fragile_classes": [(classes[c], class_mean[c]) for c in ranked[-2:][::-1]],
-        "mean_confidence0": dict(zip([a % 360 for a in angles], conf)).get(0.0),
+        "at": at, "seeds": int(correct.shape[0]), "n": n,
+        "peaks": [(a, at[a]) for a, _ in analysis.circular_peaks(angles, acc, above)[:3]],
+        "small_angles": vs_zero(small),
+        "robust_classes": [(classes[c], class_rotated(c)) for c in ranked[:2]],
+        "fragile_classes": [(classes[c], class_rotated(c)) for c in ranked[-2:][::-1]],
+        "mean_confidence0": conf[zero_i] if zero_i is not None else None,
         "confidence_worst": conf[worst_i],
+        # Over-confident: the mean confidence lies above the accuracy's whole 95% interval.
+        "overconfident_at_worst": conf[worst_i] > stats[worst_i]["sampling"][1],
+        "band": [st["seed_ci"] or st["sampling"] for st in stats],
+        "band_kind": "seeds" if correct.shape[0] >= 2 else "sampling",
     }
+
+
+def correctness(results: dict, label: str, split: str):
+    """0/1 correctness, seeds x angles x images, of one model's sweep on one split."""
+    import numpy as np
+
+    from .. import predictions
+
+    arrays = results["arrays"]
+    labels = arrays[f"labels/{split}"]
+    shape = (len(results["angles"]), len(labels))
+    where = Path("rotation-predictions.npz")
+    return np.stack([analysis.correct(predictions.get(arrays, f"pred/{label}/{seed}/{split}",
+                                                      where, "rotation", shape), labels)
+                     for seed in results["models"][label]["seeds"]])
 
 
 @register_study
@@ -148,6 +209,7 @@ class Rotation(Study):
     order = 20
     config = RotationConfig
     figures = ("rotation_accuracy", "rotation_per_class", "rotation_examples")
+    predictions = True
     fields = ("angles", "interpolation", "fill", "splits", "classes", "models", "example",
               "sweep_wall_time_s", "sweep_images")
 
@@ -159,8 +221,8 @@ class Rotation(Study):
         if not results["models"]:
             raise SchemaError("any model under models")
         for label, entry in results["models"].items():
-            require(entry, f"models.{label}", ("title", "run_dir", "aug_degrees",
-                                               *results["splits"]))
+            require(entry, f"models.{label}", ("title", "run_dir", "aug_degrees", "seeds",
+                                               "per_seed", *results["splits"]))
             for split in results["splits"]:
                 at = f"models.{label}.{split}"
                 require(entry[split], at, ("accuracy", "confidence", "per_class"))
@@ -195,11 +257,16 @@ class Rotation(Study):
 
         from ..models import get_model
         from ..training import (eval_batch_size, interactive, load_classifier,
-                                resolve_accelerator, torch_device, train_run)
+                                resolve_accelerator, torch_device)
+        from .base import labels_arrays, train_seeds
 
         rc = cfg.rotation
+        device = torch_device(resolve_accelerator(cfg.train.device))
+        # (label, role, title, augmentation degrees, [(seed, checkpoint path), ...])
         if checkpoint is not None:
-            sources = [("checkpoint", "checkpoint", "checkpoint", Path(checkpoint), 0.0)]
+            module = load_classifier(checkpoint, device)
+            sources = [("checkpoint", "checkpoint", "checkpoint", 0.0,
+                        [(int(module.hparams.get("seed", 0)), Path(checkpoint))])]
         else:
             sources = []
             base = get_model(cfg.model.name).title
@@ -207,28 +274,43 @@ class Rotation(Study):
                     ("plain", baseline_spec(cfg, prepared.data_digest), 0.0, base),
                     ("augmented", rotaug_spec(cfg, prepared.data_digest), rc.aug_degrees,
                      f"{base} + rotation augmentation")):
-                res = train_run(spec, prepared.splits, cfg.out_dir, retrain=retrain, log=log)
-                if not res:
+                runs = train_seeds(spec, cfg.train.run_seeds(), prepared, cfg, retrain=retrain,
+                                   log=log)
+                if runs is None:
                     return {}
-                sources.append((spec.label, role, title, Path(res["best_checkpoint"]), aug))
-        device = torch_device(resolve_accelerator(cfg.train.device))
-        loaded = [(*src, load_classifier(src[3], device)) for src in sources]  # all checked first
+                sources.append((spec.label, role, title, aug,
+                                [(r.seed, Path(r.results["best_checkpoint"])) for r in runs]))
+        for src in sources:  # every checkpoint is checked before the sweep starts
+            for _, path in src[4]:
+                load_classifier(path)
+        n_sweeps = sum(len(src[4]) for src in sources)
         t0 = time.perf_counter()
-        bar = tqdm(total=len(loaded) * len(rc.splits) * len(rc.angles), unit="angle",
+        bar = tqdm(total=n_sweeps * len(rc.splits) * len(rc.angles), unit="angle",
                    desc="rotation sweep", mininterval=1.0, disable=not interactive())
         models: dict[str, dict] = {}
-        for label, role, title, path, aug, module in loaded:
-            entry = {"role": role, "title": title, "checkpoint": str(path),
-                     "run_dir": str(path.parent.parent), "aug_degrees": aug,
-                     "model": module.hparams.model_name}
+        arrays = labels_arrays(prepared)
+        bs = eval_batch_size(cfg.train, device)
+        for label, role, title, aug, seeded in sources:
+            entry = {"role": role, "title": title, "checkpoint": str(seeded[0][1]),
+                     "run_dir": str(seeded[0][1].parent.parent), "aug_degrees": aug,
+                     "seeds": [seed for seed, _ in seeded],
+                     "per_seed": [{"seed": seed, "checkpoint": str(path),
+                                   "run_dir": str(path.parent.parent)} for seed, path in seeded]}
             for split in rc.splits:
                 x, y = prepared.splits.get(split)
-                entry[split] = sweep(module, x, y, rc.angles, rc.interpolation, rc.fill,
-                                     eval_batch_size(cfg.train, device), progress=bar.update)
+                curves = []
+                for seed, path in seeded:
+                    module = load_classifier(path, device)
+                    c = sweep(module, x, y, rc.angles, rc.interpolation, rc.fill, bs,
+                              progress=bar.update, keep_predictions=True)
+                    arrays[f"pred/{label}/{seed}/{split}"] = c.pop("pred")
+                    curves.append(c)
+                entry["model"] = module.hparams.model_name
+                entry[split] = _mean_curves(curves)
             models[label] = entry
         bar.close()
         wall = time.perf_counter() - t0
-        n_images = sum(len(prepared.splits.get(s)[0]) for s in rc.splits) * len(rc.angles) * len(loaded)
+        n_images = sum(len(prepared.splits.get(s)[0]) for s in rc.splits) * len(rc.angles) * n_sweeps
         ex_x, ex_y = prepared.splits.val_x[EXAMPLE_INDEX], int(prepared.splits.val_y[EXAMPLE_INDEX])
         result = {
             "version": RESULTS_VERSION, "angles": list(rc.angles), "interpolation": rc.interpolation,
@@ -238,13 +320,16 @@ class Rotation(Study):
                         "image": ex_x.tolist()},
             "sweep_wall_time_s": wall, "sweep_images": n_images, "device": str(device),
         }
-        result = self.save(cfg, prepared, result, {"rotation.csv": to_csv(result)})
-        log(f"rotation sweep: {len(loaded)} model(s) x {len(rc.splits)} split(s) x "
+        result = self.save(cfg, prepared, result, {"rotation.csv": to_csv(result)}, arrays)
+        log(f"rotation sweep: {n_sweeps} model(s) x {len(rc.splits)} split(s) x "
             f"{len(rc.angles)} angles in {wall:.1f} s ({n_images / wall:.0f} img/s)")
         return result
 
     def runs(self, results: dict) -> list[str]:
-        return [m["run_dir"] for m in results["models"].values()]
+        return [r["run_dir"] for m in results["models"].values() for r in m["per_seed"]]
+
+    def seeds(self, results: dict) -> dict[str, list[int]]:
+        return {e["title"]: e["seeds"] for e in results["models"].values()}
 
     def summary(self, results: dict) -> list[str]:
         split = results["splits"][0]
@@ -259,7 +344,10 @@ class Rotation(Study):
         angles = [float(a) for a in results["angles"]]
         classes = results["classes"]
         steps = sorted({round(b - a, 6) for a, b in zip(angles, angles[1:])})
-        models = {label: {split: model_facts(angles, classes, entry[split])
+        correct = {(label, split): correctness(results, label, split)
+                   for label in results["models"] for split in results["splits"]}
+        models = {label: {split: model_facts(angles, classes, entry[split], correct[label, split],
+                                             results["arrays"][f"labels/{split}"])
                           for split in results["splits"]}
                   for label, entry in results["models"].items()}
         roles = {e.get("role"): label for label, e in results["models"].items()}
@@ -271,15 +359,24 @@ class Rotation(Study):
                      "angle_step": steps[0] if len(steps) == 1 else None,
                      "plain": roles.get("plain") or next(iter(models)),
                      "augmented": roles.get("augmented"),
+                     "seeds": {label: len(e["seeds"]) for label, e in results["models"].items()},
                      "aug_degrees": max((e.get("aug_degrees", 0)
                                          for e in results["models"].values()), default=0)}
         if out["augmented"]:
             s = results["splits"][0]
-            b, a = models[out["plain"]][s], models[out["augmented"]][s]
+            b, a = correct[out["plain"], s], correct[out["augmented"], s]
+            zero_i = next((i for i, x in enumerate(angles) if x % 360 == 0), None)
+            rotated = [i for i, x in enumerate(angles) if x % 360 != 0]
+            worst_i = angles.index(models[out["plain"]][s]["worst_angle"])
+
+            def aug_minus_plain(idx):
+                return analysis.compare([(1, a[:, idx].mean(1)), (-1, b[:, idx].mean(1))])
+
             out["augmentation"] = {
-                "split": s, "cost_at_0": (b["acc0"] or 0) - (a["acc0"] or 0),
-                "gain_mean_rotated": (a["mean_rotated"] or 0) - (b["mean_rotated"] or 0),
-                "gain_worst": a["worst"] - b["worst"]}
+                "split": s,
+                "at_0": aug_minus_plain([zero_i]) if zero_i is not None else None,
+                "mean_rotated": aug_minus_plain(rotated) if rotated else None,
+                "at_worst": aug_minus_plain([worst_i])}
         return out
 
     def draw(self, results: dict, results_dir: Path, figures_dir: Path) -> None:
@@ -293,11 +390,16 @@ class Rotation(Study):
         style.apply()
         r = results
         classes = r["classes"]
+        facts = self.facts(r)
         fig, ax = plt.subplots(figsize=(style.FULL_WIDTH, 2.8))
-        for i, entry in enumerate(r["models"].values()):
+        for i, (label, entry) in enumerate(r["models"].items()):
             color = style.CYCLE[i % len(style.CYCLE)]
             for j, split in enumerate(r["splits"]):
                 a, acc = _closed(r["angles"], np.array(entry[split]["accuracy"]) * 100)
+                band = np.array(facts["models"][label][split]["band"]) * 100
+                _, lo = _closed(r["angles"], band[:, 0])
+                _, hi = _closed(r["angles"], band[:, 1])
+                ax.fill_between(a, lo, hi, color=color, alpha=0.18 if j == 0 else 0.1, lw=0)
                 ax.plot(a, acc, color=color, ls=style.LINESTYLES[j], marker="o" if j == 0 else None,
                         ms=2.5, label=f"{entry['title']} ({SPLIT_NAMES.get(split, split)})")
         chance_line(ax, classes)

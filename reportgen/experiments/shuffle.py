@@ -19,7 +19,7 @@ from ..training import RunSpec
 from .base import Prepared, Study, register_study
 from .part1 import baseline_spec, run_label
 
-RESULTS_VERSION = 2
+RESULTS_VERSION = 3  # 3: seeds and per-image predictions
 
 
 def _default_mlp() -> ModelConfig:
@@ -37,6 +37,9 @@ class ShuffleConfig:
     mlp_optimizer: str = "adam"  # a name in reportgen.optimizers.OPTIMIZERS
     mlp_lr: float = 1e-3
     mlp_weight_decay: float = 0.0
+    # The MLP's seeds; () = train.seeds. An MLP run is cheap, a CNN's is not: a CPU preset can
+    # give the MLP more seeds than the CNN for the same wall time.
+    mlp_seeds: tuple[int, ...] = ()
 
     def __post_init__(self):
         from ..optimizers import OPTIMIZERS, allowed
@@ -50,6 +53,11 @@ class ShuffleConfig:
               "a positive number")
         check(self.mlp_weight_decay >= 0, "shuffle.mlp_weight_decay", self.mlp_weight_decay,
               ">= 0")
+        for v in self.mlp_seeds:
+            check(isinstance(v, int) and 0 <= v < 2**32, "shuffle.mlp_seeds", v,
+                  "integers in [0, 2**32)")
+        check(len(set(self.mlp_seeds)) == len(self.mlp_seeds), "shuffle.mlp_seeds",
+              list(self.mlp_seeds), "distinct seeds")
 
 
 def load_permutation(cfg: ExperimentConfig):
@@ -91,38 +99,68 @@ def shuffle_specs(cfg: ExperimentConfig, data_digest: str, perm) -> dict[str, Ru
 
 
 def to_csv(result: dict) -> str:
-    """The 2x2 table: model x original/shuffled pixels, validation and test accuracy."""
+    """The 2x2 table, a row per seed: model x original/shuffled pixels, validation and test
+    accuracy."""
     import pandas as pd
 
     return pd.DataFrame([{"model": r["model"], "pixels": "shuffled" if r["shuffled"] else "original",
-                          "val_acc": r["val_acc"], "test_acc": r["test_acc"],
-                          "epochs": result["epochs"], "run_dir": r["run_dir"]}
-                         for r in result["runs"].values()]).to_csv(index=False, float_format="%.6g")
+                          "seed": e["seed"], "val_acc": e["val_acc"], "test_acc": e["test_acc"],
+                          "epochs": result["epochs"], "run_dir": e["run_dir"]}
+                         for r in result["runs"].values() for e in r["per_seed"]]
+                        ).to_csv(index=False, float_format="%.6g")
 
 
-def facts_of(runs: dict, epochs: int) -> dict:
-    """What shuffling costs each model (test accuracy), and which loses more. The first
-    model is the network (`cnn`), the second the MLP (`mlp`)."""
-    def get(model, shuffled):
-        return next((r for r in runs.values() if r["model"] == model and r["shuffled"] == shuffled),
-                    None)
+def correctness(results: dict, label: str, split: str = "test"):
+    """0/1 correctness, seeds x images, of one run's seeds on one split."""
+    import numpy as np
 
-    out: dict = {"epochs": epochs, "models": {}}
+    from .. import analysis, predictions
+
+    arrays = results["arrays"]
+    labels = arrays[f"labels/{split}"]
+    return np.stack([analysis.correct(predictions.get(
+        arrays, f"pred/{label}/{seed}/{split}", Path("shuffle-predictions.npz"), "shuffle",
+        (len(labels),)), labels) for seed in results["runs"][label]["seeds"]])
+
+
+def facts_of(results: dict) -> dict:
+    """Test accuracy of each model on original and shuffled pixels with intervals, what
+    shuffling changes for each (paired over the test images), whether the CNN loses more than
+    the MLP (the difference of the two changes), and which model is better on each kind of
+    pixels. The first model is the network (`cnn`), the second the MLP (`mlp`)."""
+    from .. import analysis
+
+    runs = results["runs"]
+    n = results["data"]["test_images"]
+
+    def find(model, shuffled):
+        return next((lb for lb, r in runs.items()
+                     if r["model"] == model and r["shuffled"] == shuffled), None)
+
+    out: dict = {"epochs": results["epochs"], "models": {}, "runs": {
+        label: {split: analysis.accuracy(correctness(results, label, split).mean(1),
+                                         results["data"][f"{split}_images"])
+                for split in ("val", "test")} for label in runs}}
+    correct = {}
     for model in dict.fromkeys(r["model"] for r in runs.values()):
-        o, s = get(model, False), get(model, True)
+        o, s = find(model, False), find(model, True)
         if o and s:
+            co, cs = correctness(results, o), correctness(results, s)
+            correct[model] = (co, cs)
             out["models"][model] = {
-                "title": o["title"], "parameters": o["parameters"],
-                "original": o["test_acc"], "shuffled": s["test_acc"],
-                "drop": o["test_acc"] - s["test_acc"],
-                "relative_drop": (o["test_acc"] - s["test_acc"]) / o["test_acc"]
-                if o["test_acc"] else None}
+                "title": runs[o]["title"], "parameters": runs[o]["parameters"],
+                "seeds": co.shape[0],
+                "original": analysis.accuracy(co.mean(1), n),
+                "shuffled": analysis.accuracy(cs.mean(1), n),
+                "change": analysis.compare([(1, cs), (-1, co)])}
     if len(out["models"]) == 2:
-        cnn, mlp = out["models"].values()
+        (cnn_name, cnn), (mlp_name, mlp) = out["models"].items()
+        (c_o, c_s), (m_o, m_s) = correct[cnn_name], correct[mlp_name]
         out["cnn"], out["mlp"] = cnn, mlp
-        out["cnn_loses_more"] = cnn["drop"] > mlp["drop"]
-        out["best_shuffled"] = "cnn" if cnn["shuffled"] >= mlp["shuffled"] else "mlp"
-        out["best_original"] = "cnn" if cnn["original"] >= mlp["original"] else "mlp"
+        # CNN's change minus the MLP's: negative = the CNN loses more.
+        out["difference_of_changes"] = analysis.compare([(1, c_s), (-1, c_o), (-1, m_s), (1, m_o)])
+        out["cnn_minus_mlp_shuffled"] = analysis.compare([(1, c_s), (-1, m_s)])
+        out["cnn_minus_mlp_original"] = analysis.compare([(1, c_o), (-1, m_o)])
     return out
 
 
@@ -135,6 +173,7 @@ class Shuffle(Study):
     config = ShuffleConfig
     figures = ("shuffle_example", "shuffle_accuracy", "shuffle_learning_curves")
     fields = ("epochs", "runs", "mlp", "positions", "example", "perm_seed")
+    predictions = True
 
     def validate(self, results: dict, where: str) -> None:
         from .base import SchemaError, require
@@ -142,13 +181,17 @@ class Shuffle(Study):
         require(results["runs"], "runs", ())
         for label, run in results["runs"].items():
             require(run, f"runs.{label}", ("model", "title", "shuffled", "val_acc", "test_acc",
-                                           "parameters", "run_dir", "metrics"))
+                                           "parameters", "run_dir", "seeds", "per_seed"))
+            for i, e in enumerate(run["per_seed"]):
+                require(e, f"runs.{label}.per_seed[{i}]", ("seed", "val_acc", "test_acc",
+                                                           "metrics"))
         pairs = {(r["model"], r["shuffled"]) for r in results["runs"].values()}
         if len({m for m, _ in pairs}) != 2 or len(pairs) != 4:
             raise SchemaError("runs of two models, each on original and shuffled pixels")
         require(results["mlp"], "mlp", ("hidden", "activation", "optimizer", "lr"))
         require(results["example"], "example", ("image", "label"))
     epochs_key = "shuffle.epochs"
+    seed_keys = ("shuffle.mlp_seeds",)
 
     def check(self, cfg, **options) -> None:
         load_permutation(cfg)  # a bad saved permutation fails before any work
@@ -157,22 +200,32 @@ class Shuffle(Study):
         from ..files import read_metrics
         from ..config import to_dict
         from ..models import get_model, with_defaults
-        from ..training import train_run
+        from .base import labels_arrays, seed_stats, train_seeds
 
         perm = load_permutation(cfg)
-        runs = {}
+        runs, arrays = {}, labels_arrays(prepared)
         for label, spec in shuffle_specs(cfg, prepared.data_digest, perm).items():
-            log(f"--- {label} ({spec.model.name}, {'shuffled' if spec.perm else 'original'} pixels)")
-            res = train_run(spec, prepared.splits, cfg.out_dir, retrain=retrain, log=log)
-            if not res:
+            seeds = (cfg.shuffle.mlp_seeds or cfg.train.run_seeds()) if spec.model == cfg.shuffle.mlp \
+                else cfg.train.run_seeds()
+            log(f"--- {label} ({spec.model.name}, {'shuffled' if spec.perm else 'original'} "
+                f"pixels, {len(seeds)} seed{'s' if len(seeds) != 1 else ''})")
+            seeded = train_seeds(spec, seeds, prepared, cfg, retrain=retrain, log=log)
+            if seeded is None:
                 return {}
             m = get_model(spec.model.name)
+            first = seeded[0].results
+            val, test = seed_stats(seeded, "val_acc"), seed_stats(seeded, "test_acc")
             runs[label] = {"model": m.label, "title": m.title, "architecture": spec.model.name,
-                           "shuffled": spec.perm is not None,
-                           "val_acc": res["val_acc"], "test_acc": res["test_acc"],
-                           "parameters": res["parameters"], "run_dir": res["run_dir"],
-                           "wall_time_s": res["wall_time_s"],
-                           "metrics": read_metrics(Path(res["run_dir"]) / "metrics.csv")}
+                           "shuffled": spec.perm is not None, "seeds": list(seeds),
+                           "val_acc": val["mean"], "val_acc_std": val["std"],
+                           "test_acc": test["mean"], "test_acc_std": test["std"],
+                           "parameters": first["parameters"], "run_dir": first["run_dir"],
+                           "wall_time_s": sum(r.results["wall_time_s"] for r in seeded),
+                           "per_seed": [{**r.entry(), "metrics": read_metrics(
+                               Path(r.results["run_dir"]) / "metrics.csv")} for r in seeded]}
+            for r in seeded:
+                for split in ("val", "test"):
+                    arrays[f"pred/{label}/{r.seed}/{split}"] = r.pred[split]
         sc = cfg.shuffle
         mlp = {"name": sc.mlp.name, **to_dict(with_defaults(sc.mlp.name, dict(sc.mlp.params)))}
         result = {"version": RESULTS_VERSION, "epochs": sc.epochs,
@@ -183,10 +236,14 @@ class Shuffle(Study):
                   "example": {"image": prepared.splits.val_x[0].tolist(),
                               "label": int(prepared.splits.val_y[0])}}
         return self.save(cfg, prepared, result, {"permutation.json": json.dumps(perm.tolist()),
-                                                 "shuffle.csv": to_csv(result)})
+                                                 "shuffle.csv": to_csv(result)}, arrays)
 
     def runs(self, results: dict) -> list[str]:
-        return [r["run_dir"] for r in results["runs"].values()]
+        return [e["run_dir"] for r in results["runs"].values() for e in r["per_seed"]]
+
+    def seeds(self, results: dict) -> dict[str, list[int]]:
+        return {f"{r['title']}, {'shuffled' if r['shuffled'] else 'original'} pixels": r["seeds"]
+                for r in results["runs"].values()}
 
     def summary(self, results: dict) -> list[str]:
         lines = [f"{'model':<8} {'pixels':<9} {'val_acc':>8} {'test_acc':>8}   "
@@ -199,7 +256,7 @@ class Shuffle(Study):
     def facts(self, results: dict) -> dict:
         from ..optimizers import OPTIMIZERS
 
-        out = facts_of(results["runs"], results["epochs"])
+        out = facts_of(results)
         out["mlp_optimizer"] = OPTIMIZERS[results["mlp"]["optimizer"]].title
         return out
 
@@ -218,13 +275,19 @@ class Shuffle(Study):
         color = {m: style.CYCLE[i % len(style.CYCLE)] for i, m in enumerate(models)}
         fig, axes = plt.subplots(1, 2, figsize=(style.FULL_WIDTH, 2.3), sharey=True)
         for run in runs.values():
-            m = run["metrics"]
+            ms = [e["metrics"] for e in run["per_seed"]]
+            ep = np.array(ms[0]["epoch"])
+            n = len(ms)
             kw = dict(color=color[run["model"]], ls="--" if run["shuffled"] else "-",
-                      label=f"{run['title']}, {'shuffled' if run['shuffled'] else 'original'}")
-            axes[0].plot(m["epoch"], np.array(m["train_acc"]) * 100, **kw)
-            val = np.array(m["val_acc"]) * 100
-            ok = ~np.isnan(val)
-            axes[1].plot(np.array(m["epoch"])[ok], val[ok], marker="o", ms=3, **kw)
+                      label=f"{run['title']}, {'shuffled' if run['shuffled'] else 'original'}"
+                            + (f" ({n} seeds)" if n > 1 else ""))
+            for ax, key, marker in ((axes[0], "train_acc", None), (axes[1], "val_acc", "o")):
+                curves = np.array([np.array(m[key], dtype=float) for m in ms]) * 100
+                ok = ~np.isnan(curves[0])
+                if n > 1:  # every seed thin, their mean on top
+                    for c in curves:
+                        ax.plot(ep[ok], c[ok], color=kw["color"], ls=kw["ls"], lw=0.5, alpha=0.4)
+                ax.plot(ep[ok], curves.mean(0)[ok], marker=marker, ms=3, **kw)
         axes[0].set(xlabel="epoch", ylabel="accuracy (%)", title="Training accuracy")
         axes[1].set(xlabel="epoch", title="Validation accuracy")
         handles, labels = axes[0].get_legend_handles_labels()
@@ -235,14 +298,20 @@ class Shuffle(Study):
         fig, ax = plt.subplots(figsize=(style.FULL_WIDTH * 0.62, 2.3))
         width = 0.38
         titles = {r["model"]: r["title"] for r in runs.values()}
+        facts = facts_of(results)["models"]
         for j, shuffled in enumerate((False, True)):
-            vals = [next((r["test_acc"] * 100 for r in runs.values()
-                          if r["model"] == m and r["shuffled"] == shuffled), np.nan) for m in models]
+            stats = [facts[m]["shuffled" if shuffled else "original"] for m in models]
+            vals = np.array([st["mean"] for st in stats]) * 100
+            # The error bar: the seeds' 95% t-interval where there are several, else the
+            # test set's 95% Wilson interval (the caption says which).
+            lo_hi = np.array([st["seed_ci"] or st["sampling"] for st in stats]) * 100
+            err = np.abs(lo_hi.T - vals)
             x = np.arange(len(models)) + (j - 0.5) * width
             bars = ax.bar(x, vals, width, color=[color[m] for m in models],
                           alpha=1.0 if not shuffled else 0.45, hatch="//" if shuffled else None,
-                          edgecolor="white", label="shuffled pixels" if shuffled else "original")
-            ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
+                          edgecolor="white", label="shuffled pixels" if shuffled else "original",
+                          yerr=err, error_kw=dict(lw=0.8, capsize=2, ecolor="#222"))
+            ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
         chance_line(ax, results["data"]["classes"])
         ax.set_xticks(range(len(models)), [titles[m] for m in models])
         ax.set(ylabel="test accuracy (%)", ylim=(0, 100))

@@ -8,12 +8,12 @@
 from .callbacks import EpochMetrics, ValidateLastEpoch, VerifiedCheckpointIO
 from .errors import Interrupted, TrainingError
 from .module import Classifier
-from .rundir import (RESULTS_VERSION, RunSpec, check_output_space, device_description,
+from .rundir import (PREDICTIONS, RESULTS_VERSION, RunSpec, check_output_space, device_description,
                      load_classifier, read_results, versions)
 from .train import (eval_batch_size, interactive, quiet_lightning, resolve_accelerator,
                     resolve_precision, torch_device, train_run)
 
-__all__ = ["Classifier", "EpochMetrics", "Interrupted", "RESULTS_VERSION", "RunSpec",
+__all__ = ["Classifier", "EpochMetrics", "Interrupted", "PREDICTIONS", "RESULTS_VERSION", "RunSpec",
            "TrainingError", "ValidateLastEpoch", "VerifiedCheckpointIO", "check_output_space",
            "device_description", "eval_batch_size", "interactive", "load_classifier",
            "quiet_lightning",

@@ -11,7 +11,7 @@ import json
 import os
 import platform
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import torch
@@ -24,6 +24,9 @@ from .errors import TrainingError
 RESULTS_VERSION = 1
 # Settings that say how a run is executed, not what it computes: not part of its key.
 EXECUTION_ONLY = ("device", "strategy", "eval_batch_size", "compile", "progress_every")
+# The experiment's list of seeds is not part of one run's key: each run trains one `seed`.
+NOT_IN_KEY = (*EXECUTION_ONLY, "seeds")
+PREDICTIONS = "predictions.npz"  # per-image predictions on the validation and test images
 
 
 @dataclass(frozen=True)
@@ -39,12 +42,16 @@ class RunSpec:
 
     def key(self) -> str:
         t = to_dict(self.train)
-        for k in EXECUTION_ONLY:
+        for k in NOT_IN_KEY:
             t.pop(k)
         return digest({"model": self.model, "optim": self.optim, "train": t,
                        "data": {"val_size": self.data.val_size, "split_seed": self.data.split_seed,
                                 "subset": self.data.subset, "content": self.data_digest},
                        "perm": digest(list(self.perm)) if self.perm else None})
+
+    def for_seed(self, seed: int) -> "RunSpec":
+        """The same run with another seed (its own key and run directory)."""
+        return replace(self, train=replace(self.train, seed=seed, seeds=()))
 
     def run_dir(self, out_dir: str | Path) -> Path:
         if not is_path_component(self.label):  # labels come from code: a bug, not input

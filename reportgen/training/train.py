@@ -28,8 +28,9 @@ from ..signals import lightning_handles_sigterm
 from .callbacks import EpochMetrics, ValidateLastEpoch, VerifiedCheckpointIO
 from .errors import Interrupted, TrainingError
 from .module import Classifier
-from .rundir import (RESULTS_VERSION, RunSpec, check_output_space, device_description,
-                     load_checkpoint_dict, read_results, resume_hint, resume_point, versions)
+from .rundir import (PREDICTIONS, RESULTS_VERSION, RunSpec, check_output_space,
+                     device_description, load_checkpoint_dict, load_classifier, read_results,
+                     resume_hint, resume_point, versions)
 
 
 # --- devices -------------------------------------------------------------------------------
@@ -224,6 +225,30 @@ def _close_progress_bars(trainer: pl.Trainer) -> None:
                     bar.close()
 
 
+def _score_and_keep(model, splits: Splits, run_dir: Path, batch_size: int):
+    """Validation and test scores; the per-image predictions go to predictions.npz."""
+    from .. import predictions
+
+    val = evaluation.score(model, splits.val_x, splits.val_y, batch_size, keep_predictions=True)
+    test = evaluation.score(model, splits.test_x, splits.test_y, batch_size, keep_predictions=True)
+    predictions.save(run_dir / PREDICTIONS, {
+        "val": val.pred.numpy(), "test": test.pred.numpy(),
+        "val_labels": splits.val_y.numpy(), "test_labels": splits.test_y.numpy()})
+    return val, test
+
+
+def _backfill_predictions(res: dict, spec: RunSpec, splits: Splits, run_dir: Path,
+                          log: Callable[[str], None]) -> None:
+    """A run finished by an older reportgen has no predictions file: score its best
+    checkpoint once more (seconds) to write it."""
+    if (run_dir / PREDICTIONS).is_file():
+        return
+    log(f"adding per-image predictions to {run_dir} (for the paired tests) ...")
+    model = load_classifier(res["best_checkpoint"],
+                            torch_device(resolve_accelerator(spec.train.device)))
+    _score_and_keep(model, splits, run_dir, eval_batch_size(spec.train, model.device))
+
+
 def _evaluate(s: _Setup, spec: RunSpec, splits: Splits, run_dir: Path, wall: float,
               log: Callable[[str], None]) -> dict:
     """Score the best checkpoint on the validation and test images; write results.json."""
@@ -234,13 +259,12 @@ def _evaluate(s: _Setup, spec: RunSpec, splits: Splits, run_dir: Path, wall: flo
     model = Classifier.load_from_checkpoint(best, map_location="cpu", weights_only=True)
     model = model.to(torch_device(s.accelerator))
     bs = eval_batch_size(cfg, model.device)
-    val = evaluation.score(model, splits.val_x, splits.val_y, bs)
-    test = evaluation.score(model, splits.test_x, splits.test_y, bs)
+    val, test = _score_and_keep(model, splits, run_dir, bs)
     rows = s.metrics_cb.rows
     images_per_s = sorted(r["images_per_s"] for r in rows)[len(rows) // 2]  # median epoch
     best_epoch = load_checkpoint_dict(best)["epoch"] + 1
     results = {
-        "version": RESULTS_VERSION, "label": spec.label, "key": spec.key(),
+        "version": RESULTS_VERSION, "label": spec.label, "key": spec.key(), "seed": cfg.seed,
         "run_dir": str(run_dir), "model": spec.model.name,
         "val_acc": val.accuracy, "test_acc": test.accuracy,
         "val_per_class": val.per_class_accuracy, "test_per_class": test.per_class_accuracy,
@@ -269,6 +293,7 @@ def train_run(spec: RunSpec, splits: Splits, out_dir: str | Path, retrain: bool 
     if not retrain and (res := read_results(run_dir)) is not None:
         log(f"reusing finished run {run_dir} (val {res['val_acc']:.2%}, test "
             f"{res['test_acc']:.2%}); pass --retrain to train again")
+        _backfill_predictions(res, spec, splits, run_dir, log)
         return res
     s = _set_up(spec, run_dir, retrain, log)
     wall = _fit(s, spec, splits, run_dir)
