@@ -55,9 +55,16 @@ def _intra_op_threads(n: int):
         torch.set_num_threads(old)
 
 
+def _turned(transform: Transform | None, k: int) -> Transform | None:
+    """`transform`, then a turn by k * 90 degrees counter-clockwise (exact: no interpolation)."""
+    if k == 0:
+        return transform
+    return lambda z: torch.rot90(transform(z) if transform else z, k, dims=(-2, -1))
+
+
 def score(module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
           transform: Transform | None = None, net: torch.nn.Module | None = None,
-          keep_predictions: bool = False) -> Scores:
+          keep_predictions: bool = False, tta: bool = False) -> Scores:
     """Evaluate `module` (a training.Classifier) on uint8 images `x` with labels `y`.
 
     `transform` acts on the normalised batch before the module's own input pipeline (e.g. the
@@ -71,6 +78,10 @@ def score(module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
 
     `net` is the inference copy of the model to run (see `inference_net`); callers that
     score many times, like the sweep, make it once.
+
+    `tta`: test-time rotation averaging. The softmax is averaged over the input (after
+    `transform`) turned by 0, 90, 180 and 270 degrees, which makes any model's prediction
+    invariant to 90° turns at four times the cost.
     """
     module.eval()
     device = module.device
@@ -84,7 +95,14 @@ def score(module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
     def one(start: int):
         xb = x[start:start + batch_size].to(device, non_blocking=True)
         yb = y[start:start + batch_size].to(device, non_blocking=True)
-        p, pred = module.predict_proba(xb, transform, net=net).max(1)
+        if tta:
+            # Summed in float64: the four turns of an image turned by 90° are the same four
+            # inputs in another order, and the average must not depend on the order.
+            probs = sum(module.predict_proba(xb, _turned(transform, k), net=net).double()
+                        for k in range(4)) / 4
+        else:
+            probs = module.predict_proba(xb, transform, net=net)
+        p, pred = probs.max(1)
         return (torch.bincount(yb[pred == yb], minlength=k), torch.bincount(yb, minlength=k),
                 p.double().sum(), pred.to(torch.uint8) if keep_predictions else None)
 

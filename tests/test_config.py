@@ -22,7 +22,17 @@ def test_practical2_is_the_notebook():
     assert cfg.optim.milestones == (70, 90) and cfg.optim.gamma == 0.1
     assert (cfg.data.val_size, cfg.data.split_seed) == (5000, 42)
     assert cfg.train.augment.crop_scale == (0.8, 1.0) and cfg.train.augment.crop_ratio == (0.9, 1.1)
-    assert cfg == ExperimentConfig(name="practical2", report=cfg.report)  # defaults = the notebook
+    # The defaults are the notebook's; the file adds seeds and Part 2's extra models.
+    assert cfg.train.run_seeds() == (42, 43, 44)
+    assert cfg.rotation.models == ("plain", "augmented", "equivariant")
+    assert cfg.rotation.tta == ("plain",)
+    from dataclasses import replace
+
+    default = ExperimentConfig(name="practical2", report=cfg.report)
+    same = replace(cfg, train=replace(cfg.train, seeds=()),
+                   sections={**cfg.sections, "rotation": replace(cfg.rotation, models=(
+                       "plain", "augmented"), tta=())})
+    assert same == default
 
 
 def test_unknown_key_is_named(tmp_path):

@@ -306,3 +306,36 @@ def test_results_with_the_wrong_content_name_the_field(trained):
     res.write_text(json.dumps(blob))
     r = runner.invoke(app, ["figures", *overrides_to_args(overrides)])
     assert r.exit_code == 2 and "part1.json lacks the field model_info" in r.output
+
+
+def test_planted_or_damaged_predictions_run_nothing_and_name_the_file(trained, tmp_path):
+    """The per-image predictions behind the paired tests are read with allow_pickle=False: an
+    object array (a pickle inside the .npz) fails to load, and nothing runs."""
+    import numpy as np
+
+    overrides, out, _ = trained
+    path = out / "practical2" / "part1-predictions.npz"
+    marker = tmp_path / "marker"
+    arr = np.empty(1, dtype=object)
+    arr[0] = Payload(marker)
+    with open(path, "wb") as f:
+        np.savez(f, **{"labels/val": arr})
+    for cmd in ("figures", "report"):
+        r = runner.invoke(app, [cmd, *overrides_to_args(overrides)])
+        assert r.exit_code == 2 and "part1-predictions.npz is damaged" in r.output, r.output
+        assert "Traceback" not in r.output
+    assert not marker.exists()
+    path.write_bytes(b"not a zip")
+    r = runner.invoke(app, ["report", *overrides_to_args(overrides)])
+    assert r.exit_code == 2 and "part1-predictions.npz is damaged" in r.output
+    from reportgen import predictions
+
+    np.savez(path, **{"labels/val": np.zeros(3, dtype=np.uint8)})  # too short, wrong keys
+    arrays = predictions.load(path, "train")
+    with pytest.raises(predictions.PredictionsError, match="lacks pred/42/val of shape"):
+        predictions.get(arrays, "pred/42/val", path, "train", (10,))
+    with pytest.raises(predictions.PredictionsError, match="lacks labels/val of shape"):
+        predictions.get(arrays, "labels/val", path, "train", (10,))
+    path.unlink()
+    r = runner.invoke(app, ["figures", *overrides_to_args(overrides)])
+    assert r.exit_code == 2 and "part1-predictions.npz is missing" in r.output

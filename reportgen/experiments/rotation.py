@@ -15,7 +15,7 @@ from statistics import mean
 from typing import Callable
 
 from .. import analysis
-from ..config import ConfigError, ExperimentConfig, check
+from ..config import ConfigError, ExperimentConfig, ModelConfig, check
 from ..training import RunSpec
 from .base import Prepared, Study, register_study
 from .part1 import baseline_spec, run_label
@@ -23,6 +23,15 @@ from .part1 import baseline_spec, run_label
 RESULTS_VERSION = 3  # 3: seeds, per-seed curves and per-image predictions
 EXAMPLE_INDEX = 0  # the validation image shown in the example strip
 EXAMPLE_ANGLES = (0, 30, 60, 90, 135, 180, 270)  # the angles of the example strip
+
+
+ROLES = ("plain", "augmented", "equivariant")
+
+
+def _default_equivariant() -> ModelConfig:
+    from ..config import _builder_defaults
+
+    return ModelConfig("p4_preact_resnet", _builder_defaults("p4_preact_resnet"))
 
 
 def _default_angles() -> tuple[float, ...]:
@@ -36,6 +45,12 @@ class RotationConfig:
     fill: str = "mean"  # corners: "mean" (0 after normalisation, as the notebook's rotate) | "black"
     splits: tuple[str, ...] = ("val", "test")
     aug_degrees: float = 180.0  # the comparison model trains with rotations uniform in [-d, d]
+    # Which models Part 2 trains (same budget each) and sweeps: "plain" (Part 1's network),
+    # "augmented" (the same trained with random rotations), "equivariant" (`equivariant`).
+    models: tuple[str, ...] = ("plain", "augmented")
+    equivariant: ModelConfig = field(default_factory=_default_equivariant)
+    # Models also swept with test-time rotation averaging (softmax averaged over 0/90/180/270°).
+    tta: tuple[str, ...] = ()
 
     def __post_init__(self):
         check(len(self.angles) > 0, "rotation.angles", list(self.angles),
@@ -50,6 +65,18 @@ class RotationConfig:
               list(self.splits), 'a non-empty list of "val" and "test"')
         check(0 < self.aug_degrees <= 180, "rotation.aug_degrees", self.aug_degrees,
               "between 0 (exclusive) and 180")
+        check(len(self.models) > 0 and len(set(self.models)) == len(self.models)
+              and set(self.models) <= set(ROLES), "rotation.models", list(self.models),
+              f"a non-empty list of distinct names among {', '.join(ROLES)}")
+        check(set(self.tta) <= set(self.models) and len(set(self.tta)) == len(self.tta),
+              "rotation.tta", list(self.tta), "names from rotation.models")
+
+
+def equivariant_spec(cfg: ExperimentConfig, data_digest: str) -> RunSpec:
+    """The built-in alternative: a p4-equivariant network, same budget and augmentation as
+    Part 1's (no rotations)."""
+    m = cfg.rotation.equivariant
+    return RunSpec(run_label(m.name), m, cfg.optim, cfg.train, cfg.data, data_digest)
 
 
 def rotaug_spec(cfg: ExperimentConfig, data_digest: str) -> RunSpec:
@@ -60,7 +87,8 @@ def rotaug_spec(cfg: ExperimentConfig, data_digest: str) -> RunSpec:
 
 
 def sweep(module, x, y, angles, interpolation: str, fill: str, batch_size: int,
-          progress: Callable[[], None] = lambda: None, keep_predictions: bool = False) -> dict:
+          progress: Callable[[], None] = lambda: None, keep_predictions: bool = False,
+          tta: bool = False) -> dict:
     """Accuracy, mean confidence and per-class accuracy of `module` at each angle; with
     `keep_predictions`, also "pred": the predicted classes, angles x images (uint8)."""
     import torch
@@ -72,6 +100,7 @@ def sweep(module, x, y, angles, interpolation: str, fill: str, batch_size: int,
     net = evaluation.inference_net(module)
     for angle in angles:
         s = evaluation.score(module, x, y, batch_size, net=net, keep_predictions=keep_predictions,
+                             tta=tta,
                              transform=lambda z, a=angle: transforms.rotate(z, a, interpolation, fill))
         out["accuracy"].append(s.accuracy)
         out["confidence"].append(s.mean_confidence)
@@ -164,11 +193,25 @@ def model_facts(angles: list[float], classes: list[str], entry: dict, correct,
             return None
         return analysis.compare([(1, correct[:, idx].mean(1)), (-1, correct[:, zero_i])])
 
+    drop = vs_zero([worst_i]) if worst_i != zero_i else None
+    # Between the multiples of 90°: where interpolation and the missing continuous symmetry
+    # show for a network that is exactly invariant to 90° turns.
+    off = [i for i, a in enumerate(angles) if a % 90 != 0]
+    dip_i = min(off, key=lambda i: acc[i]) if off else None
+    grid = [at[a]["mean"] for a in (90.0, 180.0, 270.0) if a in at]
     return {
+        "dip": None if dip_i is None else {"angle": angles[dip_i], "acc": stats[dip_i],
+                                           "vs_zero": vs_zero([dip_i])},
+        "mean_all": analysis.compare([(1, correct.mean(1))]),
+        # Accuracy at 90°, 180° and 270° identical to 0° (an exactly invariant model).
+        "grid_equal": zero_i is not None and bool(grid) and all(
+            g == stats[zero_i]["mean"] for g in grid),
         "acc0": stats[zero_i] if zero_i is not None else None,
+        # Rotation measurably costs accuracy: the drop to the worst angle is significant.
+        "rotation_costs": bool(drop and drop["significant"] and drop["diff"] < 0),
         "worst_angle": angles[worst_i], "worst": stats[worst_i],
         "worst_above_chance": above[worst_i],
-        "drop_to_worst": vs_zero([worst_i]) if worst_i != zero_i else None,
+        "drop_to_worst": drop,
         "mean_rotated": analysis.compare([(1, correct[:, rotated].mean(1))]) if rotated else None,
         "rotated_from": min((angles[i] % 360 for i in rotated), default=None),
         "rotated_to": max((angles[i] % 360 for i in rotated), default=None),
@@ -255,43 +298,54 @@ class Rotation(Study):
         that checkpoint (no training)."""
         from tqdm.auto import tqdm
 
-        from ..models import get_model
+        from ..models import count_parameters, forward_flops, get_model, with_defaults
         from ..training import (eval_batch_size, interactive, load_classifier,
                                 resolve_accelerator, torch_device)
         from .base import labels_arrays, train_seeds
 
         rc = cfg.rotation
         device = torch_device(resolve_accelerator(cfg.train.device))
-        # (label, role, title, augmentation degrees, [(seed, checkpoint path), ...])
+        # (label, role, title, augmentation degrees, [(seed, checkpoint path), ...], tta)
         if checkpoint is not None:
             module = load_classifier(checkpoint, device)
             sources = [("checkpoint", "checkpoint", "checkpoint", 0.0,
-                        [(int(module.hparams.get("seed", 0)), Path(checkpoint))])]
+                        [(int(module.hparams.get("seed", 0)), Path(checkpoint))], False)]
+            speed = {}
         else:
             sources = []
             base = get_model(cfg.model.name).title
-            for role, spec, aug, title in (
-                    ("plain", baseline_spec(cfg, prepared.data_digest), 0.0, base),
-                    ("augmented", rotaug_spec(cfg, prepared.data_digest), rc.aug_degrees,
-                     f"{base} + rotation augmentation")):
+            speed: dict[str, float] = {}  # training images/s of each trained model (first seed)
+            specs = {"plain": (baseline_spec(cfg, prepared.data_digest), 0.0, base),
+                     "augmented": (rotaug_spec(cfg, prepared.data_digest), rc.aug_degrees,
+                                   f"{base} + rotation augmentation"),
+                     "equivariant": (equivariant_spec(cfg, prepared.data_digest), 0.0,
+                                     get_model(rc.equivariant.name).title)}
+            for role in rc.models:
+                spec, aug, title = specs[role]
                 runs = train_seeds(spec, cfg.train.run_seeds(), prepared, cfg, retrain=retrain,
                                    log=log)
                 if runs is None:
                     return {}
-                sources.append((spec.label, role, title, aug,
-                                [(r.seed, Path(r.results["best_checkpoint"])) for r in runs]))
+                seeded = [(r.seed, Path(r.results["best_checkpoint"])) for r in runs]
+                speed[spec.label] = runs[0].results["train_images_per_s"]
+                sources.append((spec.label, role, title, aug, seeded, False))
+                if role in rc.tta:
+                    sources.append((f"{spec.label}-tta", f"{role}-tta",
+                                    f"{title} + test-time rotation averaging", aug, seeded, True))
         for src in sources:  # every checkpoint is checked before the sweep starts
             for _, path in src[4]:
                 load_classifier(path)
-        n_sweeps = sum(len(src[4]) for src in sources)
+        # Image evaluations: test-time averaging evaluates every image four times.
+        n_sweeps = sum(len(src[4]) * (4 if src[5] else 1) for src in sources)
         t0 = time.perf_counter()
-        bar = tqdm(total=n_sweeps * len(rc.splits) * len(rc.angles), unit="angle",
+        bar = tqdm(total=sum(len(src[4]) for src in sources) * len(rc.splits) * len(rc.angles),
+                   unit="angle",
                    desc="rotation sweep", mininterval=1.0, disable=not interactive())
         models: dict[str, dict] = {}
         arrays = labels_arrays(prepared)
         bs = eval_batch_size(cfg.train, device)
-        for label, role, title, aug, seeded in sources:
-            entry = {"role": role, "title": title, "checkpoint": str(seeded[0][1]),
+        for label, role, title, aug, seeded, tta in sources:
+            entry = {"role": role, "title": title, "tta": tta, "checkpoint": str(seeded[0][1]),
                      "run_dir": str(seeded[0][1].parent.parent), "aug_degrees": aug,
                      "seeds": [seed for seed, _ in seeded],
                      "per_seed": [{"seed": seed, "checkpoint": str(path),
@@ -302,10 +356,15 @@ class Rotation(Study):
                 for seed, path in seeded:
                     module = load_classifier(path, device)
                     c = sweep(module, x, y, rc.angles, rc.interpolation, rc.fill, bs,
-                              progress=bar.update, keep_predictions=True)
+                              progress=bar.update, keep_predictions=True, tta=tta)
                     arrays[f"pred/{label}/{seed}/{split}"] = c.pop("pred")
                     curves.append(c)
                 entry["model"] = module.hparams.model_name
+                entry["params"] = with_defaults(module.hparams.model_name,
+                                                dict(module.hparams.model_params))
+                entry["parameters"] = count_parameters(module.model)
+                entry["flops"] = forward_flops(module.model)
+                entry["train_images_per_s"] = speed.get(label.removesuffix("-tta"))
                 entry[split] = _mean_curves(curves)
             models[label] = entry
         bar.close()
@@ -321,7 +380,7 @@ class Rotation(Study):
             "sweep_wall_time_s": wall, "sweep_images": n_images, "device": str(device),
         }
         result = self.save(cfg, prepared, result, {"rotation.csv": to_csv(result)}, arrays)
-        log(f"rotation sweep: {n_sweeps} model(s) x {len(rc.splits)} split(s) x "
+        log(f"rotation sweep: {sum(len(src[4]) for src in sources)} sweep(s) x {len(rc.splits)} split(s) x "
             f"{len(rc.angles)} angles in {wall:.1f} s ({n_images / wall:.0f} img/s)")
         return result
 
@@ -362,21 +421,31 @@ class Rotation(Study):
                      "seeds": {label: len(e["seeds"]) for label, e in results["models"].items()},
                      "aug_degrees": max((e.get("aug_degrees", 0)
                                          for e in results["models"].values()), default=0)}
-        if out["augmented"]:
-            s = results["splits"][0]
-            b, a = correct[out["plain"], s], correct[out["augmented"], s]
-            zero_i = next((i for i, x in enumerate(angles) if x % 360 == 0), None)
-            rotated = [i for i, x in enumerate(angles) if x % 360 != 0]
-            worst_i = angles.index(models[out["plain"]][s]["worst_angle"])
+        out["equivariant"] = roles.get("equivariant")
+        # Test-time averaged entries: their label -> the label of the model they average.
+        out["tta"] = {label: roles.get(r[:-4]) for r, label in roles.items()
+                      if r and r.endswith("-tta")}
+        s = results["splits"][0]
+        zero_i = next((i for i, x in enumerate(angles) if x % 360 == 0), None)
+        rotated = [i for i, x in enumerate(angles) if x % 360 != 0]
+        worst_i = angles.index(models[out["plain"]][s]["worst_angle"])
 
-            def aug_minus_plain(idx):
+        def versus(label, other):  # label minus other, paired on the same images
+            a, b = correct[label, s], correct[other, s]
+
+            def at(idx):
                 return analysis.compare([(1, a[:, idx].mean(1)), (-1, b[:, idx].mean(1))])
 
-            out["augmentation"] = {
-                "split": s,
-                "at_0": aug_minus_plain([zero_i]) if zero_i is not None else None,
-                "mean_rotated": aug_minus_plain(rotated) if rotated else None,
-                "at_worst": aug_minus_plain([worst_i])}
+            return {"split": s, "at_0": at([zero_i]) if zero_i is not None else None,
+                    "mean_rotated": at(rotated) if rotated else None,
+                    "mean_all": at(list(range(len(angles)))), "at_worst": at([worst_i])}
+
+        out["versus_plain"] = {label: versus(label, out["plain"])
+                               for label in models if label != out["plain"]}
+        if out["augmented"]:
+            out["augmentation"] = out["versus_plain"][out["augmented"]]
+        if out["equivariant"] and out["augmented"]:
+            out["equivariant_vs_augmented"] = versus(out["equivariant"], out["augmented"])
         return out
 
     def draw(self, results: dict, results_dir: Path, figures_dir: Path) -> None:
@@ -411,7 +480,8 @@ class Rotation(Study):
         split = r["splits"][0]
         entries = list(r["models"].values())
         fig, axes = plt.subplots(len(entries), 1, squeeze=False,
-                                 figsize=(style.FULL_WIDTH, 1.9 * len(entries) + 0.4))
+                                 figsize=(style.FULL_WIDTH,
+                                          (1.9 if len(entries) <= 2 else 1.5) * len(entries) + 0.4))
         for ax, entry in zip(axes[:, 0], entries):
             pc = np.array(entry[split]["per_class"]).T * 100  # classes x angles
             im = ax.imshow(pc, aspect="auto", cmap=style.HEATMAP, vmin=0, vmax=100,

@@ -20,7 +20,7 @@ for _family in sorted(m.name for m in pkgutil.iter_modules(__path__)):
 
 __all__ = ["MODELS", "MLP", "ModelEntry", "PreActResNetBlock", "ResNet", "ResNetBlock",
            "architecture_table", "build_model", "check_model", "count_parameters",
-           "fold_batchnorm", "get_model", "prefers_channels_last", "register_model",
+           "fold_batchnorm", "forward_flops", "get_model", "prefers_channels_last", "register_model",
            "with_defaults"]
 
 
@@ -36,6 +36,20 @@ def prefers_channels_last(name: str, params: dict[str, Any]) -> bool:
 
 def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def forward_flops(model: nn.Module, input_shape=(1, 3, 32, 32)) -> int:
+    """Floating-point operations of one forward pass (multiply-adds count two), by PyTorch's
+    own FlopCounterMode: what a model costs per image, independent of the machine."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model(torch.zeros(input_shape))
+    model.train(was_training)
+    return int(counter.get_total_flops())
 
 
 def architecture_table(model: nn.Module, input_shape=(1, 3, 32, 32)) -> list[dict]:

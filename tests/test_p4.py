@@ -1,0 +1,168 @@
+"""The p4-equivariant ResNet (Cohen & Welling 2016): exact invariance of the logits to 90°
+turns, equivariance of every layer (rotate the maps, shift the rotation axis), and
+test-time rotation averaging for any model."""
+import pytest
+import torch
+
+from reportgen.models import build_model, count_parameters
+from reportgen.models.p4 import GroupAvgPool, GroupConv, LiftingConv
+
+
+def rot(x, k=1):
+    return torch.rot90(x, k, dims=(-2, -1))
+
+
+def transformed(features, k=1):
+    """What a 90°*k turn of the input does to p4 feature maps: turn every map, shift the
+    rotation axis by k."""
+    return torch.roll(rot(features, k), k, dims=2)
+
+
+@pytest.fixture
+def model():
+    torch.manual_seed(0)
+    return build_model("p4_preact_resnet", c_hidden=[4, 6, 8]).double()
+
+
+@pytest.mark.parametrize("mode", ["train", "eval"])
+def test_fresh_model_logits_are_invariant_to_90_degree_turns(model, mode):
+    getattr(model, mode)()
+    x = torch.randn(4, 3, 32, 32, dtype=torch.double)
+    with torch.no_grad():
+        y = model(x)
+        for k in (1, 2, 3):
+            assert torch.allclose(model(rot(x, k)), y, atol=1e-10, rtol=0), k
+
+
+def test_intermediate_features_rotate_and_shift(model):
+    model.eval()
+    x = torch.randn(2, 3, 32, 32, dtype=torch.double)
+    with torch.no_grad():
+        f = model.features(x)
+        assert f.shape[2] == 4 and f.shape[-1] == 8  # 32 -> 16 -> 8, four rotations
+        for k in (1, 2, 3):
+            assert torch.allclose(model.features(rot(x, k)), transformed(f, k), atol=1e-10)
+        # Not invariant in the middle: the maps themselves change, only predictably.
+        assert not torch.allclose(model.features(rot(x)), f, atol=1e-3)
+
+
+def test_each_layer_is_equivariant():
+    torch.manual_seed(1)
+    x = torch.randn(2, 3, 16, 16, dtype=torch.double)
+    lift = LiftingConv(3, 5).double()
+    assert torch.allclose(lift(rot(x)), transformed(lift(x)), atol=1e-12)
+    g = torch.randn(2, 5, 4, 16, 16, dtype=torch.double)
+    for conv in (GroupConv(5, 6).double(), GroupConv(5, 6, kernel_size=1).double()):
+        assert torch.allclose(conv(transformed(g)), transformed(conv(g)), atol=1e-12)
+    pool = GroupAvgPool()
+    assert torch.allclose(pool(transformed(g)), transformed(pool(g)), atol=1e-12)
+
+
+def test_a_stride_2_convolution_would_break_the_symmetry():
+    """Why subsampling is a stride-1 convolution then 2x2 average pooling: a stride-2
+    convolution on an even-sized map samples positions that a 90° turn moves off the grid."""
+    torch.manual_seed(2)
+    x = torch.randn(1, 1, 16, 16, dtype=torch.double)
+    w = torch.randn(1, 1, 3, 3, dtype=torch.double)
+    w4 = torch.stack([rot(w, r) for r in range(4)]).flatten(0, 1)
+    strided = torch.nn.functional.conv2d(x, w4, padding=1, stride=2).unflatten(1, (1, 4))
+    strided_rot = torch.nn.functional.conv2d(rot(x), w4, padding=1, stride=2).unflatten(1, (1, 4))
+    assert not torch.allclose(strided_rot, transformed(strided), atol=1e-3)
+
+
+def test_trained_model_stays_invariant(model):
+    opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    x = torch.randn(8, 3, 32, 32, dtype=torch.double)
+    y = torch.randint(0, 10, (8,))
+    model.train()
+    for _ in range(5):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(x), y).backward()
+        opt.step()
+    for mode in ("train", "eval"):
+        getattr(model, mode)()
+        with torch.no_grad():
+            for k in (1, 2, 3):
+                assert torch.allclose(model(rot(x, k)), model(x), atol=1e-9), (mode, k)
+
+
+def test_default_width_matches_the_plain_network_within_10_percent():
+    p4 = count_parameters(build_model("p4_preact_resnet"))
+    plain = count_parameters(build_model("preact_resnet"))
+    assert abs(p4 - plain) / plain < 0.10
+
+
+def test_test_time_averaging_makes_a_plain_model_invariant_to_90_degree_turns():
+    """The plain ResNet is not invariant; with test-time rotation averaging its accuracy at 0°
+    and 90° (and 180°, 270°) is the same on any data, image by image."""
+    from reportgen import evaluation
+    from reportgen.experiments.rotation import sweep
+    from reportgen.training import Classifier
+
+    torch.manual_seed(3)
+    module = Classifier("preact_resnet", {"num_classes": 10, "num_blocks": [1, 1],
+                                          "c_hidden": [8, 16]}, {}, {}, seed=0)
+    x = torch.randint(0, 256, (48, 3, 32, 32), dtype=torch.uint8)
+    y = torch.randint(0, 10, (48,))
+    plain = sweep(module, x, y, [0, 90, 180, 270], "bilinear", "mean", 16, keep_predictions=True)
+    tta = sweep(module, x, y, [0, 90, 180, 270], "bilinear", "mean", 16, keep_predictions=True,
+                tta=True)
+    for k in (1, 2, 3):
+        assert (tta["pred"][k] == tta["pred"][0]).all()
+        assert tta["accuracy"][k] == tta["accuracy"][0]
+        assert tta["confidence"][k] == pytest.approx(tta["confidence"][0], abs=1e-12)
+        # Without averaging the same model's outputs change with the turn.
+        assert abs(plain["confidence"][k] - plain["confidence"][0]) > 1e-6
+    s = evaluation.score(module, x, y, 16, tta=True)
+    assert s.accuracy == tta["accuracy"][0]
+
+
+@pytest.mark.slow
+def test_rotation_study_with_the_equivariant_model_and_tta(tiny):
+    """rotation.models with the p4 network and rotation.tta: their curves are in the
+    results, the figure and the PDF; both are flat across 90° turns."""
+    import json
+    import re
+
+    from pypdf import PdfReader
+    from typer.testing import CliRunner
+
+    from helpers import overrides_to_args
+    from reportgen.cli import app
+
+    overrides, out = tiny
+    overrides = {**overrides, "rotation.models": ["plain", "augmented", "equivariant"],
+                 "rotation.tta": ["plain"],
+                 "rotation.equivariant": {"name": "p4_preact_resnet", "params": {
+                     "num_classes": 10, "num_blocks": [1, 1], "c_hidden": [2, 4]}}}
+    r = CliRunner().invoke(app, ["all", *overrides_to_args(overrides)])
+    assert r.exit_code == 0, r.output
+    rot = json.loads((out / "practical2" / "rotation.json").read_text())
+    assert set(rot["models"]) == {"resnet", "resnet-rotaug", "p4resnet", "resnet-tta"}
+    for label in ("p4resnet", "resnet-tta"):
+        acc = rot["models"][label]["val"]["accuracy"]  # angles 0, 90, 180, 270
+        assert acc[1] == acc[2] == acc[3] == acc[0], label
+    assert rot["models"]["p4resnet"]["flops"] > rot["models"]["resnet"]["flops"]
+    svg = (out / "figures" / "practical2" / "rotation_accuracy.svg").read_text()
+    assert "p4-ResNet" in svg and "test-time rotation averaging" in svg
+    text = re.sub(r"\s+", " ", " ".join(p.extract_text() for p in
+                                        PdfReader(out / "report.pdf").pages))
+    assert "Built-in invariance." in text and "Test-time rotation averaging (ResNet)." in text
+    assert "Cohen" in text and "Group Equivariant Convolutional Networks" in text
+
+
+def test_rotation_models_and_tta_are_checked():
+    from reportgen.cli import load_config
+    from reportgen.config import ConfigError
+
+    cfg = load_config(None, sets=['rotation.models=["plain", "equivariant"]',
+                                  'rotation.tta=["equivariant"]'])
+    assert cfg.rotation.models == ("plain", "equivariant")
+    with pytest.raises(ConfigError, match="rotation.models"):
+        load_config(None, sets=['rotation.models=["plain", "p8"]'])
+    with pytest.raises(ConfigError, match="rotation.models"):
+        load_config(None, sets=["rotation.models=[]"])
+    with pytest.raises(ConfigError, match="rotation.tta"):
+        load_config(None, sets=['rotation.tta=["augmented"]', 'rotation.models=["plain"]'])
+    with pytest.raises(ConfigError, match="unknown model 'p8'"):
+        load_config(None, sets=['rotation.equivariant={name="p8", params={}}'])
