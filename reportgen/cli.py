@@ -217,15 +217,27 @@ def report(config: Optional[Path] = ConfigOpt, out: Optional[str] = OutOpt,
            author: Optional[str] = ReportOpts["author"],
            student_number: Optional[str] = ReportOpts["student_number"],
            course: Optional[str] = ReportOpts["course"],
-           title: Optional[str] = ReportOpts["title"]) -> None:
-    """Render the results and figures into OUT/report.html and OUT/report.pdf."""
+           title: Optional[str] = ReportOpts["title"],
+           format_: Optional[list[str]] = typer.Option(
+               None, "--format", help="pdf (report.html and report.pdf) or tex (OUT/latex/: "
+               "report.tex, references.bib, figures/*.pdf); repeat for both. Default: "
+               "report.formats, [\"pdf\"]."),
+           strict: bool = typer.Option(
+               False, "--strict", help="Exit non-zero when the main body exceeds "
+               "report.page_limit (the report is still written).")) -> None:
+    """Render the results and figures into OUT/report.html and OUT/report.pdf (or LaTeX)."""
     from .report import build_report
 
-    cfg = _run(load_config, config, None, out, sets=set_,
-               extra=_report_overrides(author, student_number, course, title))
+    extra = _report_overrides(author, student_number, course, title)
+    if format_:
+        extra["report.formats"] = list(format_)
+    cfg = _run(load_config, config, None, out, sets=set_, extra=extra)
     with _locked(cfg):
-        _, pdf = _run(build_report, cfg, log=_log)
-    typer.echo(str(pdf))
+        _, pdf = _run(build_report, cfg, log=_log, strict=strict)
+    if "tex" in cfg.report.formats:
+        typer.echo(str(Path(cfg.out_dir) / "latex" / "report.tex"))
+    if "pdf" in cfg.report.formats:
+        typer.echo(str(pdf))
 
 
 @app.command(name="all")

@@ -156,6 +156,17 @@ class ReportConfig:
     student_number: str = ""
     course: str = ""
     user_text: str = ""  # TOML file of the student's own text per section; "" = none
+    # What `reportgen report` writes: "pdf" (report.html and report.pdf), "tex" (OUT/latex/).
+    formats: tuple[str, ...] = ("pdf",)
+    # Pages of the main body (before the references and the appendix) the course allows;
+    # 0 = no limit. Exceeding it is reported; `reportgen report --strict` makes it an error.
+    page_limit: int = 0
+
+    def __post_init__(self):
+        check(len(self.formats) > 0 and set(self.formats) <= {"pdf", "tex"}, "report.formats",
+              list(self.formats), 'a non-empty list of "pdf" and "tex"')
+        check(self.page_limit >= 0, "report.page_limit", self.page_limit,
+              "0 (no limit) or a positive number of pages")
 
 
 def _study_sections() -> dict[str, Any]:

@@ -163,6 +163,7 @@ class Numbering:
     def __init__(self, figures_dir: Path):
         self.figures_dir = Path(figures_dir)
         self.placed: dict[str, dict[str, int]] = {"figure": {}, "table": {}}
+        self.deferred: list[tuple[str, str, Markup]] = []  # optional figures for the appendix
 
     def _place(self, kind: str, name: str) -> int:
         if name in self.placed[kind]:
@@ -176,6 +177,11 @@ class Numbering:
             raise MissingResults(f"figure {f} is missing: run `reportgen figures`")
         n = self._place("figure", name)
         return {"n": n, "src": "data:image/png;base64," + base64.b64encode(f.read_bytes()).decode()}
+
+    def defer(self, name: str, cls: str, caption: str) -> str:
+        """Keep an optional figure for the appendix (placed there, numbered there)."""
+        self.deferred.append((name, cls, Markup(caption)))
+        return ""
 
     def table(self, name: str) -> int:
         return self._place("table", name)
@@ -298,7 +304,7 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
         "user_text": {k: Markup(to_html(v))
                       for k, v in read_user_text(cfg.report.user_text).items()},
         "css": (TEMPLATES / "report.css").read_text(),
-        "numbering": Numbering(figures_dir),
+        "numbering": Numbering(figures_dir), "page_limit": cfg.report.page_limit,
     }
 
 
@@ -331,8 +337,10 @@ def environment():
     return env
 
 
-def render_html(context: dict) -> str:
-    """Render the report; every study's partial is placed where the main template asks."""
+def render_html(context: dict, resolve: bool = True) -> str:
+    """Render the report; every study's partial is placed where the main template asks.
+    With resolve=False the figure, table and citation tokens stay in (for the LaTeX export,
+    which turns them into \\ref and \\cite); they are checked either way."""
     import jinja2
 
     env = environment()
@@ -351,11 +359,48 @@ def render_html(context: dict) -> str:
                 raise ReportError(f"study {v.name!r} draws figure {name!r} but its report section "
                                   f"({v.partial}) never places it: add "
                                   f"{{% call figure(\"{name}\") %}}...{{% endcall %}}")
-    return numbering.resolve(html)
+    resolved = numbering.resolve(html)  # also checks every reference
+    return resolved if resolve else html
 
 
-def build_report(cfg: ExperimentConfig, log=print) -> tuple[Path, Path]:
-    """Write OUT/report.html and OUT/report.pdf; returns their paths."""
+PX_TO_CM = 2.54 / 96  # WeasyPrint lays out in CSS pixels
+
+
+def page_budget(document) -> dict:
+    """Pages of the main body of a rendered WeasyPrint document (before the References
+    heading; its page counts when the body fills part of it), and its figures and tables by
+    height, largest first: (kind, name, height in cm)."""
+    pages = len(document.pages)
+    for label, (page, _x, y), *_ in _bookmarks(document.make_bookmark_tree()):
+        if label.strip() == "References":
+            top = document.pages[page]._page_box.content_box_y()
+            pages = page + (1 if y > top + 40 else 0)  # a heading at the top starts the page
+            break
+    items: dict[tuple[str, str], float] = {}
+    for i, p in enumerate(document.pages[:pages]):
+        for box in p._page_box.descendants():
+            el = getattr(box, "element", None)
+            if getattr(box, "element_tag", None) == "figure" and el is not None:
+                key = ("figure", (el.get("id") or "").removeprefix("fig-"))
+            elif getattr(box, "element_tag", None) == "table" and el is not None:
+                cap = el.find("caption")
+                key = ("table", cap.get("data-name") if cap is not None else "?")
+            else:
+                continue
+            items[key] = max(items.get(key, 0.0), box.border_height() * PX_TO_CM)
+    largest = sorted(((k, n, cm) for (k, n), cm in items.items()), key=lambda t: -t[2])
+    return {"pages": pages, "largest": largest}
+
+
+def _bookmarks(tree):
+    for label, target, children, *_ in tree:
+        yield label, target
+        yield from _bookmarks(children)
+
+
+def build_report(cfg: ExperimentConfig, log=print, strict: bool = False) -> tuple[Path, Path]:
+    """Write OUT/report.html and OUT/report.pdf, and with report.formats including "tex" the
+    LaTeX export in OUT/latex/; returns the HTML and PDF paths."""
     import weasyprint
 
     results = Path(cfg.out_dir) / cfg.name
@@ -365,14 +410,33 @@ def build_report(cfg: ExperimentConfig, log=print) -> tuple[Path, Path]:
     from .experiments import figures_path
 
     context = build_context(cfg, results, figures_path(cfg))
-    html = render_html(context)
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     html_path, pdf_path = out / "report.html", out / "report.pdf"
-    pdf = weasyprint.HTML(string=html, base_url=str(out)).write_pdf()
+    if "tex" in cfg.report.formats:
+        from .latex import write_latex
+
+        raw = render_html(context, resolve=False)
+        write_latex(raw, figures_path(cfg), out, log=log)
+        context = build_context(cfg, results, figures_path(cfg))  # fresh numbering
+    if "pdf" not in cfg.report.formats:
+        return html_path, pdf_path
+    html = render_html(context)
+    document = weasyprint.HTML(string=html, base_url=str(out)).render()
+    pdf = document.write_pdf()
     if not pdf or not pdf.startswith(b"%PDF"):
         raise ReportError("WeasyPrint produced no PDF; the previous report is unchanged")
     atomic_write_text(html_path, html)
     atomic_write_bytes(pdf_path, pdf)
-    log(f"report: {html_path} and {pdf_path} ({len(pdf) / 1024:.0f} KiB)")
+    budget = page_budget(document)
+    log(f"report: {html_path} and {pdf_path} ({len(pdf) / 1024:.0f} KiB, "
+        f"{len(document.pages)} pages, {budget['pages']} of them the main body)")
+    limit = cfg.report.page_limit
+    if limit and budget["pages"] > limit:
+        largest = ", ".join(f"{kind} {name} ({cm:.1f} cm)" for kind, name, cm in budget["largest"][:3])
+        msg = (f"the main body has {budget['pages']} pages, {budget['pages'] - limit} over "
+               f"report.page_limit = {limit}; the largest items: {largest}")
+        if strict:
+            raise ReportError(msg + " (the report was written; without --strict this is a note)")
+        log(f"note: {msg}")
     return html_path, pdf_path

@@ -37,12 +37,13 @@ def apply() -> None:
 
 
 def save(fig, path: Path) -> list[Path]:
-    """Write `path`.png and `path`.svg through temporary names (never half a file)."""
+    """Write `path`.png, `path`.svg and `path`.pdf (vector, for the LaTeX export) through
+    temporary names (never half a file)."""
     from .files import atomic_write
 
     path.parent.mkdir(parents=True, exist_ok=True)
     written = []
-    for ext in ("png", "svg"):
+    for ext in ("png", "svg", "pdf"):
         final = path.with_suffix(f".{ext}")
         atomic_write(final, lambda tmp: fig.savefig(tmp, format=ext))
         written.append(final)

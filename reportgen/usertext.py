@@ -146,6 +146,20 @@ def _parser():
     # No space inside the dollars and no digit after the closing one, so "$5 and $10" stay money.
     dollarmath_plugin(md, allow_space=False, allow_digits=False, allow_labels=False,
                       renderer=_math)
+
+    # Keep the TeX as written in data-tex: the LaTeX export passes it through (reportgen.latex).
+    def inline(self, tokens, idx, options, env):
+        tex = tokens[idx].content
+        return (f'<span class="math inline" data-tex="{html.escape(tex.strip())}">'
+                f"{tex_to_html(tex.strip())}</span>")
+
+    def block(self, tokens, idx, options, env):
+        tex = tokens[idx].content
+        return (f'<div class="math block" data-tex="{html.escape(tex.strip())}">\n'
+                f"{tex_to_html(tex.strip())}\n</div>\n")
+
+    md.add_render_rule("math_inline", inline)
+    md.add_render_rule("math_block", block)
     return md
 
 

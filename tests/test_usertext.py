@@ -26,7 +26,8 @@ def test_javascript_links_are_not_links():
 
 def test_inline_and_display_math_are_set_legibly():
     out = to_html(r"Loss $\alpha^{2} + x_i \leq \frac{1}{2}$ here." "\n\n" r"$$\sum_i p_i = 1$$")
-    assert '<span class="math inline">α<sup>2</sup> + <i>x</i><sub><i>i</i></sub> ≤ 1/2</span>' in out
+    assert ('<span class="math inline" data-tex="\\alpha^{2} + x_i \\leq \\frac{1}{2}">'
+            'α<sup>2</sup> + <i>x</i><sub><i>i</i></sub> ≤ 1/2</span>') in out
     assert 'class="math block"' in out and "∑<sub><i>i</i></sub>" in out
     assert "$" not in out
 

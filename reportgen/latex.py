@@ -1,0 +1,374 @@
+"""The report as LaTeX: `OUT/latex/report.tex`, `references.bib` and the figures as vector PDFs.
+
+The LaTeX is made from the same rendered report as the HTML (same context, same templates), so
+the two never drift apart: the HTML, before its figure and citation tokens are resolved, is
+walked element by element and each element becomes its LaTeX counterpart (sections,
+`figure` environments with `\\label`/`\\ref`, `booktabs` tables, `\\cite` into the `.bib`).
+Text is escaped for LaTeX; the few non-ASCII symbols the report uses are mapped to LaTeX
+commands. The student's own math (`$...$` in the Markdown) is passed through as TeX when it
+uses only known commands, and printed as text otherwise, so the export never runs arbitrary
+TeX from a file.
+
+The body between the `%% BODY` markers can be pasted into a course template; it needs only
+graphicx, booktabs, amsmath, amssymb, textcomp and hyperref, which every TeX distribution and
+the common course templates load.
+"""
+from __future__ import annotations
+
+import re
+import shutil
+import unicodedata
+from html.parser import HTMLParser
+from pathlib import Path
+
+from .files import atomic_write_text
+from .references import REFERENCES
+
+_TOKEN = re.compile(r"\x01(ref|cite|bib):([^\x02]*)\x02")
+_SPECIALS = {"\\": r"\textbackslash{}", "{": r"\{", "}": r"\}", "$": r"\$", "&": r"\&",
+             "#": r"\#", "^": r"\^{}", "_": r"\_", "%": r"\%", "~": r"\textasciitilde{}",
+             "<": "$<$", ">": "$>$", "|": "$|$"}
+_UNICODE = {
+    "\xa0": "~", "×": r"$\times$", "°": r"\textdegree{}", "±": r"$\pm$", "−": "$-$",
+    "–": "--", "—": "---", "⋆": r"$\star$", "∈": r"$\in$", "→": r"$\to$", "≤": r"$\leq$",
+    "≥": r"$\geq$", "≈": r"$\approx$", "·": r"$\cdot$", "…": r"\ldots{}", "’": "'", "‘": "`",
+    "“": "``", "”": "''", "²": r"\textsuperscript{2}", "√": r"$\surd$", "∞": r"$\infty$",
+    "∑": r"$\sum$", "ℝ": r"$\mathbb{R}$", "∂": r"$\partial$", "∇": r"$\nabla$",
+    "≠": r"$\neq$", "∼": r"$\sim$", "≡": r"$\equiv$", "∝": r"$\propto$", "∫": r"$\int$",
+    "∏": r"$\prod$", "←": r"$\leftarrow$", "⇒": r"$\Rightarrow$", "↦": r"$\mapsto$",
+    "∘": r"$\circ$", "⋯": r"$\cdots$", "∓": r"$\mp$", "ℓ": r"$\ell$", "∀": r"$\forall$",
+    "∃": r"$\exists$", "∉": r"$\notin$", "⊂": r"$\subset$", "⊆": r"$\subseteq$",
+    "∪": r"$\cup$", "∩": r"$\cap$", "ℕ": r"$\mathbb{N}$", "ℤ": r"$\mathbb{Z}$",
+}
+_SAFE_MATH = re.compile(r"\\([A-Za-z]+)")
+
+
+class LatexError(RuntimeError):
+    """The report holds something the LaTeX export cannot write (a bug, not an input)."""
+
+
+def _greek(ch: str) -> str | None:
+    name = unicodedata.name(ch, "")
+    m = re.fullmatch(r"GREEK (SMALL|CAPITAL) LETTER ([A-Z]+)", name)
+    if not m:
+        return None
+    letter = m.group(2).lower()
+    if m.group(1) == "CAPITAL":
+        letter = letter.capitalize()
+    return f"$\\{letter}$"
+
+
+def escape(text: str) -> str:
+    """Plain text as LaTeX: specials escaped, known symbols as commands, others as '?'."""
+    out = []
+    for ch in text:
+        if ch in _SPECIALS:
+            out.append(_SPECIALS[ch])
+        elif ch in _UNICODE:
+            out.append(_UNICODE[ch])
+        elif ord(ch) < 128 or unicodedata.category(ch).startswith("L") and ord(ch) < 0x180:
+            out.append(ch)  # ASCII, and the Latin letters that utf8 inputenc typesets
+        else:
+            out.append(_greek(ch) or "?")
+    return "".join(out)
+
+
+def safe_math(tex: str) -> bool:
+    """Math from the student's text is passed to LaTeX only if every command in it is one the
+    HTML renderer knows (no \\input, \\write, \\def, ...)."""
+    from .usertext import _SYMBOLS
+
+    allowed = set(_SYMBOLS) | {"frac", "dfrac", "tfrac", "sqrt", "mathrm", "text", "mathbf",
+                               "mathit", "mathbb", "operatorname", "textrm", "left", "right"}
+    return all(m.group(1) in allowed for m in _SAFE_MATH.finditer(tex)) and "\\\\" not in tex
+
+
+# --- a small DOM of the rendered report ---------------------------------------------------------
+
+class _Node:
+    def __init__(self, tag: str, attrs: dict, parent: "_Node | None"):
+        self.tag, self.attrs, self.parent, self.children = tag, attrs, parent, []
+
+    def classes(self) -> set[str]:
+        return set((self.attrs.get("class") or "").split())
+
+    def text(self) -> str:
+        return "".join(c if isinstance(c, str) else c.text() for c in self.children)
+
+
+_VOID = {"meta", "img", "br", "hr", "link", "input"}
+
+
+class _Builder(HTMLParser):
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.root = _Node("root", {}, None)
+        self.cur = self.root
+
+    def handle_starttag(self, tag, attrs):
+        node = _Node(tag, dict(attrs), self.cur)
+        self.cur.children.append(node)
+        if tag not in _VOID:
+            self.cur = node
+
+    def handle_endtag(self, tag):
+        n = self.cur
+        while n is not None and n.tag != tag:
+            n = n.parent
+        if n is not None and n.parent is not None:
+            self.cur = n.parent
+
+    def handle_data(self, data):
+        self.cur.children.append(data)
+
+
+def parse(html: str) -> _Node:
+    b = _Builder()
+    b.feed(html)
+    b.close()
+    return b.root
+
+
+# --- HTML elements -> LaTeX ---------------------------------------------------------------------
+
+class _Writer:
+    def __init__(self, figures: dict[str, str]):
+        self.figures = figures  # figure name -> its file name under figures/
+        self.title = self.author = self.date = ""
+        self.in_appendix = False
+
+    def text(self, s: str, pre: bool = False) -> str:
+        out, last = [], 0
+        for m in _TOKEN.finditer(s):
+            out.append(self._plain(s[last:m.start()], pre))
+            what, arg = m.group(1), m.group(2)
+            if what == "ref":
+                kind, name = arg.split("/", 1)
+                out.append(f"\\ref{{{'fig' if kind == 'figure' else 'tab'}:{name}}}")
+            elif what == "cite":
+                out.append(f"\\cite{{{arg}}}")
+            else:
+                out.append("\n%% BIBLIOGRAPHY\n")
+            last = m.end()
+        out.append(self._plain(s[last:], pre))
+        return "".join(out)
+
+    @staticmethod
+    def _plain(s: str, pre: bool) -> str:
+        if pre:
+            return s
+        return escape(re.sub(r"[ \t\r\n]+", " ", s))  # not \xa0: it becomes ~
+
+    def children(self, node: _Node, pre: bool = False) -> str:
+        return "".join(self.text(c, pre) if isinstance(c, str) else self.node(c)
+                       for c in node.children)
+
+    def node(self, n: _Node) -> str:
+        tag, cls = n.tag, n.classes()
+        if tag in ("head", "style", "title", "script"):
+            return ""
+        if tag == "header":
+            self.title = self.children(_find(n, "h1")).strip()
+            authors = _find(n, "div", "authors")
+            affil = _find(n, "div", "affil")
+            self.author = self.children(authors).strip() if authors else ""
+            self.date = self.children(affil).strip() if affil else ""
+            return ""
+        if tag == "section" and "abstract" in cls:
+            body = "".join(self.node(c) if not isinstance(c, str) else self.text(c)
+                           for c in n.children if isinstance(c, str) or c.tag != "h2")
+            return f"\\begin{{abstract}}\n{body.strip()}\n\\end{{abstract}}\n\n"
+        if tag == "section" and "appendix" in cls:
+            self.in_appendix = True
+            return "\n%% APPENDIX\n\\appendix\n" + self.children(n)
+        if tag == "h2":
+            star = "*" if "unnumbered" in cls else ""
+            title = self.children(n).strip()
+            if title == "References":
+                return ""  # the bibliography has its own heading
+            return f"\n\\section{star}{{{title}}}\n"
+        if tag == "h3":
+            return f"\n\\subsection{{{self.children(n).strip()}}}\n"
+        if tag == "p":
+            return self.children(n).strip() + "\n\n"
+        if tag in ("b", "strong"):
+            return f"\\textbf{{{self.children(n)}}}"
+        if tag in ("i", "em"):
+            return f"\\emph{{{self.children(n)}}}"
+        if tag == "code":
+            return f"\\texttt{{{self.children(n)}}}"
+        if tag == "sub":
+            return f"\\textsubscript{{{self.children(n)}}}"
+        if tag == "sup":
+            return f"\\textsuperscript{{{self.children(n)}}}"
+        if tag == "a":
+            href = n.attrs.get("href", "")
+            return f"\\href{{{escape(href)}}}{{{self.children(n)}}}" if href else self.children(n)
+        if tag == "br":
+            return "\\\\\n"
+        if "math" in cls:
+            tex = n.attrs.get("data-tex")
+            if tex is not None and safe_math(tex):
+                return f"\\[{tex}\\]\n" if "block" in cls else f"${tex}$"
+            return self.children(n)  # shown as the HTML shows it, as text
+        if "equation" in cls:
+            return f"\\emph{{{self.children(n)}}}"
+        if tag in ("ul", "ol"):
+            env = "enumerate" if tag == "ol" else "itemize"
+            items = "".join(f"  \\item {self.children(li).strip()}\n"
+                            for li in n.children if not isinstance(li, str) and li.tag == "li")
+            return f"\\begin{{{env}}}\n{items}\\end{{{env}}}\n"
+        if tag == "figure":
+            return self.figure(n)
+        if tag == "table":
+            return self.table(n)
+        if tag == "pre":
+            return f"\\begin{{verbatim}}\n{n.text()}\n\\end{{verbatim}}\n"
+        return self.children(n)
+
+    def figure(self, n: _Node) -> str:
+        name = n.attrs.get("id", "").removeprefix("fig-")
+        if name not in self.figures:
+            raise LatexError(f"figure {name!r} has no file")
+        cap = _find(n, "figcaption")
+        width = {"narrow": "0.75", "small": "0.5"}
+        w = next((width[c] for c in n.classes() if c in width), "1.0")
+        return ("\\begin{figure}[htbp]\n\\centering\n"
+                f"\\includegraphics[width={w}\\linewidth]{{figures/{self.figures[name]}}}\n"
+                f"\\caption{{{self._caption(cap)}}}\n\\label{{fig:{name}}}\n\\end{{figure}}\n\n")
+
+    def _caption(self, cap: _Node | None) -> str:
+        if cap is None:
+            return ""
+        kids = list(cap.children)
+        # Drop the HTML's own "Figure 3." / "Table 2." prefix: LaTeX numbers them itself.
+        while kids and isinstance(kids[0], str) and not kids[0].strip():
+            kids.pop(0)
+        if kids and not isinstance(kids[0], str) and kids[0].tag == "b":
+            kids.pop(0)
+        return "".join(self.text(c) if isinstance(c, str) else self.node(c) for c in kids).strip()
+
+    def table(self, n: _Node) -> str:
+        cap = _find(n, "caption")
+        name = cap.attrs.get("data-name", "") if cap else ""
+        rows = [(tr, [c for c in tr.children if not isinstance(c, str) and c.tag in ("th", "td")])
+                for tr in _all(n, "tr")]
+        ncol = max((len(cells) for _, cells in rows), default=1)
+        align = "".join("r" if "num" in c.classes() else "l" for c in rows[0][1]) if rows else "l"
+        align = (align + "l" * ncol)[:ncol]
+        lines = ["\\toprule"]
+        for k, (tr, cells) in enumerate(rows):
+            line = " & ".join(self.children(c).strip() for c in cells) + " \\\\"
+            if "total" in tr.classes():
+                lines.append("\\midrule")
+            lines.append(line)
+            if k == 0 and _inside(tr, "thead"):
+                lines.append("\\midrule")
+        lines.append("\\bottomrule")
+        label = f"\\label{{tab:{name}}}\n" if name else ""
+        body = "\n".join(lines)
+        return ("\\begin{table}[htbp]\n\\centering\\small\n"
+                f"\\caption{{{self._caption(cap)}}}\n{label}"
+                "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
+                f"\\begin{{tabular}}{{{align}}}\n{body}\n\\end{{tabular}}}}\n\\end{{table}}\n\n")
+
+
+def _find(n: _Node, tag: str, cls: str | None = None) -> _Node | None:
+    for c in n.children:
+        if isinstance(c, str):
+            continue
+        if c.tag == tag and (cls is None or cls in c.classes()):
+            return c
+        hit = _find(c, tag, cls)
+        if hit is not None:
+            return hit
+    return None
+
+
+def _all(n: _Node, tag: str) -> list[_Node]:
+    out = []
+    for c in n.children:
+        if not isinstance(c, str):
+            if c.tag == tag:
+                out.append(c)
+            out += _all(c, tag)
+    return out
+
+
+def _inside(n: _Node, tag: str) -> bool:
+    p = n.parent
+    while p is not None:
+        if p.tag == tag:
+            return True
+        p = p.parent
+    return False
+
+
+# --- the files ---------------------------------------------------------------------------------
+
+PREAMBLE = r"""\documentclass[11pt,a4paper]{article}
+\usepackage[utf8]{inputenc}
+\usepackage{textcomp}
+\usepackage{amsmath,amssymb}
+\usepackage{graphicx}
+\usepackage{booktabs}
+\usepackage[margin=2.5cm]{geometry}  % a course template sets its own margins: drop this line
+\usepackage[hidelinks]{hyperref}
+"""
+
+
+def bibtex(keys: list[str]) -> str:
+    """references.bib: one @misc entry per cited work, its formatted reference as the note
+    (the `unsrt` style prints it as written, numbered in citation order like the HTML)."""
+    w = _Writer({})
+    entries = []
+    for k in keys:
+        note = w.children(parse(REFERENCES[k])).strip()
+        entries.append(f"@misc{{{k},\n  note = {{{note}}}\n}}\n")
+    return "\n".join(entries)
+
+
+def to_latex(html: str, figures: dict[str, str]) -> tuple[str, list[str]]:
+    """The report's unresolved HTML -> (report.tex, the cited keys in citation order)."""
+    cited: dict[str, None] = {}
+    for m in _TOKEN.finditer(html):
+        if m.group(1) == "cite":
+            for k in m.group(2).split(","):
+                cited.setdefault(k)
+    w = _Writer(figures)
+    root = parse(html)
+    body_node = _find(root, "body") or root
+    body = w.children(body_node)
+    main, _, rest = body.partition("%% BIBLIOGRAPHY")
+    appendix = rest.partition("%% APPENDIX")[2] if "%% APPENDIX" in rest else ""
+    tex = (PREAMBLE + f"\\title{{{w.title}}}\n\\author{{{w.author}}}\n\\date{{{w.date}}}\n"
+           "\\begin{document}\n\\maketitle\n\n"
+           "%% BODY: from here to the bibliography, paste into a course template\n"
+           + re.sub(r"\n{3,}", "\n\n", main.strip()) + "\n%% END OF BODY\n\n"
+           "\\bibliographystyle{unsrt}\n\\bibliography{references}\n\n"
+           + re.sub(r"\n{3,}", "\n\n", appendix.strip()) + "\n\\end{document}\n")
+    return tex, list(cited)
+
+
+def write_latex(html: str, figures_dir: Path, out_dir: Path, log=print) -> Path:
+    """Write OUT/latex/report.tex, references.bib and figures/*.pdf; returns the .tex path."""
+    from .files import MissingResults
+
+    latex = Path(out_dir) / "latex"
+    names = sorted(set(re.findall(r'<figure id="fig-([^"]+)"', html)))
+    files = {}
+    for name in names:
+        src = Path(figures_dir) / f"{name}.pdf"
+        if not src.is_file():
+            raise MissingResults(f"figure {src} is missing (the LaTeX export uses the vector "
+                                 "PDFs): run `reportgen figures`")
+        files[name] = src.name
+    tex, cited = to_latex(html, files)
+    (latex / "figures").mkdir(parents=True, exist_ok=True)
+    for name, fname in files.items():
+        shutil.copyfile(Path(figures_dir) / fname, latex / "figures" / fname)
+    atomic_write_text(latex / "references.bib", bibtex(cited))
+    atomic_write_text(latex / "report.tex", tex)
+    log(f"LaTeX: {latex / 'report.tex'} with references.bib and {len(files)} figures "
+        f"(compile: pdflatex, bibtex, pdflatex, pdflatex)")
+    return latex / "report.tex"

@@ -1,0 +1,133 @@
+"""The LaTeX export: escaping, labels and citations, and a compiled document that holds the
+same numbers as the HTML report (compiled when pdflatex and bibtex are installed)."""
+import re
+import shutil
+import subprocess
+
+import pytest
+from typer.testing import CliRunner
+
+from reportgen.cli import app
+from reportgen.latex import escape, safe_math, to_latex
+
+from helpers import overrides_to_args
+
+runner = CliRunner()
+HAVE_TEX = shutil.which("pdflatex") and shutil.which("bibtex")
+
+
+def test_specials_are_escaped():
+    assert escape("100% & $5 #1 a_b ~x {y} \\ ^") == (
+        r"100\% \& \$5 \#1 a\_b \textasciitilde{}x \{y\} \textbackslash{} \^{}")
+    assert escape("3×3, 90°, ±1, −2, ψ") == r"3$\times$3, 90\textdegree{}, $\pm$1, $-$2, $\psi$"
+    assert escape("naïve") == "naïve" and escape("\u2603") == "?"  # unknown symbols never break
+
+
+def test_only_known_math_passes_through():
+    assert safe_math(r"\alpha^2 \leq \frac{1}{2}")
+    assert not safe_math(r"\input{/etc/passwd}") and not safe_math(r"\def\x{1}")
+    assert not safe_math(r"a \\ b")
+
+
+def test_figures_tables_references_and_citations_become_latex():
+    html = ('<body><h2>Results</h2><p>See Figure&nbsp;\x01ref:figure/acc\x02 and Table&nbsp;'
+            '\x01ref:table/t\x02 \x01cite:he2016deep,lippe2022\x02.</p>'
+            '<figure id="fig-acc" class="narrow"><img src="x"><figcaption><b>Figure 1.</b> '
+            'Accuracy, 50% of it.</figcaption></figure>'
+            '<table><caption data-name="t"><b>Table 1.</b> A table.</caption><thead><tr>'
+            '<th>model</th><th class="num">acc</th></tr></thead><tbody><tr><td>A_1</td>'
+            '<td class="num">70.9% [70.0, 71.8]</td></tr></tbody></table>'
+            '<h2 class="unnumbered">References</h2>\x01bib:\x02</body>')
+    tex, cited = to_latex(html, {"acc": "acc.pdf"})
+    assert cited == ["he2016deep", "lippe2022"]
+    assert r"Figure~\ref{fig:acc} and Table~\ref{tab:t} \cite{he2016deep,lippe2022}" in tex
+    assert r"\includegraphics[width=0.75\linewidth]{figures/acc.pdf}" in tex
+    assert r"\caption{Accuracy, 50\% of it.}" in tex and r"\label{fig:acc}" in tex
+    assert r"\label{tab:t}" in tex and r"\begin{tabular}{lr}" in tex
+    assert r"A\_1 & 70.9\% [70.0, 71.8] \\" in tex and r"\toprule" in tex and r"\midrule" in tex
+    body = tex.split("%% BODY")[1].split("%% END OF BODY")[0]
+    assert r"\section{Results}" in body and r"\bibliography{" not in body
+
+
+def _pdf_text(path) -> str:
+    from pypdf import PdfReader
+
+    return re.sub(r"\s+", " ", " ".join(p.extract_text() for p in PdfReader(path).pages))
+
+
+@pytest.mark.slow
+def test_tex_export_compiles_with_the_same_numbers(tiny, tmp_path):
+    overrides, out = tiny
+    user = tmp_path / "mine.toml"
+    user.write_text("discussion = '''Specials: 100% & $5 #1 a_b ~x {y} and *emph* with "
+                    "$\\alpha^2 \\leq 1$ and $\\input{/etc/passwd}$.\n\n- item one\n- item_two'''\n")
+    overrides = {**overrides, "report.user_text": str(user),
+                 "report.title": "Specials % _ & # in a title",
+                 "report.formats": ["pdf", "tex"]}
+    r = runner.invoke(app, ["all", *overrides_to_args(overrides)])
+    assert r.exit_code == 0, r.output
+    latex = out / "latex"
+    tex = (latex / "report.tex").read_text()
+    assert r"$\alpha^2 \leq 1$" in tex and r"\input{" not in tex  # unknown commands are text
+    assert "Specials \\% \\_ \\& \\# in a title" in tex
+    assert all(f"{{figures/{p.name}}}" in tex for p in (latex / "figures").iterdir())
+    assert "@misc{he2016identity" in (latex / "references.bib").read_text()
+    if not HAVE_TEX:
+        pytest.skip("pdflatex/bibtex are not installed (Debian: texlive-latex-base, "
+                    "texlive-latex-recommended, texlive-latex-extra)")
+    for cmd in (["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"],
+                ["bibtex", "report"], ["pdflatex", "-interaction=nonstopmode", "report.tex"],
+                ["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "report.tex"]):
+        p = subprocess.run(cmd, cwd=latex, capture_output=True, text=True, timeout=300)
+        assert p.returncode == 0, p.stdout[-2000:]
+    log = (latex / "report.log").read_text(errors="replace")
+    assert "undefined" not in log.lower(), [l for l in log.splitlines() if "ndefined" in l]
+    compiled, html_pdf = _pdf_text(latex / "report.pdf"), _pdf_text(out / "report.pdf")
+    assert "??" not in compiled
+    numbers = sorted(re.findall(r"\d+\.\d% \[\d+\.\d, \d+\.\d\]", html_pdf))
+    assert numbers and sorted(re.findall(r"\d+\.\d% \[\d+\.\d, \d+\.\d\]", compiled)) == numbers
+
+
+def _doc(body_pages: int, refs_at_top: bool):
+    import weasyprint
+
+    pages = "".join(f'<p style="page-break-after: always">page {i}</p>' for i in range(body_pages - 1))
+    last = ('<p style="page-break-after: always">last body page</p>' if refs_at_top
+            else "<p>last body page</p>")
+    html = ("<html><body><h2>Method</h2><figure id='fig-big'><div style='height: 5cm'></div>"
+            f"</figure>{pages}{last}<h2>References</h2><ol><li>x</li></ol>"
+            "<h2>Appendix</h2></body></html>")
+    return weasyprint.HTML(string=html).render()
+
+
+def test_page_budget_counts_the_main_body():
+    from reportgen.report import page_budget
+
+    assert page_budget(_doc(3, refs_at_top=False))["pages"] == 3  # shares the body's last page
+    assert page_budget(_doc(3, refs_at_top=True))["pages"] == 3  # starts a page of its own
+    b = page_budget(_doc(1, refs_at_top=False))
+    assert b["pages"] == 1 and b["largest"][0][:2] == ("figure", "big")
+    assert b["largest"][0][2] == pytest.approx(5.0, abs=0.3)
+
+
+@pytest.mark.slow
+def test_page_limit_is_a_note_or_with_strict_an_error(tiny):
+    overrides, out = tiny
+    r = runner.invoke(app, ["all", *overrides_to_args(overrides)])
+    assert r.exit_code == 0
+    r = runner.invoke(app, ["report", *overrides_to_args(overrides), "--set",
+                            "report.page_limit=2"])
+    assert r.exit_code == 0 and "over report.page_limit = 2; the largest items: figure" in r.output
+    # With a page budget, figures the template marks optional move to the appendix.
+    html = (out / "report.html").read_text()
+    appendix = html.index("Configuration, software and run times")
+    assert html.index('id="fig-rotation_examples"') > appendix > html.index('id="fig-rotation_accuracy"')
+    assert "Additional figures" in html
+    r = runner.invoke(app, ["report", *overrides_to_args(overrides), "--set",
+                            "report.page_limit=2", "--strict"])
+    assert r.exit_code == 2 and "error: the main body has" in r.output
+    m = re.search(r"main body has (\d+) pages, (\d+) over", r.output)
+    assert int(m.group(1)) - int(m.group(2)) == 2
+    r = runner.invoke(app, ["report", *overrides_to_args(overrides), "--set",
+                            "report.page_limit=50", "--strict"])
+    assert r.exit_code == 0 and "over report.page_limit" not in r.output
