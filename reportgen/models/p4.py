@@ -26,8 +26,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..config import ConfigError
-from .registry import positive_ints, register_model
+from .registry import check_groups, register_model
 
 ROTATIONS = 4
 
@@ -149,20 +148,10 @@ class _PoolRotationsSpace(nn.Module):
         return x.mean(dim=(2, 3, 4))
 
 
-def _check(params: dict) -> None:
-    nb, ch = params["num_blocks"], params["c_hidden"]
-    if not positive_ints(nb) or not positive_ints(ch):
-        raise ConfigError(f"model.num_blocks = {nb!r} and model.c_hidden = {ch!r} must be "
-                          "non-empty lists of positive integers")
-    if len(nb) != len(ch):
-        raise ConfigError(f"model.num_blocks has {len(nb)} groups but model.c_hidden has "
-                          f"{len(ch)}: give one channel count per group")
-
-
 @register_model(
     "p4_preact_resnet", label="p4resnet", title="p4-ResNet",
     description="p4-equivariant pre-activation ResNet", cite=("cohen2016", "he2016identity"),
-    check=_check,
+    check=check_groups,
     details="Every convolution is a group convolution over the four rotations by multiples of "
             "90° (p4): the stem applies each 3×3 filter in its four rotations, and each later "
             "layer's filter for output rotation r is its base filter rotated by r with the input "

@@ -76,3 +76,14 @@ def positive_ints(value: Any) -> bool:
     """A non-empty list of positive integers (layer widths, block counts)."""
     return (isinstance(value, (list, tuple)) and len(value) > 0
             and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))
+
+
+def check_groups(params: dict) -> None:
+    """Checks for a network of groups of blocks: `num_blocks` and `c_hidden`, one per group."""
+    nb, ch = params["num_blocks"], params["c_hidden"]
+    if not positive_ints(nb) or not positive_ints(ch):
+        raise ConfigError(f"model.num_blocks = {nb!r} and model.c_hidden = {ch!r} must be "
+                          "non-empty lists of positive integers")
+    if len(nb) != len(ch):
+        raise ConfigError(f"model.num_blocks has {len(nb)} groups but model.c_hidden has "
+                          f"{len(ch)}: give one channel count per group")

@@ -14,8 +14,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..config import ConfigError
-from .registry import positive_ints, register_model
+from .registry import check_groups, register_model
 
 
 class PreActResNetBlock(nn.Module):
@@ -152,16 +151,6 @@ class ResNet(nn.Module):
 
 # --- registration --------------------------------------------------------------------------
 
-def _check(params: dict) -> None:
-    nb, ch = params["num_blocks"], params["c_hidden"]
-    if not positive_ints(nb) or not positive_ints(ch):
-        raise ConfigError(f"model.num_blocks = {nb!r} and model.c_hidden = {ch!r} must be "
-                          "non-empty lists of positive integers")
-    if len(nb) != len(ch):
-        raise ConfigError(f"model.num_blocks has {len(nb)} groups but model.c_hidden has "
-                          f"{len(ch)}: give one channel count per group")
-
-
 def _channels_last(params: dict) -> bool:
     """channels_last makes the practical's ResNet about 1.7x faster on the CPU (oneDNN), but
     oneDNN's channels_last backward of a 1x1 stride-2 convolution corrupts the heap on this
@@ -179,7 +168,7 @@ _SUBSAMPLING = ("The first block of every group after the first halves the resol
 
 @register_model(
     "preact_resnet", label="resnet", title="ResNet", description="pre-activation ResNet",
-    cite=("he2016identity", "ioffe2015"), check=_check, channels_last=_channels_last,
+    cite=("he2016identity", "ioffe2015"), check=check_groups, channels_last=_channels_last,
     details="A pre-activation block computes BN, ReLU, 3×3 convolution, BN, ReLU, 3×3 "
             "convolution and adds its input, so no non-linearity sits on the identity path and "
             "batch normalisation precedes every convolution. " + _SUBSAMPLING)
@@ -191,7 +180,7 @@ def preact_resnet(num_classes: int = 10, num_blocks: Sequence[int] = (2, 2, 3),
 
 @register_model(
     "resnet", label="resnet", title="ResNet", description="ResNet with original residual blocks",
-    cite=("he2016deep", "ioffe2015"), check=_check, channels_last=_channels_last,
+    cite=("he2016deep", "ioffe2015"), check=check_groups, channels_last=_channels_last,
     details="An original residual block computes 3×3 convolution, BN, ReLU, 3×3 convolution, "
             "BN, adds its input and applies ReLU to the sum. " + _SUBSAMPLING)
 def resnet(num_classes: int = 10, num_blocks: Sequence[int] = (2, 2, 3),
