@@ -130,8 +130,24 @@ def _locked(cfg: ExperimentConfig):
 
 # --- one command per study, generated from its declaration ---------------------------------
 
+PlanOpt = typer.Option(False, "--plan", help="Print what would be trained or reused and an "
+                       "estimated time (from a few steps timed on this device), then stop.")
+
+
+def _plan(cfg, prepared, chosen, retrain: bool, only: bool, options: dict | None = None):
+    """Print the plan (to stdout with --plan, which then stops; else to the log)."""
+    from .plan import format_plan, make_plan
+
+    if int(os.environ.get("LOCAL_RANK", "0")) != 0:  # a DDP worker: the main process plans
+        return None
+    plan = _run(make_plan, cfg, prepared, chosen, retrain, options, log=_log)
+    for line in format_plan(plan):
+        typer.echo(line) if only else _log(line)
+    return plan
+
+
 def _run_study(study, config, data, out, epochs, seeds, subset, device, devices, strategy, set_,
-               retrain, options: dict) -> None:
+               retrain, plan, options: dict) -> None:
     from .experiments import figures_path, prepare_data, results_dir
     from .figures import draw_study
 
@@ -143,6 +159,8 @@ def _run_study(study, config, data, out, epochs, seeds, subset, device, devices,
     _run(study.check, cfg, **options)
     with _locked(cfg):
         prepared = _run(prepare_data, cfg, log=_log)
+        if _plan(cfg, prepared, [study], retrain, plan, options) and plan:
+            return
         res = _run(study.run, cfg, prepared, retrain=retrain, log=_log, **options)
         if not res:
             return  # a DDP worker process: the main process writes and prints
@@ -160,7 +178,8 @@ def _study_command(study) -> None:
         "seeds": (Optional[int], SeedsOpt),
         "subset": (Optional[int], SubsetOpt), "device": (Optional[str], DeviceOpt),
         "devices": (Optional[int], DevicesOpt), "strategy": (Optional[str], StrategyOpt),
-        "set_": (Optional[list[str]], SetOpt), "retrain": (bool, RetrainOpt)}
+        "set_": (Optional[list[str]], SetOpt), "retrain": (bool, RetrainOpt),
+        "plan": (bool, PlanOpt)}
     params = {**common, **study.options}
 
     def command(**kw) -> None:
@@ -251,6 +270,7 @@ def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
          device: Optional[str] = DeviceOpt, devices: Optional[int] = DevicesOpt,
          strategy: Optional[str] = StrategyOpt, set_: Optional[list[str]] = SetOpt,
          retrain: bool = RetrainOpt,
+         plan: bool = PlanOpt,
          author: Optional[str] = ReportOpts["author"],
          student_number: Optional[str] = ReportOpts["student_number"],
          course: Optional[str] = ReportOpts["course"],
@@ -274,6 +294,10 @@ def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
     _run(read_user_text, cfg.report.user_text)
     with _locked(cfg):
         prepared = _run(prepare_data, cfg, log=_log)
+        planned = _plan(cfg, prepared, studies(), retrain, plan)
+        if plan:
+            return
+        t_work = time.perf_counter()
         for study in studies():
             _log(f"=== {study.title}")
             if not _run(study.run, cfg, prepared, retrain=retrain, log=_log):
@@ -282,7 +306,12 @@ def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
         _run(draw_all, results_dir(cfg), figures_path(cfg), log=_log)
         _log("=== report")
         _, pdf = _run(build_report, cfg, log=_log)
-    _log(f"all stages done in {time.perf_counter() - t0:.0f} s")
+    from .plan import duration
+
+    estimate = (f"; the plan estimated {duration(planned.seconds)} for training and sweeps, "
+                f"which took {duration(time.perf_counter() - t_work)} with figures and report"
+                if planned and planned.seconds else "")
+    _log(f"all stages done in {time.perf_counter() - t0:.0f} s{estimate}")
     typer.echo(str(pdf))
 
 

@@ -193,6 +193,12 @@ class Study:
         """The lines its command prints on stdout."""
         return []
 
+    def planned(self, cfg: ExperimentConfig, data_digest: str, **options) -> list:
+        """What `run` will do, for the plan printed before the work: a list of
+        ("train", RunSpec) for every run it trains or reuses (one per seed), and
+        ("evaluate", n_images, RunSpec) for other image evaluations (a sweep)."""
+        return []
+
     def seeds(self, results: dict) -> dict[str, list[int]]:
         """The seeds behind each of its models' numbers: title -> seeds (for the report)."""
         return {}

@@ -94,6 +94,10 @@ class Part1(Study):
     def runs(self, results: dict) -> list[str]:
         return [r["run_dir"] for r in results["per_seed"]]
 
+    def planned(self, cfg, data_digest: str, **options) -> list:
+        spec = baseline_spec(cfg, data_digest)
+        return [("train", spec.for_seed(s)) for s in cfg.train.run_seeds()]
+
     def seeds(self, results: dict) -> dict[str, list[int]]:
         return {results["model_info"]["title"]: results["seeds"]}
 

@@ -387,6 +387,20 @@ class Rotation(Study):
     def runs(self, results: dict) -> list[str]:
         return [r["run_dir"] for m in results["models"].values() for r in m["per_seed"]]
 
+    def planned(self, cfg, data_digest: str, checkpoint: str | None = None,
+                split_sizes: dict | None = None, **options) -> list:
+        rc = cfg.rotation
+        specs = {"plain": baseline_spec(cfg, data_digest), "augmented": rotaug_spec(cfg, data_digest),
+                 "equivariant": equivariant_spec(cfg, data_digest)}
+        images = sum((split_sizes or {}).get(s, 0) for s in rc.splits) * len(rc.angles)
+        out: list = []
+        for role in ([] if checkpoint else rc.models):
+            for seed in cfg.train.run_seeds():
+                spec = specs[role].for_seed(seed)
+                out.append(("train", spec))
+                out.append(("evaluate", images * (5 if role in rc.tta else 1), spec))
+        return out
+
     def seeds(self, results: dict) -> dict[str, list[int]]:
         return {e["title"]: e["seeds"] for e in results["models"].values()}
 

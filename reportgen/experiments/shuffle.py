@@ -98,6 +98,13 @@ def shuffle_specs(cfg: ExperimentConfig, data_digest: str, perm) -> dict[str, Ru
     return specs
 
 
+def seeds_of(cfg: ExperimentConfig, spec: RunSpec) -> tuple[int, ...]:
+    """The seeds a run of Part 3 trains with: the MLP's own list, if any, else train.seeds."""
+    if spec.model == cfg.shuffle.mlp and cfg.shuffle.mlp_seeds:
+        return tuple(cfg.shuffle.mlp_seeds)
+    return cfg.train.run_seeds()
+
+
 def to_csv(result: dict) -> str:
     """The 2x2 table, a row per seed: model x original/shuffled pixels, validation and test
     accuracy."""
@@ -205,8 +212,7 @@ class Shuffle(Study):
         perm = load_permutation(cfg)
         runs, arrays = {}, labels_arrays(prepared)
         for label, spec in shuffle_specs(cfg, prepared.data_digest, perm).items():
-            seeds = (cfg.shuffle.mlp_seeds or cfg.train.run_seeds()) if spec.model == cfg.shuffle.mlp \
-                else cfg.train.run_seeds()
+            seeds = seeds_of(cfg, spec)
             log(f"--- {label} ({spec.model.name}, {'shuffled' if spec.perm else 'original'} "
                 f"pixels, {len(seeds)} seed{'s' if len(seeds) != 1 else ''})")
             seeded = train_seeds(spec, seeds, prepared, cfg, retrain=retrain, log=log)
@@ -240,6 +246,12 @@ class Shuffle(Study):
 
     def runs(self, results: dict) -> list[str]:
         return [e["run_dir"] for r in results["runs"].values() for e in r["per_seed"]]
+
+    def planned(self, cfg, data_digest: str, **options) -> list:
+        out = []
+        for spec in shuffle_specs(cfg, data_digest, load_permutation(cfg)).values():
+            out += [("train", spec.for_seed(s)) for s in seeds_of(cfg, spec)]
+        return out
 
     def seeds(self, results: dict) -> dict[str, list[int]]:
         return {f"{r['title']}, {'shuffled' if r['shuffled'] else 'original'} pixels": r["seeds"]

@@ -1,0 +1,150 @@
+"""The plan printed before the work: which runs each command trains or reuses, how many images
+that is, and how long it should take on this device, from a few training steps and an
+evaluation pass measured here (on synthetic images, through the code path of `reportgen bench`).
+
+`reportgen all --plan` (and `train`/`rotation`/`shuffle --plan`) prints it and stops; without
+`--plan` it is printed to the log first and `all` compares it with the actual wall time at the
+end.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+
+@dataclass
+class PlannedRun:
+    label: str
+    seed: int
+    run_dir: Path
+    action: str  # "train", "resume" or "reuse"
+    epochs_left: int
+    train_images: int  # images per epoch
+    seconds: float = 0.0
+
+
+@dataclass
+class Plan:
+    runs: list[PlannedRun] = field(default_factory=list)
+    evaluations: int = 0  # image evaluations beyond training (rotation sweeps)
+    seconds: float = 0.0
+    device: str = ""
+    rates: dict[str, tuple[float, float]] = field(default_factory=dict)  # model: train, eval img/s
+
+    @property
+    def to_train(self) -> list[PlannedRun]:
+        return [r for r in self.runs if r.action != "reuse"]
+
+    @property
+    def images(self) -> int:
+        return sum(r.epochs_left * r.train_images for r in self.to_train)
+
+
+def _model_key(spec) -> str:
+    return f"{spec.model.name} {dict(spec.model.params)} batch {spec.train.batch_size}"
+
+
+def _epochs_done(run_dir: Path, spec) -> int:
+    """Epochs a resumable run has finished already (0 when it would start from scratch)."""
+    from .training.rundir import load_checkpoint_dict
+
+    last = run_dir / "checkpoints" / "last.ckpt"
+    if not last.is_file():
+        return 0
+    try:
+        return int(load_checkpoint_dict(last)["epoch"]) + 1
+    except Exception:  # a damaged checkpoint: training says what to do; plan a full run
+        return 0
+
+
+def measure(spec, cfg) -> tuple[float, float]:
+    """Training and evaluation images/s of `spec`'s model on this device: a few steps."""
+    from .bench import BenchConfig, _synthetic, bench_training
+    from .evaluation import score
+    from .training import eval_batch_size
+
+    run_cfg = replace(cfg, model=spec.model, optim=spec.optim, train=spec.train)
+    b = BenchConfig(warmup_steps=3, steps=6, repeats=2)
+    train, module = bench_training(run_cfg, b)
+    bs = eval_batch_size(spec.train, module.device)
+    x, y = _synthetic(max(2 * bs, 512), seed=1)
+    score(module, x[:bs], y[:bs], bs)  # warm-up
+    t0 = time.perf_counter()
+    score(module, x, y, bs)
+    return train["train_img_per_s"], len(x) / (time.perf_counter() - t0)
+
+
+def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None = None,
+              log=print) -> Plan:
+    """The plan of running the studies `chosen` (in order) on `prepared` data."""
+    from .training import device_description, resolve_accelerator
+
+    s = prepared.splits
+    sizes = {"val": len(s.val_x), "test": len(s.test_x)}
+    plan = Plan(device=device_description(resolve_accelerator(cfg.train.device)))
+    seen: dict[Path, PlannedRun] = {}
+    evals: list[tuple[int, object]] = []
+    specs = {}
+    for study in chosen:
+        for item in study.planned(cfg, prepared.data_digest, split_sizes=sizes, **(options or {})):
+            if item[0] == "evaluate":
+                evals.append((item[1], item[2]))
+                specs.setdefault(_model_key(item[2]), item[2])
+                continue
+            spec = item[1]
+            run_dir = spec.run_dir(cfg.out_dir)
+            if run_dir in seen:
+                continue
+            finished = (run_dir / "results.json").is_file() and not retrain
+            done = 0 if finished or retrain else _epochs_done(run_dir, spec)
+            run = PlannedRun(spec.label, spec.train.seed, run_dir,
+                             "reuse" if finished else "resume" if done else "train",
+                             0 if finished else max(spec.train.epochs - done, 0), len(s.train_x))
+            seen[run_dir] = run
+            plan.runs.append(run)
+            if not finished:
+                specs.setdefault(_model_key(spec), spec)
+            run.spec = spec  # type: ignore[attr-defined]
+    plan.evaluations = sum(n for n, _ in evals)
+    if not plan.to_train and not evals:
+        return plan
+    log(f"planning: timing a few training steps of {len(specs)} model(s) on this device ...")
+    for key, spec in specs.items():
+        plan.rates[key] = measure(spec, cfg)
+    for run in plan.to_train:
+        spec = run.spec  # type: ignore[attr-defined]
+        train_rate, eval_rate = plan.rates[_model_key(spec)]
+        vals = math.ceil(run.epochs_left / spec.train.val_every) + 1
+        run.seconds = (run.epochs_left * run.train_images / train_rate
+                       + (vals * sizes["val"] + sizes["test"]) / eval_rate)
+    plan.seconds = sum(r.seconds for r in plan.to_train) + sum(
+        n / plan.rates[_model_key(spec)][1] for n, spec in evals)
+    return plan
+
+
+def duration(seconds: float) -> str:
+    s = int(round(seconds))
+    if s < 60:
+        return f"{s} s"
+    if s < 3600:
+        return f"{s // 60} min {s % 60} s" if s < 600 else f"{round(s / 60)} min"
+    return f"{s // 3600} h {round(s % 3600 / 60)} min"
+
+
+def format_plan(plan: Plan) -> list[str]:
+    n_train, n_reuse = len(plan.to_train), len(plan.runs) - len(plan.to_train)
+    head = (f"plan: {n_train} run{'s' if n_train != 1 else ''} to train "
+            f"({plan.images / 1e6:.2f} M training images), {n_reuse} to reuse")
+    if plan.evaluations:
+        head += f", {plan.evaluations / 1e6:.2f} M image evaluations in sweeps"
+    head += (f"; about {duration(plan.seconds)} on {plan.device}" if plan.seconds
+             else "; nothing to train")
+    lines = [head]
+    for r in plan.runs:
+        what = {"reuse": "reuse ", "train": "train ", "resume": "resume"}[r.action]
+        detail = (f"{r.epochs_left} epochs x {r.train_images:,} images, about "
+                  f"{duration(r.seconds)}" if r.action != "reuse" else "finished")
+        lines.append(f"  {what} {r.run_dir.name:<32} seed {r.seed:<5} {detail}")
+    return lines

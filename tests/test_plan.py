@@ -1,0 +1,49 @@
+"""The plan before the work: --plan trains nothing, and its list of runs is what the command
+then trains or reuses."""
+import re
+
+from typer.testing import CliRunner
+
+from reportgen.cli import app
+
+from helpers import overrides_to_args
+
+runner = CliRunner()
+
+
+def _planned(output: str) -> dict[str, str]:
+    """run directory name -> action, from the plan's lines."""
+    return {m.group(2): m.group(1).strip() for m in
+            re.finditer(r"^  (train |reuse |resume) (\S+)", output, flags=re.M)}
+
+
+def test_plan_lists_the_runs_then_trains_exactly_those(tiny):
+    overrides, out = tiny
+    args = [*overrides_to_args(overrides), "--seeds", "2"]
+    r = runner.invoke(app, ["all", *args, "--plan"])
+    assert r.exit_code == 0, r.output
+    assert not (out / "runs").exists() and not (out / "report.pdf").exists()  # nothing trained
+    first = _planned(r.stdout)
+    head = r.stdout.splitlines()[0]
+    assert head.startswith(f"plan: {len(first)} runs to train") and "about" in head
+    # resnet, resnet-rotaug, resnet-shuffled, mlp, mlp-shuffled: two seeds each
+    assert len(first) == 10 and set(first.values()) == {"train"}
+    r = runner.invoke(app, ["all", *args])
+    assert r.exit_code == 0, r.output
+    trained = {p.name for p in (out / "runs").iterdir()}
+    assert trained == set(first)
+    assert "the plan estimated" in r.output
+    r = runner.invoke(app, ["all", *args, "--plan"])
+    again = _planned(r.stdout)
+    assert set(again) == trained and set(again.values()) == {"reuse"}
+    assert "nothing to train" in r.stdout.splitlines()[0] or "0 runs to train" in r.stdout
+
+
+def test_study_plan_names_its_own_runs(tiny):
+    overrides, out = tiny
+    r = runner.invoke(app, ["shuffle", *overrides_to_args(overrides), "--plan"])
+    assert r.exit_code == 0, r.output
+    names = _planned(r.stdout)
+    assert {n.rsplit("-", 1)[0] for n in names} == {"resnet", "resnet-shuffled", "mlp",
+                                                   "mlp-shuffled"}
+    assert not (out / "runs").exists()
