@@ -65,7 +65,10 @@ def measure(spec, cfg) -> tuple[float, float]:
     from .evaluation import score
     from .training import eval_batch_size
 
-    run_cfg = replace(cfg, model=spec.model, optim=spec.optim, train=spec.train)
+    # Eager steps: compiling here would cost more than the estimate is worth (and the
+    # compile checks belong to training, which refuses unsafe cases with a clear error).
+    run_cfg = replace(cfg, model=spec.model, optim=spec.optim,
+                      train=replace(spec.train, compile=False))
     b = BenchConfig(warmup_steps=3, steps=6, repeats=2)
     train, module = bench_training(run_cfg, b)
     bs = eval_batch_size(spec.train, module.device)

@@ -131,3 +131,20 @@ def test_page_limit_is_a_note_or_with_strict_an_error(tiny):
     r = runner.invoke(app, ["report", *overrides_to_args(overrides), "--set",
                             "report.page_limit=50", "--strict"])
     assert r.exit_code == 0 and "over report.page_limit" not in r.output
+
+
+@pytest.mark.slow
+def test_tex_export_needs_no_model_and_no_data(tiny):
+    """Like the HTML report, the export reads the results files: with the data folder and
+    every checkpoint gone, `report --format tex` still writes it."""
+    overrides, out = tiny
+    r = runner.invoke(app, ["all", *overrides_to_args(overrides)])
+    assert r.exit_code == 0, r.output
+    shutil.rmtree(overrides["data.source"])
+    shutil.rmtree(out / "cache")
+    for ckpt in out.rglob("*.ckpt"):
+        ckpt.unlink()
+    r = runner.invoke(app, ["report", *overrides_to_args(overrides), "--format", "tex"])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.strip().splitlines()[-1] == str(out / "latex" / "report.tex")
+    assert (out / "latex" / "report.tex").is_file() and (out / "latex" / "references.bib").is_file()
