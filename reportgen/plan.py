@@ -32,6 +32,7 @@ class Plan:
     seconds: float = 0.0
     device: str = ""
     rates: dict[str, tuple[float, float]] = field(default_factory=dict)  # model: train, eval img/s
+    unknown: bool = False  # a model could not be timed: no estimate
 
     @property
     def to_train(self) -> list[PlannedRun]:
@@ -115,7 +116,13 @@ def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None
         return plan
     log(f"planning: timing a few training steps of {len(specs)} model(s) on this device ...")
     for key, spec in specs.items():
-        plan.rates[key] = measure(spec, cfg)
+        try:
+            plan.rates[key] = measure(spec, cfg)
+        except Exception as e:  # the estimate is a courtesy: training reports real errors
+            log(f"planning: could not time {spec.label} ({type(e).__name__}); no estimate")
+            plan.unknown = True
+    if plan.unknown:
+        return plan
     for run in plan.to_train:
         spec = run.spec  # type: ignore[attr-defined]
         train_rate, eval_rate = plan.rates[_model_key(spec)]
@@ -142,12 +149,14 @@ def format_plan(plan: Plan) -> list[str]:
             f"({plan.images / 1e6:.2f} M training images), {n_reuse} to reuse")
     if plan.evaluations:
         head += f", {plan.evaluations / 1e6:.2f} M image evaluations in sweeps"
-    head += (f"; about {duration(plan.seconds)} on {plan.device}" if plan.seconds
+    head += ("; no time estimate" if plan.unknown
+             else f"; about {duration(plan.seconds)} on {plan.device}" if plan.seconds
              else "; nothing to train")
     lines = [head]
     for r in plan.runs:
         what = {"reuse": "reuse ", "train": "train ", "resume": "resume"}[r.action]
-        detail = (f"{r.epochs_left} epochs x {r.train_images:,} images, about "
-                  f"{duration(r.seconds)}" if r.action != "reuse" else "finished")
+        detail = (f"{r.epochs_left} epochs x {r.train_images:,} images"
+                  + ("" if plan.unknown else f", about {duration(r.seconds)}")
+                  if r.action != "reuse" else "finished")
         lines.append(f"  {what} {r.run_dir.name:<32} seed {r.seed:<5} {detail}")
     return lines
