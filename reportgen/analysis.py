@@ -105,8 +105,9 @@ def compare(arms: Sequence[tuple[float, np.ndarray]]) -> dict:
         b, c = int(((a == 1) & (b_ == 0)).sum()), int(((a == 0) & (b_ == 1)).sum())
         se = math.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
         half = _z() * se
-        return {"diff": est, "lo": est - half, "hi": est + half, "p": mcnemar(b, c),
-                "significant": mcnemar(b, c) < ALPHA, "test": "McNemar's exact test",
+        p = mcnemar(b, c)
+        return {"diff": est, "lo": est - half, "hi": est + half, "p": p,
+                "significant": p < ALPHA, "test": "McNemar's exact test",
                 "discordant": [b, c], "n": n, "seeds": seeds}
     # Variance components: images (paired), then each arm's seeds.
     parts = [(float(d.var(ddof=1)) / n if n > 1 else 0.0, n - 1)]

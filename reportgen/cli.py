@@ -306,7 +306,7 @@ def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
         _run(draw_all, results_dir(cfg), figures_path(cfg), log=_log)
         _log("=== report")
         _, pdf = _run(build_report, cfg, log=_log)
-    from .plan import duration
+    from .report import duration
 
     estimate = (f"; the plan estimated {duration(planned.seconds)} for training and sweeps, "
                 f"which took {duration(time.perf_counter() - t_work)} with figures and report"

@@ -22,6 +22,7 @@ class PlannedRun:
     action: str  # "train", "resume" or "reuse"
     epochs_left: int
     train_images: int  # images per epoch
+    spec: object = None  # its RunSpec
     seconds: float = 0.0
 
 
@@ -105,12 +106,12 @@ def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None
             done = 0 if finished or retrain else _epochs_done(run_dir, spec)
             run = PlannedRun(spec.label, spec.train.seed, run_dir,
                              "reuse" if finished else "resume" if done else "train",
-                             0 if finished else max(spec.train.epochs - done, 0), len(s.train_x))
+                             0 if finished else max(spec.train.epochs - done, 0), len(s.train_x),
+                             spec)
             seen[run_dir] = run
             plan.runs.append(run)
             if not finished:
                 specs.setdefault(_model_key(spec), spec)
-            run.spec = spec  # type: ignore[attr-defined]
     plan.evaluations = sum(n for n, _ in evals)
     if not plan.to_train and not evals:
         return plan
@@ -124,7 +125,7 @@ def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None
     if plan.unknown:
         return plan
     for run in plan.to_train:
-        spec = run.spec  # type: ignore[attr-defined]
+        spec = run.spec
         train_rate, eval_rate = plan.rates[_model_key(spec)]
         vals = math.ceil(run.epochs_left / spec.train.val_every) + 1
         run.seconds = (run.epochs_left * run.train_images / train_rate
@@ -134,16 +135,9 @@ def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None
     return plan
 
 
-def duration(seconds: float) -> str:
-    s = int(round(seconds))
-    if s < 60:
-        return f"{s} s"
-    if s < 3600:
-        return f"{s // 60} min {s % 60} s" if s < 600 else f"{round(s / 60)} min"
-    return f"{s // 3600} h {round(s % 3600 / 60)} min"
-
-
 def format_plan(plan: Plan) -> list[str]:
+    from .report import duration
+
     n_train, n_reuse = len(plan.to_train), len(plan.runs) - len(plan.to_train)
     head = (f"plan: {n_train} run{'s' if n_train != 1 else ''} to train "
             f"({plan.images / 1e6:.2f} M training images), {n_reuse} to reuse")

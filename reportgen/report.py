@@ -413,15 +413,16 @@ def build_report(cfg: ExperimentConfig, log=print, strict: bool = False) -> tupl
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     html_path, pdf_path = out / "report.html", out / "report.pdf"
+    # One rendering serves both: the LaTeX export reads its figure and citation tokens, the
+    # HTML has them resolved to numbers.
+    raw = render_html(context, resolve=False)
     if "tex" in cfg.report.formats:
         from .latex import write_latex
 
-        raw = render_html(context, resolve=False)
         write_latex(raw, figures_path(cfg), out, log=log)
-        context = build_context(cfg, results, figures_path(cfg))  # fresh numbering
     if "pdf" not in cfg.report.formats:
         return html_path, pdf_path
-    html = render_html(context)
+    html = context["numbering"].resolve(raw)
     document = weasyprint.HTML(string=html, base_url=str(out)).render()
     pdf = document.write_pdf()
     if not pdf or not pdf.startswith(b"%PDF"):

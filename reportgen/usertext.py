@@ -133,10 +133,6 @@ def tex_to_html(tex: str) -> str:
     return "".join(out)
 
 
-def _math(content: str, opts: dict) -> str:  # the plugin wraps it in span/div.math
-    return tex_to_html(content.strip())
-
-
 @lru_cache(maxsize=1)
 def _parser():
     from markdown_it import MarkdownIt
@@ -144,8 +140,7 @@ def _parser():
 
     md = MarkdownIt("commonmark", {"html": False, "typographer": False})
     # No space inside the dollars and no digit after the closing one, so "$5 and $10" stay money.
-    dollarmath_plugin(md, allow_space=False, allow_digits=False, allow_labels=False,
-                      renderer=_math)
+    dollarmath_plugin(md, allow_space=False, allow_digits=False, allow_labels=False)
 
     # Keep the TeX as written in data-tex: the LaTeX export passes it through (reportgen.latex).
     def inline(self, tokens, idx, options, env):

@@ -231,17 +231,10 @@ def model_facts(angles: list[float], classes: list[str], entry: dict, correct,
 
 def correctness(results: dict, label: str, split: str):
     """0/1 correctness, seeds x angles x images, of one model's sweep on one split."""
-    import numpy as np
+    from .base import seed_correctness
 
-    from .. import predictions
-
-    arrays = results["arrays"]
-    labels = arrays[f"labels/{split}"]
-    shape = (len(results["angles"]), len(labels))
-    where = Path("rotation-predictions.npz")
-    return np.stack([analysis.correct(predictions.get(arrays, f"pred/{label}/{seed}/{split}",
-                                                      where, "rotation", shape), labels)
-                     for seed in results["models"][label]["seeds"]])
+    return seed_correctness(results, label, split, results["models"][label]["seeds"],
+                            "rotation", (len(results["angles"]),))
 
 
 @register_study

@@ -119,15 +119,9 @@ def to_csv(result: dict) -> str:
 
 def correctness(results: dict, label: str, split: str = "test"):
     """0/1 correctness, seeds x images, of one run's seeds on one split."""
-    import numpy as np
+    from .base import seed_correctness
 
-    from .. import analysis, predictions
-
-    arrays = results["arrays"]
-    labels = arrays[f"labels/{split}"]
-    return np.stack([analysis.correct(predictions.get(
-        arrays, f"pred/{label}/{seed}/{split}", Path("shuffle-predictions.npz"), "shuffle",
-        (len(labels),)), labels) for seed in results["runs"][label]["seeds"]])
+    return seed_correctness(results, label, split, results["runs"][label]["seeds"], "shuffle")
 
 
 def facts_of(results: dict) -> dict:
