@@ -37,13 +37,16 @@ def _synthetic(n: int, seed: int = 0):
             torch.randint(0, 10, (n,), generator=g))
 
 
-def bench_training(cfg: ExperimentConfig, b: BenchConfig) -> tuple[dict, object]:
+def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1) -> tuple[dict, object]:
+    """Training images/s of one run, or of `runs` runs side by side (all their images
+    counted: the time per image of the whole group)."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import Callback
 
     from .data import batches
     from .training import (Classifier, quiet_lightning, resolve_accelerator,
                            resolve_precision, torch_device)
+    from .training.sidebyside import SideBySide
 
     tc = cfg.train
     accelerator = resolve_accelerator(tc.device)
@@ -51,11 +54,14 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig) -> tuple[dict, object]
     n = tc.batch_size * (b.warmup_steps + b.steps)
     x, y = _synthetic(n)
     x, y = x.to(device), y.to(device)  # as in training: the data lives on the device
-    pl.seed_everything(tc.seed, verbose=False)
-    module = Classifier(cfg.model.name, dict(cfg.model.params), to_dict(cfg.optim),
-                        to_dict(tc.augment), seed=tc.seed)
-    if tc.compile:
-        module.set_step_model(torch.compile(module.model))
+    members = []
+    for k in range(runs):
+        pl.seed_everything(tc.seed + k, verbose=False)
+        members.append(Classifier(cfg.model.name, dict(cfg.model.params), to_dict(cfg.optim),
+                                  to_dict(tc.augment), seed=tc.seed + k))
+    module = members[0] if runs == 1 else SideBySide(members)
+    if tc.compile and runs == 1:
+        module.set_step_model(torch.compile(module.model, mode=tc.compile_mode))
     window = max(1, b.steps // b.repeats)
     marks: list[float] = []
 
@@ -77,10 +83,20 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig) -> tuple[dict, object]
                          enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[Timer()],
                          num_sanity_val_steps=0, limit_val_batches=0)
-    trainer.fit(module, batches(x, y, tc.batch_size, shuffle_seed=tc.seed, drop_last=True))
-    rates = [window * tc.batch_size / (t1 - t0) for t0, t1 in zip(marks, marks[1:])]
+    loaders = [batches(x, y, tc.batch_size, shuffle_seed=m.hparams.seed, drop_last=True)
+               for m in members]
+    trainer.fit(module, loaders[0] if runs == 1 else loaders)
+    rates = [runs * window * tc.batch_size / (t1 - t0) for t0, t1 in zip(marks, marks[1:])]
     return {"train_img_per_s": statistics.median(rates), "train_repeats": rates,
-            "precision": trainer.precision, "accelerator": accelerator}, module
+            "precision": trainer.precision, "accelerator": accelerator}, members[0]
+
+
+def bench_side_by_side(cfg: ExperimentConfig, b: BenchConfig, runs: int, alone: float) -> dict:
+    """`runs` runs side by side against the same runs one after another (`alone` img/s)."""
+    together = bench_training(cfg, b, runs)[0]["train_img_per_s"]
+    return {"runs": runs, "img_per_s": together, "per_run_img_per_s": together / runs,
+            # The time of `runs` runs side by side, in units of one run's time alone.
+            "time_vs_one_run": runs * alone / together, "speedup": together / alone}
 
 
 def bench_eval(module, cfg: ExperimentConfig, b: BenchConfig) -> dict:
@@ -172,7 +188,7 @@ def format_load_table(r: dict) -> str:
 
 
 def run_bench(cfg: ExperimentConfig, b: BenchConfig, notebook: str | None = None,
-              notebook_data: str | None = None) -> dict:
+              notebook_data: str | None = None, side_by_side: int = 3) -> dict:
     from . import runtime
     from .training import device_description, torch_device, versions
 
@@ -184,9 +200,12 @@ def run_bench(cfg: ExperimentConfig, b: BenchConfig, notebook: str | None = None
         "batch_size": cfg.train.batch_size,
         "device": device_description(train["accelerator"]),
         "threads": torch.get_num_threads(), "openmp": runtime.describe(),
-        "compile": cfg.train.compile, **train,
+        "compile": cfg.train.compile, "compile_mode": cfg.train.compile_mode, **train,
         **bench_eval(module, cfg, b), "versions": versions(), "platform": platform.platform(),
     }
+    if side_by_side > 1 and not cfg.train.compile:
+        result["side_by_side"] = bench_side_by_side(cfg, b, side_by_side,
+                                                    train["train_img_per_s"])
     if notebook:
         nb = run_notebook(notebook, notebook_data or "", b)
         result["notebook"] = nb
@@ -203,6 +222,10 @@ def format_table(r: dict) -> str:
              f"{r['threads']} threads; OpenMP wait: {r['openmp']})",
              f"model       {r['model']} {r['model_params']}, batch {r['batch_size']}",
              f"training    {r['train_img_per_s']:8.0f} img/s (median of {len(r['train_repeats'])})",
+             *([f"side by side {r['side_by_side']['runs']} runs: "
+                f"{r['side_by_side']['img_per_s']:.0f} img/s in all, "
+                f"{r['side_by_side']['time_vs_one_run']:.2f} x the time of one run alone "
+                f"(x{r['side_by_side']['speedup']:.2f} throughput)"] if "side_by_side" in r else []),
              f"evaluation  {r['eval_img_per_s']:8.0f} img/s (median of {len(r['eval_repeats'])})",
              f"sweep       {r['sweep_36_angles_s']:8.1f} s for 36 angles x 5,000 images "
              f"({r['sweep_s_per_angle']:.2f} s/angle)"]

@@ -330,12 +330,17 @@ def bench(config: Optional[Path] = ConfigOpt, device: Optional[str] = DeviceOpt,
               "../shared/bench/notebook_pipeline.py."),
           notebook_data: Optional[str] = typer.Option(
               None, "--notebook-data", help="Extracted image folder for --notebook."),
+          side_by_side: int = typer.Option(
+              3, "--side-by-side", help="Also time this many runs trained side by side as "
+              "one computation (0 or 1: skip)."),
           load: bool = typer.Option(
               False, "--load", help="Time training idle, then next to a busy loop and next to "
               "a second PyTorch job (a busy laptop); no evaluation or sweep.")) -> None:
     """Time training, evaluation and the 36-angle rotation sweep on this machine."""
     from .bench import BenchConfig, format_load_table, format_table, run_bench, run_load_bench
 
+    if side_by_side < 0:
+        _fail(f"--side-by-side {side_by_side}: use 0 (skip) or a number of runs")
     for name, v in (("--steps", steps), ("--warmup", warmup), ("--repeats", repeats),
                     ("--eval-images", eval_images), ("--sweep-angles", sweep_angles),
                     ("--sweep-images", sweep_images)):
@@ -351,7 +356,7 @@ def bench(config: Optional[Path] = ConfigOpt, device: Optional[str] = DeviceOpt,
         result = _run(run_load_bench, cfg, b)
         typer.echo(json.dumps(result) if as_json else format_load_table(result))
         return
-    result = _run(run_bench, cfg, b, notebook, notebook_data)
+    result = _run(run_bench, cfg, b, notebook, notebook_data, side_by_side)
     typer.echo(json.dumps(result) if as_json else format_table(result))
 
 

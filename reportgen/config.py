@@ -111,6 +111,9 @@ class AugmentConfig:
               "between 0 and 180")
 
 
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = 100  # notebook: 100 for the report
@@ -126,10 +129,21 @@ class TrainConfig:
     strategy: str = "auto"  # passed to Lightning (auto, ddp, ...)
     precision: str = "auto"  # auto = bf16-mixed where the GPU supports it, else 32-true
     compile: bool = False  # torch.compile the model (faster steps after a one-off compile)
+    # torch.compile's mode: "default"; "reduce-overhead" replays each step as a CUDA graph
+    # (launch overhead on a GPU; no effect on a CPU); "max-autotune" also tunes the kernels.
+    compile_mode: str = "default"
+    # Runs of one architecture and schedule (a model's seeds, ...) trained as one computation:
+    # 0 = automatic (on a GPU up to 8 together, on a CPU one at a time), 1 = one at a time,
+    # N = up to N together. Each run ends as it would alone (reportgen/training/sidebyside.py).
+    side_by_side: int = 0
     progress_every: int = 10  # progress bar refresh, in steps
     augment: AugmentConfig = AugmentConfig()
 
     def __post_init__(self):
+        check(self.compile_mode in COMPILE_MODES, "train.compile_mode", self.compile_mode,
+              ", ".join(COMPILE_MODES))
+        check(self.side_by_side >= 0, "train.side_by_side", self.side_by_side,
+              "0 (automatic), 1 (one run at a time) or the most runs to train together")
         check(self.eval_batch_size >= 0, "train.eval_batch_size", self.eval_batch_size,
               "0 (automatic) or a positive integer")
         for key in ("epochs", "batch_size", "val_every", "devices", "progress_every"):

@@ -23,7 +23,9 @@ class PlannedRun:
     epochs_left: int
     train_images: int  # images per epoch
     spec: object = None  # its RunSpec
-    seconds: float = 0.0
+    study: str = ""  # the study that trains it (each study's runs form their own groups)
+    seconds: float = 0.0  # its share of the time (a side-by-side group's time, split evenly)
+    together: int = 1  # runs in its side-by-side group (1: trained alone)
 
 
 @dataclass
@@ -61,8 +63,9 @@ def _epochs_done(run_dir: Path, spec) -> int:
         return 0
 
 
-def measure(spec, cfg) -> tuple[float, float]:
-    """Training and evaluation images/s of `spec`'s model on this device: a few steps."""
+def measure(spec, cfg, runs: int = 1) -> tuple[float, float]:
+    """Training and evaluation images/s of `spec`'s model on this device: a few steps (of
+    `runs` runs side by side, all their images counted)."""
     from .bench import BenchConfig, _synthetic, bench_training
     from .evaluation import score
     from .training import eval_batch_size
@@ -72,7 +75,7 @@ def measure(spec, cfg) -> tuple[float, float]:
     run_cfg = replace(cfg, model=spec.model, optim=spec.optim,
                       train=replace(spec.train, compile=False))
     b = BenchConfig(warmup_steps=3, steps=6, repeats=2)
-    train, module = bench_training(run_cfg, b)
+    train, module = bench_training(run_cfg, b, runs)
     bs = eval_batch_size(spec.train, module.device)
     x, y = _synthetic(max(2 * bs, 512), seed=1)
     score(module, x[:bs], y[:bs], bs)  # warm-up
@@ -107,7 +110,7 @@ def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None
             run = PlannedRun(spec.label, spec.train.seed, run_dir,
                              "reuse" if finished else "resume" if done else "train",
                              0 if finished else max(spec.train.epochs - done, 0), len(s.train_x),
-                             spec)
+                             spec, study.name)
             seen[run_dir] = run
             plan.runs.append(run)
             if not finished:
@@ -115,22 +118,43 @@ def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None
     plan.evaluations = sum(n for n, _ in evals)
     if not plan.to_train and not evals:
         return plan
-    log(f"planning: timing a few training steps of {len(specs)} model(s) on this device ...")
-    for key, spec in specs.items():
+    pending = plan.to_train
+    # The groups training will form (same-shaped runs side by side, where allowed).
+    from .training.sidebyside import schedule
+
+    groups = []
+    for name in dict.fromkeys(r.study for r in pending):  # each study trains in one call
+        idx = [j for j, r in enumerate(pending) if r.study == name]
         try:
-            plan.rates[key] = measure(spec, cfg)
+            groups += [[idx[j] for j in g] for g in
+                       schedule([pending[j].spec for j in idx], cfg.out_dir, log=lambda m: None)]
+        except Exception:  # e.g. a damaged checkpoint: training names it; plan runs apart
+            groups += [[j] for j in idx]
+    timed = {(key, 1): spec for key, spec in specs.items()}
+    for g in groups:
+        for j in g:
+            pending[j].together = len(g)
+        timed.setdefault((_model_key(pending[g[0]].spec), len(g)), pending[g[0]].spec)
+    log(f"planning: timing a few training steps of {len(specs)} model(s) on this device ...")
+    for (key, runs), spec in timed.items():
+        try:
+            plan.rates[key if runs == 1 else f"{key} x{runs}"] = measure(spec, cfg, runs)
         except Exception as e:  # the estimate is a courtesy: training reports real errors
             log(f"planning: could not time {spec.label} ({type(e).__name__}); no estimate")
             plan.unknown = True
     if plan.unknown:
         return plan
-    for run in plan.to_train:
+    for run in pending:
         spec = run.spec
-        train_rate, eval_rate = plan.rates[_model_key(spec)]
+        key = _model_key(spec)
+        eval_rate = plan.rates[key][1]
+        # Side by side, a group of K trains K runs' images at its total rate: each run's
+        # share of the time is its own images over that rate.
+        train_rate = plan.rates[key if run.together == 1 else f"{key} x{run.together}"][0]
         vals = math.ceil(run.epochs_left / spec.train.val_every) + 1
         run.seconds = (run.epochs_left * run.train_images / train_rate
                        + (vals * sizes["val"] + sizes["test"]) / eval_rate)
-    plan.seconds = sum(r.seconds for r in plan.to_train) + sum(
+    plan.seconds = sum(r.seconds for r in pending) + sum(
         n / plan.rates[_model_key(spec)][1] for n, spec in evals)
     return plan
 
@@ -151,6 +175,7 @@ def format_plan(plan: Plan) -> list[str]:
         what = {"reuse": "reuse ", "train": "train ", "resume": "resume"}[r.action]
         detail = (f"{r.epochs_left} epochs x {r.train_images:,} images"
                   + ("" if plan.unknown else f", about {duration(r.seconds)}")
+                  + (f" (its share: {r.together} runs side by side)" if r.together > 1 else "")
                   if r.action != "reuse" else "finished")
         lines.append(f"  {what} {r.run_dir.name:<32} seed {r.seed:<5} {detail}")
     return lines

@@ -247,6 +247,8 @@ def _runs(run_dirs: list[str], data: dict) -> list[dict]:
             r = json.loads((key / "results.json").read_text())
             if "seed" not in r and (key / "config.json").is_file():  # an older run
                 r["seed"] = json.loads((key / "config.json").read_text())["train"]["seed"]
+            together = r.get("side_by_side", 1)  # an older run trained alone
+            r["side_by_side"] = together if isinstance(together, int) and together > 0 else 1
             for split in ("val", "test"):
                 r[f"{split}_stat"] = analysis.accuracy([r[f"{split}_acc"]],
                                                        data[f"{split}_images"])

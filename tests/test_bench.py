@@ -26,6 +26,9 @@ def test_bench_json_tiny_budget():
     assert res["train_img_per_s"] > 0 and res["eval_img_per_s"] > 0
     assert res["sweep_36_angles_s"] == pytest.approx(res["sweep_s_per_angle"] * 36)
     assert set(res["versions"]) >= {"torch", "pytorch_lightning"}
+    sbs = res["side_by_side"]  # three runs side by side (the default), all images counted
+    assert sbs["runs"] == 3 and sbs["img_per_s"] > 0
+    assert sbs["time_vs_one_run"] == pytest.approx(3 * res["train_img_per_s"] / sbs["img_per_s"])
 
 
 def test_bench_table_and_bad_input():
@@ -33,8 +36,11 @@ def test_bench_table_and_bad_input():
                             "--eval-images", "100", "--sweep-angles", "1", "--sweep-images",
                             "100", "--set", "train.batch_size=8"])
     assert r.exit_code == 0 and "training" in r.stdout and "img/s" in r.stdout
+    assert "side by side 3 runs" in r.stdout
     r = runner.invoke(app, ["bench", "--steps", "0"])
     assert r.exit_code == 2 and "--steps 0" in r.output
+    r = runner.invoke(app, ["bench", "--side-by-side", "-2"])
+    assert r.exit_code == 2 and "--side-by-side -2" in r.output
     r = runner.invoke(app, ["bench", "--notebook", "x.py"])
     assert r.exit_code == 2 and "--notebook-data" in r.output
 
@@ -48,9 +54,9 @@ def test_bench_load_times_idle_and_each_competitor(monkeypatch):
     alive = []
     real_fit = bench.bench_training
 
-    def fit(cfg, b):  # records whether a competitor process is running at this moment
+    def fit(cfg, b, runs=1):  # records whether a competitor process is running at this moment
         alive.append([p.poll() is None for p in started])
-        return real_fit(cfg, b)
+        return real_fit(cfg, b, runs)
 
     started: list[subprocess.Popen] = []
     real_popen = subprocess.Popen

@@ -47,3 +47,42 @@ def test_study_plan_names_its_own_runs(tiny):
     assert {n.rsplit("-", 1)[0] for n in names} == {"resnet", "resnet-shuffled", "mlp",
                                                    "mlp-shuffled"}
     assert not (out / "runs").exists()
+
+
+def test_plan_shows_side_by_side_groups_and_training_forms_them(tiny):
+    """train.side_by_side = 4 with two seeds: Part 3's CNN on original and shuffled pixels
+    is one group of four runs, its MLP another; the plan says so and training does it."""
+    import json
+
+    overrides, out = tiny
+    args = [*overrides_to_args(overrides), "--seeds", "2", "--set", "train.side_by_side=4"]
+    r = runner.invoke(app, ["shuffle", *args, "--plan"])
+    assert r.exit_code == 0, r.output
+    lines = [line for line in r.stdout.splitlines() if line.startswith("  train ")]
+    assert len(lines) == 8 and all("4 runs side by side" in line for line in lines)
+    r = runner.invoke(app, ["shuffle", *args])
+    assert r.exit_code == 0, r.output
+    assert r.output.count("training 4 runs side by side") == 2
+    together = [json.loads((d / "results.json").read_text())["side_by_side"]
+                for d in (out / "runs").iterdir()]
+    assert together == [4] * 8
+
+
+def test_plan_groups_runs_as_each_study_trains_them(tiny):
+    """`all` trains study by study: Part 1's seeds form one group, Part 2's augmented
+    model's seeds the next (its plain model is Part 1's), Part 3's shuffled CNN the next;
+    the plan shows exactly the groups that training then forms."""
+    import json
+
+    overrides, out = tiny
+    args = [*overrides_to_args(overrides), "--seeds", "2", "--set", "train.side_by_side=8"]
+    r = runner.invoke(app, ["all", *args, "--plan"])
+    assert r.exit_code == 0, r.output
+    planned = {m.group(1): int(m.group(2)) for m in re.finditer(
+        r"^  train  (\S+) .* \(its share: (\d+) runs side by side\)$", r.stdout, flags=re.M)}
+    assert len(planned) == 10
+    r = runner.invoke(app, ["all", *args])
+    assert r.exit_code == 0, r.output
+    for name, k in planned.items():
+        assert json.loads((out / "runs" / name / "results.json").read_text())["side_by_side"] == k
+    assert sorted(set(planned.values())) == [2, 4]

@@ -91,26 +91,46 @@ class SeededRun:
         r = self.results
         return {"seed": self.seed, "run_dir": r["run_dir"], "val_acc": r["val_acc"],
                 "test_acc": r["test_acc"], "best_epoch": r["best_epoch"],
-                "wall_time_s": r["wall_time_s"], "train_images_per_s": r["train_images_per_s"]}
+                "wall_time_s": r["wall_time_s"], "train_images_per_s": r["train_images_per_s"],
+                "side_by_side": r.get("side_by_side", 1)}
 
 
 def train_seeds(spec, seeds, prepared: Prepared, cfg: ExperimentConfig, *, retrain: bool,
                 log: Callable[[str], None]) -> list[SeededRun] | None:
     """Train (or reuse) `spec` once per seed; None on a DDP worker process."""
-    from .. import predictions
-    from ..training import PREDICTIONS, train_run
+    done = train_models([(spec, seeds)], prepared, cfg, retrain=retrain, log=log)
+    return None if done is None else done[0]
 
-    runs = []
-    for seed in seeds:
-        s = spec.for_seed(seed)
-        if len(seeds) > 1:
-            log(f"--- {s.label}, seed {seed} ({len(runs) + 1} of {len(seeds)})")
-        res = train_run(s, prepared.splits, cfg.out_dir, retrain=retrain, log=log)
-        if not res:
-            return None
-        arrays = predictions.load(Path(res["run_dir"]) / PREDICTIONS, "train --retrain")
-        runs.append(SeededRun(seed, res, {k: arrays[k] for k in ("val", "test")}))
-    return runs
+
+def train_models(plan: list[tuple[Any, tuple[int, ...]]], prepared: Prepared,
+                 cfg: ExperimentConfig, *, retrain: bool,
+                 log: Callable[[str], None]) -> list[list[SeededRun]] | None:
+    """Train (or reuse) each (spec, seeds) of `plan` once per seed, all in one call so that
+    same-shaped runs of different models (plain and rotation-augmented, original and
+    shuffled pixels) can train side by side too. One list of SeededRun per item; None on a
+    DDP worker process."""
+    from .. import predictions
+    from ..training import PREDICTIONS, train_runs
+
+    specs = [spec.for_seed(seed) for spec, seeds in plan for seed in seeds]
+    done = train_runs(specs, prepared.splits, cfg.out_dir, retrain=retrain, log=log)
+    if done is None:
+        return None
+    out, it = [], iter(done)
+    for spec, seeds in plan:
+        runs = []
+        for seed in seeds:
+            res = next(it)
+            arrays = predictions.load(Path(res["run_dir"]) / PREDICTIONS, "train --retrain")
+            runs.append(SeededRun(seed, res, {k: arrays[k] for k in ("val", "test")}))
+        out.append(runs)
+    return out
+
+
+def wall_time(runs: list[SeededRun]) -> float:
+    """The wall time the runs took together: a group trained side by side counts once (each
+    of its runs records the group's time)."""
+    return sum(r.results["wall_time_s"] / r.results.get("side_by_side", 1) for r in runs)
 
 
 def seed_stats(runs: list[SeededRun], key: str) -> dict:

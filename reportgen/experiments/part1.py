@@ -66,7 +66,7 @@ class Part1(Study):
     def run(self, cfg, prepared: Prepared, *, retrain=False, log=print, **options) -> dict:
         from ..models import architecture_table, build_model
         from ..transforms import FLIP_PROBABILITY
-        from .base import labels_arrays, seed_stats, train_seeds
+        from .base import labels_arrays, seed_stats, train_seeds, wall_time
 
         seeds = cfg.train.run_seeds()
         runs = train_seeds(baseline_spec(cfg, prepared.data_digest), seeds, prepared, cfg,
@@ -83,7 +83,7 @@ class Part1(Study):
             **first, "seeds": list(seeds), "per_seed": [r.entry() for r in runs],
             "val_acc": val["mean"], "val_acc_std": val["std"],
             "test_acc": test["mean"], "test_acc_std": test["std"],
-            "wall_time_s": sum(r.results["wall_time_s"] for r in runs),
+            "wall_time_s": wall_time(runs),
             "model_info": model_info(cfg.model.name, cfg.model.params),
             "architecture": architecture_table(build_model(cfg.model.name, **cfg.model.params)),
             "optimizer": to_dict(cfg.optim), "train": to_dict(cfg.train),

@@ -294,7 +294,7 @@ class Rotation(Study):
         from ..models import count_parameters, forward_flops, get_model, with_defaults
         from ..training import (eval_batch_size, interactive, load_classifier,
                                 resolve_accelerator, torch_device)
-        from .base import labels_arrays, train_seeds
+        from .base import labels_arrays, train_models
 
         rc = cfg.rotation
         device = torch_device(resolve_accelerator(cfg.train.device))
@@ -313,14 +313,18 @@ class Rotation(Study):
                                    f"{base} + rotation augmentation"),
                      "equivariant": (equivariant_spec(cfg, prepared.data_digest), 0.0,
                                      get_model(rc.equivariant.name).title)}
-            for role in rc.models:
+            # One call for every model: the plain and the augmented ResNet can train side by side.
+            trained = train_models([(specs[role][0], cfg.train.run_seeds()) for role in rc.models],
+                                   prepared, cfg, retrain=retrain, log=log)
+            if trained is None:
+                return {}
+            for role, runs in zip(rc.models, trained):
                 spec, aug, title = specs[role]
-                runs = train_seeds(spec, cfg.train.run_seeds(), prepared, cfg, retrain=retrain,
-                                   log=log)
-                if runs is None:
-                    return {}
                 seeded = [(r.seed, Path(r.results["best_checkpoint"])) for r in runs]
-                speed[spec.label] = runs[0].results["train_images_per_s"]
+                # Speeds compare only between runs trained alone: side by side, a run's
+                # images per second depend on how many others shared its steps.
+                if runs[0].results.get("side_by_side", 1) == 1:
+                    speed[spec.label] = runs[0].results["train_images_per_s"]
                 sources.append((spec.label, role, title, aug, seeded, False))
                 if role in rc.tta:
                     sources.append((f"{spec.label}-tta", f"{role}-tta",

@@ -201,17 +201,23 @@ class Shuffle(Study):
         from ..files import read_metrics
         from ..config import to_dict
         from ..models import get_model, with_defaults
-        from .base import labels_arrays, seed_stats, train_seeds
+        from .base import labels_arrays, seed_stats, train_models, wall_time
 
         perm = load_permutation(cfg)
         runs, arrays = {}, labels_arrays(prepared)
-        for label, spec in shuffle_specs(cfg, prepared.data_digest, perm).items():
+        specs = shuffle_specs(cfg, prepared.data_digest, perm)
+        for label, spec in specs.items():
             seeds = seeds_of(cfg, spec)
-            log(f"--- {label} ({spec.model.name}, {'shuffled' if spec.perm else 'original'} "
-                f"pixels, {len(seeds)} seed{'s' if len(seeds) != 1 else ''})")
-            seeded = train_seeds(spec, seeds, prepared, cfg, retrain=retrain, log=log)
-            if seeded is None:
-                return {}
+            log(f"--- {label}: {spec.model.name}, {'shuffled' if spec.perm else 'original'} "
+                f"pixels, {len(seeds)} seed{'s' if len(seeds) != 1 else ''}")
+        # One call for all four models: original and shuffled pixels of one architecture
+        # can train side by side.
+        trained = train_models([(spec, seeds_of(cfg, spec)) for spec in specs.values()],
+                               prepared, cfg, retrain=retrain, log=log)
+        if trained is None:
+            return {}
+        for (label, spec), seeded in zip(specs.items(), trained):
+            seeds = seeds_of(cfg, spec)
             m = get_model(spec.model.name)
             first = seeded[0].results
             val, test = seed_stats(seeded, "val_acc"), seed_stats(seeded, "test_acc")
@@ -220,7 +226,7 @@ class Shuffle(Study):
                            "val_acc": val["mean"], "val_acc_std": val["std"],
                            "test_acc": test["mean"], "test_acc_std": test["std"],
                            "parameters": first["parameters"], "run_dir": first["run_dir"],
-                           "wall_time_s": sum(r.results["wall_time_s"] for r in seeded),
+                           "wall_time_s": wall_time(seeded),
                            "per_seed": [{**r.entry(), "metrics": read_metrics(
                                Path(r.results["run_dir"]) / "metrics.csv")} for r in seeded]}
             for r in seeded:

@@ -19,14 +19,23 @@ class EpochMetrics(Callback):
     FIELDS = ("epoch", "train_loss", "train_acc", "val_loss", "val_acc", "lr", "epoch_s",
               "images_per_s")
 
-    def __init__(self, path: Path, log=None, name: str = ""):
+    def __init__(self, path: Path, log=None, name: str = "", metrics=None, batch_size: int = 0,
+                 state_id: str = ""):
+        """metrics(trainer) -> {name: value} (default: trainer.callback_metrics) and the
+        images per batch (default: the train loader's) let one trainer keep several runs'
+        metrics side by side, each callback with its own `state_id`."""
         self.path = path
         # Not `self.log`: Lightning sets that attribute on every callback.
         self.say, self.name = log, name  # one line per epoch (when there are no bars)
+        self.metrics, self.batch_size, self.state_id = metrics, batch_size, state_id
         self.rows: list[dict] = []
         self._t0 = self._t1 = 0.0
         self._lr = float("nan")
         self._val_epoch = -1
+
+    @property
+    def state_key(self) -> str:
+        return f"EpochMetrics[{self.state_id}]" if self.state_id else "EpochMetrics"
 
     def state_dict(self) -> dict:
         return {"rows": self.rows}
@@ -48,10 +57,11 @@ class EpochMetrics(Callback):
             self._val_epoch = trainer.current_epoch
 
     def on_train_epoch_end(self, trainer, module) -> None:
-        m = trainer.callback_metrics
+        m = trainer.callback_metrics if self.metrics is None else self.metrics(trainer)
         seconds = time.perf_counter() - self._t0
         train_seconds = self._t1 - self._t0  # without validation
-        n = trainer.num_training_batches * trainer.train_dataloader.batch_size * trainer.world_size
+        per_batch = self.batch_size or trainer.train_dataloader.batch_size
+        n = trainer.num_training_batches * per_batch * trainer.world_size
         validated = self._val_epoch == trainer.current_epoch
 
         def val(key):

@@ -14,6 +14,15 @@ from ..optimizers import OPTIMIZERS
 from .errors import TrainingError
 
 
+def optimizers(o: OptimConfig, params):
+    """The optimiser from the optimiser table and its MultiStepLR schedule, in Lightning's form."""
+    opt = OPTIMIZERS[o.name].build(params, lr=o.lr, momentum=o.momentum,
+                                   weight_decay=o.weight_decay)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(o.milestones),
+                                                 gamma=o.gamma)
+    return [opt], [sched]
+
+
 class Classifier(pl.LightningModule):
     """Image classifier: model from the registry, the input pipeline, an optimiser from the
     optimiser table and MultiStepLR.
@@ -62,11 +71,20 @@ class Classifier(pl.LightningModule):
             self._seed_generator()
         return self._gen
 
-    def _seed_generator(self) -> None:
-        # Augmentation draws depend only on (seed, epoch, rank): a resumed run repeats them.
-        epoch = self.trainer.current_epoch if self._trainer is not None else 0
+    def _seed_generator(self, epoch: int | None = None) -> None:
+        # Augmentation draws depend only on (seed, epoch, rank): a resumed run repeats them,
+        # and so does the same run trained side by side with others (which passes `epoch`).
+        if epoch is None:
+            epoch = self.trainer.current_epoch if self._trainer is not None else 0
         rank = self.global_rank if self._trainer is not None else 0
         self._gen.manual_seed(self.hparams.seed * 1_000_003 + epoch * 1009 + rank)
+
+    def start_epoch(self, epoch: int, device: torch.device) -> None:
+        """Seed the augmentation draws of `epoch` on `device` (for a module trained inside
+        another one, which has no trainer of its own)."""
+        if self._gen is None or self._gen.device != device:
+            self._gen = torch.Generator(device=device)
+        self._seed_generator(epoch)
 
     def on_train_epoch_start(self) -> None:
         self._generator()
@@ -90,12 +108,7 @@ class Classifier(pl.LightningModule):
         self.__dict__["_step_model"] = fn
 
     def configure_optimizers(self):
-        o = self.optim_cfg
-        opt = OPTIMIZERS[o.name].build(self.parameters(), lr=o.lr, momentum=o.momentum,
-                                       weight_decay=o.weight_decay)
-        sched = torch.optim.lr_scheduler.MultiStepLR(opt, milestones=list(o.milestones),
-                                                     gamma=o.gamma)
-        return [opt], [sched]
+        return optimizers(self.optim_cfg, self.parameters())
 
     def training_step(self, batch, batch_idx):
         x, y = batch

@@ -83,6 +83,8 @@ def quiet_lightning() -> None:
     warnings.filterwarnings("ignore", message=r".*GPU available but not used.*")
     warnings.filterwarnings("ignore", message=r"The number of training batches .* is smaller "
                             r"than the logging interval")  # TensorBoard still gets every epoch
+    # Resuming writes into the run's own checkpoints folder on purpose.
+    warnings.filterwarnings("ignore", message=r"Checkpoint directory .* exists and is not empty")
     # Lightning 2.6 calling a torch API that torch deprecated: nothing a user can change.
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
     for name in ("pytorch_lightning.utilities.rank_zero", "lightning_fabric.utilities.rank_zero"):
@@ -128,6 +130,19 @@ def _check_compile_on_cpu(model: torch.nn.Module, accelerator: str) -> None:
                             "otherwise; use such channels, or train.compile = false")
 
 
+def checkpoint_callbacks(ckpt_dir: Path) -> tuple[ModelCheckpoint, ModelCheckpoint]:
+    """best.ckpt (highest val_acc) and last.ckpt of a run. Side-by-side training builds the
+    same two to write their state into each run's checkpoints, so either way of training
+    resumes the other's."""
+    best = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_acc", mode="max",
+                           save_top_k=1, enable_version_counter=False)
+    # Saved after every epoch (not only validated ones), so a resume loses at most one.
+    last = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
+                           every_n_epochs=1, save_on_train_epoch_end=True,
+                           enable_version_counter=False)
+    return best, last
+
+
 def _set_up(spec: RunSpec, run_dir: Path, retrain: bool, log: Callable[[str], None]) -> _Setup:
     """The module, the Trainer with its callbacks, and where to resume from."""
     cfg = spec.train
@@ -157,13 +172,8 @@ def _set_up(spec: RunSpec, run_dir: Path, retrain: bool, log: Callable[[str], No
     quiet_lightning()
     if cfg.compile:
         _check_compile_on_cpu(module.model, accelerator)
-        module.set_step_model(torch.compile(module.model))
-    best_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="best", monitor="val_acc",
-                              mode="max", save_top_k=1, enable_version_counter=False)
-    # Saved after every epoch (not only validated ones), so a resume loses at most one.
-    last_cb = ModelCheckpoint(dirpath=ckpt_dir, filename="last", monitor=None, save_top_k=1,
-                              every_n_epochs=1, save_on_train_epoch_end=True,
-                              enable_version_counter=False)
+        module.set_step_model(torch.compile(module.model, mode=cfg.compile_mode))
+    best_cb, last_cb = checkpoint_callbacks(ckpt_dir)
     bars = interactive()
     metrics_cb = EpochMetrics(run_dir / "metrics.csv", log=None if bars else log,
                               name=spec.label)
@@ -181,38 +191,55 @@ def _set_up(spec: RunSpec, run_dir: Path, retrain: bool, log: Callable[[str], No
     return _Setup(module, trainer, best_cb, metrics_cb, resume, accelerator, precision, n_params)
 
 
-def _fit(s: _Setup, spec: RunSpec, splits: Splits, run_dir: Path) -> float:
-    """Train to the end (or resume to it); returns the wall time in seconds."""
-    cfg = spec.train
-    data_device = torch.device("cpu")
-    if s.accelerator == "gpu":
+def data_device(accelerator: str) -> torch.device:
+    """Where the training data lives during a run."""
+    if accelerator == "gpu":
         # The whole data set (~180 MB as uint8) lives on the GPU: batches are gathered and
         # augmented there, with nothing copied from the host per step.
-        data_device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
         torch.backends.cudnn.benchmark = True
-    train_dl = batches(splits.train_x.to(data_device), splits.train_y.to(data_device),
-                       cfg.batch_size, shuffle_seed=cfg.seed, drop_last=True)
-    val_dl = batches(splits.val_x.to(data_device), splits.val_y.to(data_device),
-                     eval_batch_size(cfg, data_device))
-    if len(train_dl) == 0:
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return torch.device("cpu")
+
+
+def train_loader(splits: Splits, cfg: TrainConfig, device: torch.device):
+    """The training batches of the run with `cfg.seed`: its own order, epoch by epoch."""
+    dl = batches(splits.train_x.to(device), splits.train_y.to(device), cfg.batch_size,
+                 shuffle_seed=cfg.seed, drop_last=True)
+    if len(dl) == 0:
         raise TrainingError(f"{len(splits.train_x)} training images are fewer than one batch "
                             f"of {cfg.batch_size}: use a larger --subset or a smaller batch")
+    return dl
+
+
+def val_loader(splits: Splits, cfg: TrainConfig, device: torch.device):
+    return batches(splits.val_x.to(device), splits.val_y.to(device), eval_batch_size(cfg, device))
+
+
+def fit(trainer: pl.Trainer, module: pl.LightningModule, train, val, resume: Path | str | None,
+        hint: Callable[[], str]) -> float:
+    """trainer.fit to the end (or resume to it); returns the wall time in seconds. An
+    interruption raises Interrupted with `hint()`, which says how to resume."""
     t0 = time.perf_counter()
     try:
         # Progress bars (Lightning's go to stdout) belong on stderr: stdout carries only the
         # results lines and the PDF's path, so `pdf=$(reportgen all ...)` captures just those.
         with contextlib.redirect_stdout(sys.stderr), lightning_handles_sigterm():
-            s.trainer.fit(s.module, train_dl, val_dl,
-                          ckpt_path=str(s.resume) if s.resume else None)
+            trainer.fit(module, train, val, ckpt_path=str(resume) if resume else None)
     except SystemExit:
         # Lightning ends Ctrl-C with exit(1), and SIGTERM (after the batch in progress) with
         # SIGTERMException, a SystemExit. Close the progress bars first, so that the message
         # saying how to resume is the last line the user sees.
-        _close_progress_bars(s.trainer)
-        if s.trainer.interrupted:
-            raise Interrupted(resume_hint(run_dir)) from None
+        _close_progress_bars(trainer)
+        if trainer.interrupted:
+            raise Interrupted(hint()) from None
         raise
     return time.perf_counter() - t0
+
+
+def _fit(s: _Setup, spec: RunSpec, splits: Splits, run_dir: Path) -> float:
+    device = data_device(s.accelerator)
+    return fit(s.trainer, s.module, train_loader(splits, spec.train, device),
+               val_loader(splits, spec.train, device), s.resume, lambda: resume_hint(run_dir))
 
 
 def _close_progress_bars(trainer: pl.Trainer) -> None:
@@ -251,16 +278,24 @@ def _backfill_predictions(res: dict, spec: RunSpec, splits: Splits, run_dir: Pat
 
 def _evaluate(s: _Setup, spec: RunSpec, splits: Splits, run_dir: Path, wall: float,
               log: Callable[[str], None]) -> dict:
-    """Score the best checkpoint on the validation and test images; write results.json."""
-    cfg = spec.train
     last = run_dir / "checkpoints" / "last.ckpt"
     best = Path(s.best_cb.best_model_path) if s.best_cb.best_model_path else last
-    log(f"evaluating {best.name} on the validation and test images ...")
+    return finish_run(spec, splits, run_dir, best=best, rows=s.metrics_cb.rows,
+                      n_params=s.n_params, accelerator=s.accelerator, precision=s.precision,
+                      wall=wall, log=log)
+
+
+def finish_run(spec: RunSpec, splits: Splits, run_dir: Path, *, best: Path, rows: list[dict],
+               n_params: int, accelerator: str, precision: str, wall: float,
+               log: Callable[[str], None], side_by_side: int = 1) -> dict:
+    """Score the best checkpoint on the validation and test images; write results.json."""
+    cfg = spec.train
+    log(f"evaluating {best.name} of {spec.label} (seed {cfg.seed}) on the validation and test "
+        "images ...")
     model = Classifier.load_from_checkpoint(best, map_location="cpu", weights_only=True)
-    model = model.to(torch_device(s.accelerator))
+    model = model.to(torch_device(accelerator))
     bs = eval_batch_size(cfg, model.device)
     val, test = _score_and_keep(model, splits, run_dir, bs)
-    rows = s.metrics_cb.rows
     images_per_s = sorted(r["images_per_s"] for r in rows)[len(rows) // 2]  # median epoch
     best_epoch = load_checkpoint_dict(best)["epoch"] + 1
     results = {
@@ -269,16 +304,20 @@ def _evaluate(s: _Setup, spec: RunSpec, splits: Splits, run_dir: Path, wall: flo
         "val_acc": val.accuracy, "test_acc": test.accuracy,
         "val_per_class": val.per_class_accuracy, "test_per_class": test.per_class_accuracy,
         "best_checkpoint": str(best), "best_epoch": best_epoch, "epochs": cfg.epochs,
-        "parameters": s.n_params, "train_images": len(splits.train_x),
+        "parameters": n_params, "train_images": len(splits.train_x),
+        # Side by side, the wall and training times are those of the whole group.
         "wall_time_s": wall, "train_time_s": sum(r["epoch_s"] for r in rows),
-        "train_images_per_s": images_per_s,
-        "accelerator": s.accelerator, "device": device_description(s.accelerator),
-        "devices": cfg.devices, "strategy": cfg.strategy, "precision": s.precision,
+        "train_images_per_s": images_per_s, "side_by_side": side_by_side,
+        "accelerator": accelerator, "device": device_description(accelerator),
+        "devices": cfg.devices, "strategy": cfg.strategy, "precision": precision,
         "versions": versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
     atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
+    others = side_by_side - 1
+    together = (f", side by side with {others} other run{'s' if others > 1 else ''}"
+                if others else "")
     log(f"{spec.label}: {cfg.epochs} epoch{'s' if cfg.epochs != 1 else ''} in {wall:.0f} s "
-        f"({images_per_s:.0f} train img/s) - val {val.accuracy:.2%}, "
+        f"({images_per_s:.0f} train img/s{together}) - val {val.accuracy:.2%}, "
         f"test {test.accuracy:.2%} (best epoch {best_epoch}) -> {run_dir}")
     return results
 

@@ -1,0 +1,514 @@
+"""Training several runs of one architecture as one computation ("side by side").
+
+The practical's ResNet is small: on a GPU one training step at batch 128 is a few GFLOP,
+so the card waits on kernel launches. Runs that share the model, the optimiser and the
+schedule (the seeds of a model; plain and rotation-augmented training; original and
+shuffled pixels) can instead step together: their parameters are stacked along a new
+leading axis and `torch.func.vmap` maps the model over it, so every convolution runs once
+for all runs (as a grouped convolution) instead of once per run.
+
+Nothing is shared between the runs but the kernels. Each run keeps its own
+initialisation (its seed), its own batch order, its own augmentation draws and its own
+pixel permutation; batch normalisation normalises per channel, so per run; the loss is the
+sum of the runs' losses, whose gradient with respect to one run's parameters is that run's
+own gradient; and SGD, Adam and AdamW update every parameter element by element. So each
+run ends where it would have ended alone, up to the order of floating-point sums
+(tests/test_sidebyside.py trains both ways and compares the weights).
+
+Each run still gets its own run directory with config.json, metrics.csv, results.json,
+predictions.npz and checkpoints, written in the form a run trained alone writes them: a run
+interrupted side by side resumes alone, and the other way round.
+"""
+from __future__ import annotations
+
+import copy
+import shutil
+from dataclasses import replace
+from pathlib import Path
+from typing import Callable
+
+import pytorch_lightning as pl
+import torch
+import torch.nn.functional as F
+from pytorch_lightning.callbacks import Callback, Checkpoint, TQDMProgressBar
+from pytorch_lightning.loggers import TensorBoardLogger
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
+
+from ..config import AugmentConfig, digest, to_dict
+from ..data import Splits
+from ..models import count_parameters
+from .callbacks import EpochMetrics, ValidateLastEpoch, VerifiedCheckpointIO
+from .errors import TrainingError
+from .module import Classifier, optimizers
+from .rundir import (RunSpec, check_output_space, load_checkpoint_dict, read_results,
+                     resume_point)
+from .train import (_is_main_process, checkpoint_callbacks, data_device, finish_run, fit,
+                    interactive, quiet_lightning, resolve_accelerator, resolve_precision,
+                    train_loader, train_run, val_loader)
+
+# Precisions under which runs step together exactly as alone. "16-mixed" is not one: its
+# gradient scaler skips a step for every run when one run's gradients overflow.
+PRECISIONS = ("32-true", "bf16-mixed", "64-true")
+MAX_RUNS = 8  # side_by_side = 0 on a GPU: at most this many runs in one computation
+
+
+def compatible(a: RunSpec, b: RunSpec) -> bool:
+    """Whether `a` and `b` can train side by side: the same model, optimiser, schedule and
+    data; seed, augmentation and pixel permutation may differ (each run applies its own)."""
+    def shape(s: RunSpec):
+        return replace(s.train, seed=0, seeds=(), augment=AugmentConfig())
+
+    return (a.model == b.model and a.optim == b.optim and shape(a) == shape(b)
+            and a.data == b.data and a.data_digest == b.data_digest)
+
+
+def group_size(spec: RunSpec, accelerator: str, precision: str) -> int:
+    """How many runs like `spec` may step together: train.side_by_side, where 0 means all of a
+    study's same-shaped runs (up to MAX_RUNS) on a GPU and one at a time on a CPU, where
+    stacking brings nothing (`reportgen bench` measures both)."""
+    cfg = spec.train
+    if cfg.devices > 1 or cfg.compile or precision not in PRECISIONS:
+        return 1  # DDP splits one run over GPUs; compiled steps and fp16 scaling train alone
+    if cfg.side_by_side:
+        return cfg.side_by_side
+    return MAX_RUNS if accelerator == "gpu" else 1
+
+
+_STACK_PROBLEMS: dict[str, str | None] = {}
+
+
+def stack_problem(spec: RunSpec) -> str | None:
+    """Why `spec`'s model cannot train side by side, or None: two stacked copies must run a
+    forward and backward pass under vmap (a model that calls .item() or branches on its
+    values cannot). Checked once per model and settings, in a second."""
+    key = digest(spec.model)
+    if key not in _STACK_PROBLEMS:
+        try:
+            members = [Classifier(spec.model.name, dict(spec.model.params), to_dict(spec.optim),
+                                  {}, seed=k, channels_last=False) for k in (0, 1)]
+            SideBySide(members).train().logits(torch.zeros(2, 2, 3, 32, 32)).sum().backward()
+            _STACK_PROBLEMS[key] = None
+        except Exception as e:  # any failure means: train its runs one at a time
+            _STACK_PROBLEMS[key] = (f"{type(e).__name__}: {e}".splitlines() or ["?"])[0][:160]
+    return _STACK_PROBLEMS[key]
+
+
+# --- the stacked module --------------------------------------------------------------------
+
+def _set_tensor(module: nn.Module, dotted: str, value: torch.Tensor, parameter: bool) -> None:
+    *path, leaf = dotted.split(".")
+    for name in path:
+        module = getattr(module, name)
+    if parameter:
+        module._parameters[leaf] = nn.Parameter(value)
+    else:
+        module._buffers[leaf] = value
+
+
+class SideBySide(pl.LightningModule):
+    """K Classifiers of one architecture trained as one module: `stack` holds every
+    parameter and buffer with a leading axis of K, and the model is vmapped over it."""
+
+    def __init__(self, members: list[Classifier]):
+        super().__init__()
+        # The members keep each run's input pipeline (augmentation, permutation) and
+        # hyperparameters; they are not submodules, so the optimiser sees `stack` only.
+        self.__dict__["members"] = members
+        self.k = len(members)
+        template = members[0].model
+        self.__dict__["base"] = copy.deepcopy(template).to("meta")
+        params, buffers = stack_module_state([m.model for m in members])
+        stack = copy.deepcopy(template)
+        # Contiguous: a channels_last member's layout, stacked, sends vmap down a slow path.
+        for name, t in params.items():
+            _set_tensor(stack, name, t.detach().contiguous(), parameter=True)
+        for name, t in buffers.items():
+            _set_tensor(stack, name, t.contiguous(), parameter=False)
+        self.stack = stack
+        self._train_sums: torch.Tensor | None = None  # per run: loss, accuracy, steps
+        self._val_sums: torch.Tensor | None = None  # per run: loss, correct, images
+
+    def logits(self, xs: torch.Tensor) -> torch.Tensor:
+        """xs: K x B x C x H x W (run k's batch at k) -> K x B x classes."""
+        base = self.base.train(self.training)
+
+        def one(p, b, x):
+            return functional_call(base, (p, b), (x,))
+
+        return vmap(one)(dict(self.stack.named_parameters()),
+                         dict(self.stack.named_buffers()), xs)
+
+    def member_state(self, k: int) -> dict[str, torch.Tensor]:
+        """Run k's weights as its own Classifier's state_dict."""
+        return {f"model.{name}": t[k].detach().clone()
+                for name, t in self.stack.state_dict().items()}
+
+    # The input: each run's batch through its own pipeline.
+    def on_after_batch_transfer(self, batch, dataloader_idx: int):
+        if self.trainer.training:
+            xs = [m.prepare(x, train=True).contiguous() for m, (x, _) in zip(self.members, batch)]
+            return torch.stack(xs), torch.stack([y for _, y in batch])
+        x, y = batch
+        return torch.stack([m.prepare(x).contiguous() for m in self.members]), y.expand(self.k, -1)
+
+    def on_fit_start(self) -> None:
+        for m in self.members:
+            m.to(self.device)  # their permutation buffers and augmentation generators
+
+    def on_train_epoch_start(self) -> None:
+        for m in self.members:
+            m.start_epoch(self.current_epoch, self.device)
+        self._train_sums = torch.zeros(3, self.k, device=self.device)
+
+    def configure_optimizers(self):
+        # Element-wise optimisers (SGD, Adam, AdamW) update each run's slice as they would
+        # update that run alone.
+        return optimizers(self.members[0].optim_cfg, self.stack.parameters())
+
+    def training_step(self, batch, batch_idx):
+        xs, ys = batch
+        logits = self.logits(xs)
+        losses = F.cross_entropy(logits.flatten(0, 1), ys.flatten(),
+                                 reduction="none").view(self.k, -1).mean(1)
+        with torch.no_grad():
+            acc = (logits.argmax(-1) == ys).float().mean(1)
+            self._train_sums += torch.stack([losses.detach().float(), acc,
+                                             torch.ones_like(acc)])
+        return losses.sum()
+
+    def validation_step(self, batch, batch_idx):
+        xs, ys = batch
+        logits = self.logits(xs).float()
+        losses = F.cross_entropy(logits.flatten(0, 1), ys.flatten(),
+                                 reduction="none").view(self.k, -1)
+        correct = (logits.argmax(-1) == ys).float()
+        self._val_sums += torch.stack([losses.sum(1), correct.sum(1),
+                                       torch.full_like(correct[:, 0], ys.shape[1])])
+
+    def on_validation_epoch_start(self) -> None:
+        if self.trainer.training or self.trainer.state.fn == "fit":
+            self._check_finite()  # before a diverged run's weights could become its best
+        self._val_sums = torch.zeros(3, self.k, device=self.device)
+
+    def on_train_epoch_end(self) -> None:
+        self._check_finite()
+
+    def _check_finite(self) -> None:
+        if self._train_sums is None:
+            return
+        bad = [k for k in range(self.k) if not torch.isfinite(self._train_sums[0, k])]
+        if bad:
+            m = self.members[bad[0]]
+            lr = m.optim_cfg.lr
+            raise TrainingError(
+                f"training diverged in epoch {self.current_epoch + 1} (the run with seed "
+                f"{m.hparams.seed}): the loss became NaN or infinite; lower the learning "
+                f"rate (optim.lr = {lr}), e.g. --set optim.lr={lr / 10:g}")
+
+    def run_metrics(self, k: int) -> dict[str, float]:
+        """Run k's epoch metrics under the names a run trained alone logs them."""
+        out = {}
+        if self._train_sums is not None and self._train_sums[2, k] > 0:
+            t = self._train_sums[:, k].tolist()
+            out.update(train_loss=t[0] / t[2], train_acc=t[1] / t[2])
+        if self._val_sums is not None and self._val_sums[2, k] > 0:
+            v = self._val_sums[:, k].tolist()
+            out.update(val_loss=v[0] / v[2], val_acc=v[1] / v[2])
+        return out
+
+
+# --- per-run checkpoints in the form of a run trained alone --------------------------------
+
+def _split_optimizer(states: list[dict], k: int) -> list[dict]:
+    # Per-parameter states (momentum, Adam's moments) are stacked like the parameters;
+    # zero-dimensional ones (Adam's step count) are shared.
+    return [{"state": {i: {n: (v[k].clone() if torch.is_tensor(v) and v.dim() > 0 else v)
+                           for n, v in st.items()} for i, st in o["state"].items()},
+             "param_groups": copy.deepcopy(o["param_groups"])} for o in states]
+
+
+def _stack_optimizer(per_run: list[list[dict]]) -> list[dict]:
+    out = []
+    for o, *_ in zip(*per_run):
+        runs = [r[len(out)] for r in per_run]
+        out.append({"state": {i: {n: (torch.stack([r["state"][i][n] for r in runs])
+                                      if torch.is_tensor(v) and v.dim() > 0 else v)
+                                  for n, v in st.items()} for i, st in o["state"].items()},
+                    "param_groups": o["param_groups"]})
+    return out
+
+
+class RunCheckpoints(Checkpoint):
+    """Every run's best.ckpt (highest val_acc) and last.ckpt in its own run directory, each
+    holding that run's slice of the weights and optimiser state and the callback states of
+    a run trained alone, so `Trainer.fit(ckpt_path=...)` of one run resumes from it."""
+
+    def __init__(self, run_dirs: list[Path], metrics: list[EpochMetrics]):
+        self.run_dirs, self.metrics = run_dirs, metrics
+        # The callbacks a run trained alone has: their state goes into its checkpoints.
+        self.alone = [checkpoint_callbacks(d / "checkpoints") for d in run_dirs]
+        self.best: list[float | None] = [None] * len(run_dirs)
+        self.io = VerifiedCheckpointIO()
+
+    def best_path(self, k: int) -> Path | None:
+        return self.run_dirs[k] / "checkpoints" / "best.ckpt" if self.best[k] is not None else None
+
+    def state_dict(self) -> dict:
+        return {"best": list(self.best)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.best = list(state.get("best", self.best))
+
+    def on_validation_end(self, trainer, module: SideBySide) -> None:
+        if trainer.sanity_checking:
+            return
+        better = []
+        for k in range(module.k):
+            acc = module.run_metrics(k).get("val_acc", float("nan"))
+            acc = float("-inf") if acc != acc else acc  # as ModelCheckpoint ranks NaN
+            if self.best[k] is None or acc > self.best[k]:
+                self.best[k] = acc
+                better.append(k)
+        if better:
+            whole = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+            for k in better:
+                self._write(whole, module, k, "best")
+
+    def on_train_epoch_end(self, trainer, module: SideBySide) -> None:
+        whole = trainer._checkpoint_connector.dump_checkpoint(weights_only=False)
+        for k in range(module.k):
+            self._write(whole, module, k, "last")
+
+    def _alone_states(self, k: int) -> dict:
+        best_cb, last_cb = self.alone[k]
+        ckpt_dir = self.run_dirs[k] / "checkpoints"
+        if self.best[k] is not None:
+            score, path = torch.tensor(self.best[k]), str(ckpt_dir / "best.ckpt")
+            best_cb.best_model_score = best_cb.kth_value = best_cb.current_score = score
+            best_cb.best_model_path = best_cb.kth_best_model_path = path
+            best_cb.best_k_models = {path: score}
+        last_cb.best_model_path = str(ckpt_dir / "last.ckpt")
+        # "EpochMetrics": the state key of a run trained alone's metrics callback.
+        return {"EpochMetrics": self.metrics[k].state_dict(),
+                best_cb.state_key: best_cb.state_dict(), last_cb.state_key: last_cb.state_dict()}
+
+    def _write(self, whole: dict, module: SideBySide, k: int, kind: str) -> None:
+        m = module.members[k]
+        ckpt = {key: whole[key] for key in ("epoch", "global_step", "pytorch-lightning_version",
+                                            "loops", "lr_schedulers") if key in whole}
+        ckpt.update(state_dict=module.member_state(k),
+                    optimizer_states=_split_optimizer(whole["optimizer_states"], k),
+                    callbacks=self._alone_states(k), hparams_name="kwargs",
+                    hyper_parameters=dict(m.hparams))
+        self.io.save_checkpoint(ckpt, self.run_dirs[k] / "checkpoints" / f"{kind}.ckpt")
+
+
+class RunLogs(Callback):
+    """Each run's TensorBoard log in its own run directory (tensorboard/), with the epoch
+    metrics and learning rate a run trained alone logs."""
+
+    def __init__(self, run_dirs: list[Path], metrics: list[EpochMetrics]):
+        self.metrics = metrics
+        self.loggers = [TensorBoardLogger(str(d), name="tensorboard", version="",
+                                          default_hp_metric=False) for d in run_dirs]
+
+    def on_train_epoch_end(self, trainer, module) -> None:
+        lr_name = f"lr-{type(trainer.optimizers[0]).__name__}"
+        for logger, metrics in zip(self.loggers, self.metrics):
+            row = metrics.rows[-1]
+            values = {k: row[k] for k in ("train_loss", "train_acc", "val_loss", "val_acc")
+                      if row[k] == row[k]}  # NaN: not validated this epoch
+            logger.log_metrics({**values, lr_name: row["lr"], "epoch": trainer.current_epoch},
+                               step=trainer.global_step)
+
+    def teardown(self, trainer, module, stage: str) -> None:
+        for logger in self.loggers:
+            logger.finalize("success")
+
+
+class _ResumeIO(VerifiedCheckpointIO):
+    """Hands Lightning the group's checkpoint stacked from the runs' own last.ckpt files."""
+
+    SENTINEL = "side-by-side:last"
+
+    def __init__(self, stacked: dict | None):
+        super().__init__()
+        self.stacked = stacked
+
+    def load_checkpoint(self, path, *args, **kwargs):
+        if str(path) == self.SENTINEL and self.stacked is not None:
+            return self.stacked
+        return super().load_checkpoint(path, *args, **kwargs)
+
+
+def resume_state(specs: list[RunSpec], out_dir: Path) -> tuple[str, list[dict] | None]:
+    """("fresh", None) when no run has a checkpoint; ("resume", their last.ckpt contents)
+    when every run has one from the same step; ("apart", None) otherwise: they then resume
+    one by one, each from its own checkpoint."""
+    points = [resume_point(s.run_dir(out_dir) / "checkpoints", s) for s in specs]
+    if all(p is None for p in points):
+        return "fresh", None
+    if any(p is None or p.name != "last.ckpt" for p in points):
+        return "apart", None
+    ckpts = [load_checkpoint_dict(p) for p in points]
+    if len({(c["epoch"], c["global_step"]) for c in ckpts}) != 1:
+        return "apart", None
+    return "resume", ckpts
+
+
+def _stacked_checkpoint(ckpts: list[dict], metrics: list[EpochMetrics],
+                        ranker: RunCheckpoints) -> dict:
+    """The runs' own last.ckpt contents as the checkpoint of the group that resumes them."""
+    first = ckpts[0]
+    out = {key: first[key] for key in ("epoch", "global_step", "pytorch-lightning_version",
+                                       "loops", "lr_schedulers") if key in first}
+    out["state_dict"] = {f"stack.{name[len('model.'):]}": torch.stack([c["state_dict"][name]
+                                                                      for c in ckpts])
+                         for name in first["state_dict"]}
+    out["optimizer_states"] = _stack_optimizer([c["optimizer_states"] for c in ckpts])
+    best_key = ranker.alone[0][0].state_key
+    best = []
+    for c in ckpts:
+        score = c["callbacks"].get(best_key, {}).get("best_model_score")
+        best.append(None if score is None else float(score))
+    out["callbacks"] = {m.state_key: c["callbacks"].get("EpochMetrics", {"rows": []})
+                        for m, c in zip(metrics, ckpts)}
+    out["callbacks"][ranker.state_key] = {"best": best}
+    return out
+
+
+# --- training a group ------------------------------------------------------------------------
+
+def train_group(specs: list[RunSpec], splits: Splits, out_dir: str | Path, *,
+                log: Callable[[str], None] = print) -> list[dict]:
+    """Train `specs` (compatible, none finished, none with a checkpoint from another step:
+    see `resume_state`) side by side; returns each run's results.json content."""
+    out_dir = Path(out_dir)
+    cfg = specs[0].train
+    accelerator = resolve_accelerator(cfg.device)
+    precision = resolve_precision(cfg.precision, accelerator)
+    run_dirs = [s.run_dir(out_dir) for s in specs]
+    state, ckpts = resume_state(specs, out_dir)
+    if state == "apart":
+        raise ValueError("runs with checkpoints from different steps cannot train side by side")
+    members = []
+    for spec, run_dir in zip(specs, run_dirs):
+        # Seeded exactly as a run trained alone, so each starts from its own initialisation.
+        pl.seed_everything(spec.train.seed, workers=True, verbose=False)
+        m = Classifier(spec.model.name, dict(spec.model.params), to_dict(spec.optim),
+                       to_dict(spec.train.augment), seed=spec.train.seed,
+                       perm=list(spec.perm) if spec.perm else None)
+        check_output_space(run_dir, count_parameters(m.model), spec.train.epochs)
+        spec.write_config(run_dir)
+        members.append(m)
+    late = [m for m in specs[0].optim.milestones if m >= cfg.epochs]
+    if late:
+        log(f"note: optim.milestones {late} are at or past the last epoch ({cfg.epochs}): the "
+            "learning rate never drops there in these runs")
+    names = [f"{s.label} seed {s.train.seed}" for s in specs]
+    log(f"training {len(specs)} runs side by side ({', '.join(names)})"
+        + (f", resuming after epoch {ckpts[0]['epoch'] + 1} from their last.ckpt" if ckpts else ""))
+    quiet_lightning()
+    module = SideBySide(members)
+    bars = interactive()
+    metrics = [EpochMetrics(d / "metrics.csv", log=None if bars else log, name=name,
+                            metrics=lambda trainer, k=k: module.run_metrics(k),
+                            batch_size=cfg.batch_size, state_id=str(k))
+               for k, (d, name) in enumerate(zip(run_dirs, names))]
+    ranker = RunCheckpoints(run_dirs, metrics)
+    stacked = None
+    if ckpts is not None:
+        stacked = _stacked_checkpoint(ckpts, metrics, ranker)
+    trainer = pl.Trainer(
+        accelerator=accelerator, devices=1, precision=precision, max_epochs=cfg.epochs,
+        check_val_every_n_epoch=cfg.val_every,
+        callbacks=[*metrics, RunLogs(run_dirs, metrics),
+                   ValidateLastEpoch(cfg.epochs, cfg.val_every), ranker]
+        + ([TQDMProgressBar(refresh_rate=cfg.progress_every)] if bars else []),
+        enable_progress_bar=bars, logger=False, plugins=[_ResumeIO(stacked)],
+        num_sanity_val_steps=0, enable_model_summary=False, deterministic=False)
+    device = data_device(accelerator)
+    train = [train_loader(splits, s.train, device) for s in specs]
+    wall = fit(trainer, module, train, val_loader(splits, cfg, device),
+               _ResumeIO.SENTINEL if stacked is not None else None,
+               lambda: (f"training of {len(specs)} runs side by side was interrupted: run the "
+                        "same command again to resume each from its last.ckpt"))
+    results = []
+    for k, (spec, run_dir) in enumerate(zip(specs, run_dirs)):
+        best = ranker.best_path(k) or run_dir / "checkpoints" / "last.ckpt"
+        results.append(finish_run(spec, splits, run_dir, best=best, rows=metrics[k].rows,
+                                  n_params=count_parameters(members[k].model),
+                                  accelerator=accelerator, precision=precision, wall=wall,
+                                  log=log, side_by_side=len(specs)))
+    return results
+
+
+def train_runs(specs: list[RunSpec], splits: Splits, out_dir: str | Path, *, retrain: bool = False,
+               log: Callable[[str], None] = print) -> list[dict] | None:
+    """Train (or reuse, or resume) every run of `specs`: finished ones are reused, and the
+    rest train side by side in groups of compatible runs where `group_size` allows, else
+    one after another. Returns their results in the order of `specs`; None on a DDP worker
+    process (which writes nothing)."""
+    out_dir = Path(out_dir)
+    results: dict[int, dict] = {}
+    todo = []
+    for i, spec in enumerate(specs):
+        if retrain:
+            if _is_main_process():
+                run_dir = spec.run_dir(out_dir)
+                shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
+                (run_dir / "results.json").unlink(missing_ok=True)
+        elif read_results(spec.run_dir(out_dir)) is not None:
+            _header(specs, i, log)
+            results[i] = train_run(spec, splits, out_dir, log=log)  # reuse
+            continue
+        todo.append(i)
+    for group in schedule([specs[i] for i in todo], out_dir, log):
+        group = [todo[j] for j in group]
+        if len(group) > 1:
+            done = train_group([specs[i] for i in group], splits, out_dir, log=log)
+            results.update(zip(group, done))
+            continue
+        i = group[0]
+        _header(specs, i, log)
+        res = train_run(specs[i], splits, out_dir, log=log)
+        if not res:
+            return None
+        results[i] = res
+    return [results[i] for i in range(len(specs))]
+
+
+def schedule(specs: list[RunSpec], out_dir: str | Path,
+             log: Callable[[str], None] = print) -> list[list[int]]:
+    """The order in which unfinished `specs` train: lists of indices into `specs`, each a
+    group to train side by side (or a single run). Training and the plan both follow it."""
+    groups: list[list[int]] = []
+    for i, spec in enumerate(specs):
+        accelerator = resolve_accelerator(spec.train.device)
+        limit = group_size(spec, accelerator, resolve_precision(spec.train.precision, accelerator))
+        if limit > 1 and (why := stack_problem(spec)) is not None:
+            if not any(compatible(specs[g[0]], spec) for g in groups):  # say it once
+                log(f"note: {spec.model.name} cannot train side by side ({why}): its runs "
+                    "train one at a time")
+            limit = 1
+        for g in groups:
+            if len(g) < limit and compatible(specs[g[0]], spec):
+                g.append(i)
+                break
+        else:
+            groups.append([i])
+    out = []
+    for g in groups:
+        if len(g) > 1 and resume_state([specs[i] for i in g], Path(out_dir))[0] == "apart":
+            log(f"{len(g)} runs of one shape have checkpoints from different epochs (or only "
+                "some have one): each resumes or starts alone")
+            out.extend([i] for i in g)
+        else:
+            out.append(g)
+    return out
+
+
+def _header(specs: list[RunSpec], i: int, log: Callable[[str], None]) -> None:
+    if len(specs) > 1:
+        log(f"--- {specs[i].label}, seed {specs[i].train.seed} ({i + 1} of {len(specs)})")

@@ -1,0 +1,44 @@
+"""The CUDA-only code paths: data kept on the GPU, bf16 mixed precision, side-by-side runs on
+the card. Marked `gpu`; ../shared/bench/gpu_check.sh runs them (`pytest -m gpu`) on a GPU
+machine, and they skip where no CUDA device is visible."""
+from pathlib import Path
+
+import pytest
+import torch
+
+from test_sidebyside import _max_diff, _train, _weights
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def test_a_run_trains_on_the_gpu_in_bf16(tiny):
+    res, lines, _ = _train(tiny, "gpu", side_by_side=1, seeds=(42,),
+                           **{"train.device": "gpu"})
+    r = res[0]
+    assert r["accelerator"] == "gpu" and r["precision"] == "bf16-mixed"
+    assert r["device"] == torch.cuda.get_device_name(0)
+    assert 0.0 <= r["val_acc"] <= 1.0 and (Path(r["run_dir"]) / "predictions.npz").is_file()
+
+
+def test_side_by_side_on_the_gpu_ends_where_separate_training_ends(tiny, monkeypatch):
+    """fp32 without TF32, so that only the order of sums differs; the automatic setting
+    groups the runs on a GPU."""
+    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
+    monkeypatch.setattr("reportgen.training.module.prefers_channels_last", lambda *a: False)
+    sets = {"train.device": "gpu", "train.precision": "32-true"}
+    together, lines, _ = _train(tiny, "together", side_by_side=0, **sets)
+    apart, _, _ = _train(tiny, "apart", side_by_side=1, **sets)
+    assert [r["side_by_side"] for r in together] == [2, 2]
+    for t, a in zip(together, apart):
+        assert _max_diff(_weights(Path(t["run_dir"])), _weights(Path(a["run_dir"]))) < 1e-2
+    assert _max_diff(_weights(Path(apart[0]["run_dir"])), _weights(Path(apart[1]["run_dir"]))) > 0.1
+
+
+def test_side_by_side_in_bf16_on_the_gpu(tiny):
+    res, lines, _ = _train(tiny, "bf16", side_by_side=0, seeds=(42, 43, 44),
+                           **{"train.device": "gpu"})
+    assert [r["side_by_side"] for r in res] == [3, 3, 3]
+    assert all(r["precision"] == "bf16-mixed" for r in res)
+    assert len({r["run_dir"] for r in res}) == 3

@@ -1,0 +1,256 @@
+"""Side-by-side training: runs of one architecture stepped as one computation end where each
+would have ended alone, and leave the same files behind."""
+import copy
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from reportgen.cli import load_config
+from reportgen.experiments.base import prepare_data
+from reportgen.experiments.part1 import baseline_spec
+from reportgen.training import TrainingError, train_runs
+from reportgen.training.rundir import load_checkpoint_dict
+from reportgen.training.sidebyside import SideBySide, compatible, group_size
+from reportgen.training.module import Classifier
+
+from helpers import overrides_to_args
+
+
+def _config(tiny, **sets):
+    overrides, out = tiny
+    overrides = {**overrides, "train.epochs": 2, "train.val_every": 1,
+                 "model.params": {"num_classes": 10, "num_blocks": [1, 1], "c_hidden": [8, 8]},
+                 **sets}
+    return load_config(None, sets=overrides_to_args(overrides)[1::2]), out
+
+
+def _train(tiny, out_name, side_by_side, seeds=(42, 43), **sets):
+    cfg, out = _config(tiny, **{"train.side_by_side": side_by_side, **sets})
+    prepared = prepare_data(cfg, log=lambda m: None)
+    spec = baseline_spec(cfg, prepared.data_digest)
+    lines = []
+    res = train_runs([spec.for_seed(s) for s in seeds], prepared.splits, out / out_name,
+                     log=lines.append)
+    return res, lines, prepared
+
+
+def _weights(run_dir, name="last.ckpt"):
+    return load_checkpoint_dict(run_dir / "checkpoints" / name)["state_dict"]
+
+
+def _max_diff(a, b):
+    return max((a[k].double() - b[k].double()).abs().max().item() for k in a
+               if a[k].is_floating_point())
+
+
+@pytest.mark.parametrize("name,params", [
+    ("preact_resnet", {"num_blocks": [1, 1], "c_hidden": [8, 16]}),
+    ("resnet", {"num_blocks": [1, 1], "c_hidden": [8, 16]}),
+    ("p4_preact_resnet", {"num_blocks": [1, 1], "c_hidden": [4, 8]}),
+    ("mlp", {"hidden": [32, 16]}),
+])
+def test_stacked_model_computes_each_runs_outputs_and_gradients_exactly(name, params):
+    """In float64 the stacked forward and backward equal each model's own to 1e-10, for
+    every registered family: the same arithmetic, only summed in another order."""
+    torch.set_default_dtype(torch.float64)
+    try:
+        members = []
+        for seed in (1, 2, 3):
+            torch.manual_seed(seed)
+            members.append(Classifier(name, params, {"name": "sgd"}, {}, seed=seed,
+                                      channels_last=False))
+        alone = [copy.deepcopy(m.model).train() for m in members]
+        stacked = SideBySide(members).train()
+        xs = torch.randn(3, 6, 3, 32, 32)
+        ys = torch.randint(0, 10, (3, 6))
+        logits = stacked.logits(xs)
+        sum(F.cross_entropy(logits[k], ys[k]) for k in range(3)).backward()
+        for k, model in enumerate(alone):
+            out = model(xs[k])
+            F.cross_entropy(out, ys[k]).backward()
+            assert (out - logits[k]).abs().max() < 1e-10
+            for name, p in model.named_parameters():
+                g = stacked.stack.get_parameter(name).grad[k]
+                assert (p.grad - g).abs().max() < 1e-10, name
+            for name, b in model.named_buffers():  # BatchNorm's running statistics
+                assert (b.double() - stacked.stack.get_buffer(name)[k].double()).abs().max() < 1e-10
+    finally:
+        torch.set_default_dtype(torch.float32)
+
+
+def test_side_by_side_training_ends_where_separate_training_ends(tiny, monkeypatch):
+    """Two seeds, two epochs with validation each, trained side by side and one after the
+    other: every weight, BatchNorm statistic and momentum buffer agrees to float32
+    reassociation, while the two seeds differ by orders of magnitude more.
+
+    Both ways use the default memory layout: channels_last alone is itself a reassociation
+    that, on these 10-image batches, moves the weights by up to 1e-2 after ten steps
+    (measured), while side by side and alone in one layout agree to 1e-4."""
+    monkeypatch.setattr("reportgen.training.module.prefers_channels_last", lambda *a: False)
+    together, lines, _ = _train(tiny, "together", side_by_side=2)
+    apart, _, _ = _train(tiny, "apart", side_by_side=1)
+    assert any("2 runs side by side" in line for line in lines)
+    assert [r["side_by_side"] for r in together] == [2, 2]
+    assert [r["side_by_side"] for r in apart] == [1, 1]
+    for t, a in zip(together, apart):
+        assert t["key"] == a["key"] and t["seed"] == a["seed"] and t["run_dir"] != a["run_dir"]
+        for name in ("last.ckpt", "best.ckpt"):
+            ct = load_checkpoint_dict(Path(t["run_dir"]) / "checkpoints" / name)
+            ca = load_checkpoint_dict(Path(a["run_dir"]) / "checkpoints" / name)
+            assert ct["state_dict"].keys() == ca["state_dict"].keys()
+            assert _max_diff(ct["state_dict"], ca["state_dict"]) < 1e-3
+            assert (ct["epoch"], ct["global_step"]) == (ca["epoch"], ca["global_step"])
+            mt, ma = (c["optimizer_states"][0]["state"] for c in (ct, ca))
+            assert mt.keys() == ma.keys()
+            assert max((mt[i]["momentum_buffer"] - ma[i]["momentum_buffer"]).abs().max()
+                       for i in mt) < 1e-3
+            assert ct["hyper_parameters"] == ca["hyper_parameters"]
+        assert t["best_epoch"] == a["best_epoch"]
+        assert t["val_acc"] == pytest.approx(a["val_acc"], abs=0.11)  # one image of ten at most
+        rows_t = (Path(t["run_dir"]) / "metrics.csv").read_text().splitlines()
+        rows_a = (Path(a["run_dir"]) / "metrics.csv").read_text().splitlines()
+        assert rows_t[0] == rows_a[0] and len(rows_t) == len(rows_a) == 3
+        assert (Path(t["run_dir"]) / "predictions.npz").is_file()
+        assert list((Path(t["run_dir"]) / "tensorboard").glob("events.out.tfevents.*"))
+        assert json.loads((Path(t["run_dir"]) / "config.json").read_text())["train"]["seed"] == t["seed"]
+    seeds_apart = _max_diff(_weights(Path(apart[0]["run_dir"])), _weights(Path(apart[1]["run_dir"])))
+    assert seeds_apart > 0.1
+
+
+def _interrupt_at_epoch(monkeypatch, epoch):
+    """Ctrl-C as the given (0-based) epoch starts, after the previous one's checkpoints."""
+    from reportgen.training.callbacks import ValidateLastEpoch
+
+    original = ValidateLastEpoch.on_train_epoch_start
+
+    def stop(self, trainer, module):
+        if trainer.current_epoch == epoch:
+            raise KeyboardInterrupt
+        original(self, trainer, module)
+
+    monkeypatch.setattr(ValidateLastEpoch, "on_train_epoch_start", stop)
+
+
+@pytest.mark.parametrize("resume_with", [2, 1])
+def test_interrupted_side_by_side_resumes_together_or_alone(tiny, monkeypatch, resume_with):
+    """Ctrl-C after the first of two epochs; the same command resumes the runs side by side
+    (resume_with=2) or each alone (1) from their own last.ckpt, and ends where runs that
+    were never interrupted end."""
+    from reportgen.training import Interrupted
+
+    monkeypatch.setattr("reportgen.training.module.prefers_channels_last", lambda *a: False)
+    reference, _, _ = _train(tiny, "reference", side_by_side=1)
+    with monkeypatch.context() as m:
+        _interrupt_at_epoch(m, 1)
+        with pytest.raises(Interrupted, match="resume"):
+            _train(tiny, "resumed", side_by_side=2)
+    runs = [Path(r["run_dir"].replace("reference", "resumed")) for r in reference]
+    for run in runs:
+        assert not (run / "results.json").exists()
+        assert load_checkpoint_dict(run / "checkpoints" / "last.ckpt")["epoch"] == 0
+    resumed, lines, _ = _train(tiny, "resumed", side_by_side=resume_with)
+    if resume_with == 2:
+        assert any("resuming after epoch 1" in line for line in lines)
+    else:
+        assert sum("resuming" in line for line in lines) == 2
+    for r, ref in zip(resumed, reference):
+        assert _max_diff(_weights(Path(r["run_dir"])), _weights(Path(ref["run_dir"]))) < 1e-3
+        rows = (Path(r["run_dir"]) / "metrics.csv").read_text().splitlines()
+        assert len(rows) == 3  # both epochs, the first from before the interruption
+
+
+def test_runs_of_another_shape_or_with_checkpoints_of_other_epochs_train_apart(tiny):
+    cfg, _ = _config(tiny)
+    spec = baseline_spec(cfg, "digest")
+    other = replace(spec, optim=replace(spec.optim, lr=0.05))
+    rotated = replace(spec, train=replace(spec.train, augment=replace(spec.train.augment,
+                                                                      rotate_degrees=90.0)))
+    assert compatible(spec.for_seed(1), spec.for_seed(2))
+    assert compatible(spec, rotated)  # augmentation is each run's own
+    assert not compatible(spec, other)
+    assert group_size(spec, "cpu", "32-true") == 1  # automatic: one at a time on a CPU
+    assert group_size(spec, "gpu", "bf16-mixed") == 8
+    assert group_size(spec, "gpu", "16-mixed") == 1  # the gradient scaler would couple them
+    three = replace(spec, train=replace(spec.train, side_by_side=3))
+    assert group_size(three, "cpu", "32-true") == 3
+    assert group_size(replace(three, train=replace(three.train, devices=2)), "gpu", "32-true") == 1
+
+
+def test_side_by_side_setting_is_checked_and_not_part_of_a_runs_key():
+    from reportgen.config import ConfigError
+
+    with pytest.raises(ConfigError, match="train.side_by_side"):
+        load_config(None, sets=["train.side_by_side=-1"])
+    a = baseline_spec(load_config(None), "d")
+    b = baseline_spec(load_config(None, sets=["train.side_by_side=4"]), "d")
+    assert a.key() == b.key()  # how runs are executed does not change what they compute
+
+
+def test_a_model_that_cannot_be_stacked_trains_its_runs_one_at_a_time(tiny):
+    """A model whose forward pass reads a value back (.item()) cannot run under vmap: its
+    runs train apart, with one note saying why, instead of failing."""
+    from torch import nn
+
+    from reportgen.models.registry import MODELS, register_model
+
+    class Reads(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.lin = nn.Linear(3 * 32 * 32, 10)
+
+        def forward(self, x):
+            scale = 1.0 if x.abs().max().item() < 1e6 else 0.0  # a value read on the host
+            return self.lin(x.flatten(1)) * scale
+
+    register_model("reads_values", label="reads", title="Reads", description="test model")(
+        lambda num_classes=10: Reads())
+    try:
+        res, lines, _ = _train(tiny, "reads", side_by_side=2,
+                               **{"model.name": "reads_values", "model.params": {}})
+    finally:
+        MODELS.pop("reads_values")
+    notes = [line for line in lines if "cannot train side by side" in line]
+    assert len(notes) == 1 and "reads_values" in notes[0]
+    assert [r["side_by_side"] for r in res] == [1, 1]
+
+
+def test_retrain_trains_a_group_again_and_a_damaged_checkpoint_is_named(tiny):
+    first, _, _ = _train(tiny, "again", side_by_side=2)
+    cfg, out = _config(tiny, **{"train.side_by_side": 2})
+    prepared = prepare_data(cfg, log=lambda m: None)
+    specs = [baseline_spec(cfg, prepared.data_digest).for_seed(s) for s in (42, 43)]
+    lines = []
+    again = train_runs(specs, prepared.splits, out / "again", retrain=True, log=lines.append)
+    assert any("training 2 runs side by side" in line for line in lines)
+    assert not any("reusing" in line for line in lines)
+    assert [r["run_dir"] for r in again] == [r["run_dir"] for r in first]
+    # An interrupted group whose second run's last.ckpt was damaged: the error names it,
+    # before any training, and the first run's files stay as they were.
+    run0, run1 = (Path(r["run_dir"]) for r in again)
+    for run in (run0, run1):
+        (run / "results.json").unlink()
+    (run1 / "checkpoints" / "last.ckpt").write_bytes(b"not a checkpoint")
+    before = (run0 / "checkpoints" / "last.ckpt").read_bytes()
+    with pytest.raises(TrainingError, match=f"{run1.name}.*last.ckpt.*damaged"):
+        train_runs(specs, prepared.splits, out / "again", log=lines.append)
+    assert (run0 / "checkpoints" / "last.ckpt").read_bytes() == before
+
+
+def test_compile_mode_reaches_torch_compile(tiny, monkeypatch):
+    """train.compile_mode (e.g. reduce-overhead: CUDA graphs on a GPU) is what
+    torch.compile gets; compiled runs train one at a time."""
+    import reportgen.training.train as train_mod
+    from reportgen.config import ConfigError
+
+    modes = []
+    monkeypatch.setattr(train_mod.torch, "compile", lambda model, mode: modes.append(mode) or model)
+    res, lines, _ = _train(tiny, "compiled", side_by_side=2, **{
+        "train.compile": True, "train.compile_mode": "reduce-overhead"})
+    assert modes == ["reduce-overhead", "reduce-overhead"]
+    assert [r["side_by_side"] for r in res] == [1, 1]
+    with pytest.raises(ConfigError, match="train.compile_mode"):
+        load_config(None, sets=['train.compile_mode="fast"'])
