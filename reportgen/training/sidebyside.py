@@ -282,7 +282,7 @@ class RunCheckpoints(Checkpoint):
 
     def _alone_states(self, k: int) -> dict:
         best_cb, last_cb = self.alone[k]
-        ckpt_dir = self.run_dirs[k] / "checkpoints"
+        ckpt_dir = Path(best_cb.dirpath)  # resolved, as ModelCheckpoint records its files
         if self.best[k] is not None:
             score, path = torch.tensor(self.best[k]), str(ckpt_dir / "best.ckpt")
             best_cb.best_model_score = best_cb.kth_value = best_cb.current_score = score
