@@ -254,3 +254,34 @@ def test_compile_mode_reaches_torch_compile(tiny, monkeypatch):
     assert [r["side_by_side"] for r in res] == [1, 1]
     with pytest.raises(ConfigError, match="train.compile_mode"):
         load_config(None, sets=['train.compile_mode="fast"'])
+
+
+@pytest.mark.parametrize("together,alone,grouped", [(900.0, 500.0, True), (400.0, 500.0, False)])
+def test_automatic_setting_keeps_a_group_only_where_it_measures_faster(tiny, monkeypatch,
+                                                                       together, alone, grouped):
+    """train.side_by_side = 0 on a GPU: the group trains together only if a few timed steps
+    side by side beat the same steps alone. The device is pretended (group_size as on a GPU)
+    and so are the two rates; the decision and what training then does are real."""
+    from reportgen.training import sidebyside
+
+    monkeypatch.setattr(sidebyside, "group_size", lambda spec, acc, prec: 8)
+    monkeypatch.setattr(sidebyside, "throughput",
+                        lambda spec, runs: together if runs > 1 else alone)
+    res, lines, _ = _train(tiny, f"auto-{grouped}", side_by_side=0)
+    verdicts = [line for line in lines if line.startswith("side by side: 2 resnet runs measured")]
+    assert len(verdicts) == 1 and f"{together:.0f} img/s in all against {alone:.0f}" in verdicts[0]
+    assert [r["side_by_side"] for r in res] == ([2, 2] if grouped else [1, 1])
+
+
+def test_throughput_is_measured_once_per_setting(tiny, monkeypatch):
+    """The plan and training ask for the same rates: each (setting, group size) is timed once."""
+    import reportgen.bench as bench
+    from reportgen.training import sidebyside
+
+    spec = baseline_spec(_config(tiny)[0], "digest")
+    calls = []
+    monkeypatch.setattr(sidebyside, "_RATES", {})
+    monkeypatch.setattr(bench, "bench_training", lambda c, b, runs=1: calls.append(runs)
+                        or ({"train_img_per_s": 10.0 * runs}, None))
+    assert sidebyside.throughput(spec, 2) == 20.0 and sidebyside.throughput(spec, 2) == 20.0
+    assert sidebyside.throughput(spec, 1) == 10.0 and calls == [2, 1]

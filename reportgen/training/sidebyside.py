@@ -49,7 +49,7 @@ from .train import (_is_main_process, checkpoint_callbacks, data_device, finish_
 
 # Precisions under which runs step together exactly as alone. "16-mixed" is not one: its
 # gradient scaler skips a step for every run when one run's gradients overflow.
-PRECISIONS = ("32-true", "bf16-mixed", "64-true")
+PRECISIONS = ("32-true", "bf16-mixed")
 MAX_RUNS = 8  # side_by_side = 0 on a GPU: at most this many runs in one computation
 
 
@@ -64,9 +64,10 @@ def compatible(a: RunSpec, b: RunSpec) -> bool:
 
 
 def group_size(spec: RunSpec, accelerator: str, precision: str) -> int:
-    """How many runs like `spec` may step together: train.side_by_side, where 0 means all of a
-    study's same-shaped runs (up to MAX_RUNS) on a GPU and one at a time on a CPU, where
-    stacking brings nothing (`reportgen bench` measures both)."""
+    """How many runs like `spec` may step together: train.side_by_side, where 0 means up to
+    MAX_RUNS of a study's same-shaped runs on a GPU (kept only where `schedule` measures the
+    group faster) and one at a time on a CPU, where stacking measured slower (`reportgen
+    bench`: three runs side by side took 4.9 times one run's time)."""
     cfg = spec.train
     if cfg.devices > 1 or cfg.compile or precision not in PRECISIONS:
         return 1  # DDP splits one run over GPUs; compiled steps and fp16 scaling train alone
@@ -500,13 +501,44 @@ def schedule(specs: list[RunSpec], out_dir: str | Path,
             groups.append([i])
     out = []
     for g in groups:
+        spec = specs[g[0]]
         if len(g) > 1 and resume_state([specs[i] for i in g], Path(out_dir))[0] == "apart":
             log(f"{len(g)} runs of one shape have checkpoints from different epochs (or only "
                 "some have one): each resumes or starts alone")
             out.extend([i] for i in g)
+        elif len(g) > 1 and spec.train.side_by_side == 0 and not _faster(spec, len(g), log):
+            out.extend([i] for i in g)
         else:
             out.append(g)
     return out
+
+
+_RATES: dict[tuple[str, int], float] = {}
+
+
+def throughput(spec: RunSpec, runs: int) -> float:
+    """Training images/s of `runs` runs like `spec` side by side (1: alone), all their images
+    counted: a few steps on synthetic images, through `reportgen bench`'s code path."""
+    from ..bench import BenchConfig, bench_training
+    from ..config import ExperimentConfig
+
+    key = (digest({"model": spec.model, "optim": spec.optim, "train": spec.train}), runs)
+    if key not in _RATES:
+        cfg = ExperimentConfig(model=spec.model, optim=spec.optim, train=spec.train)
+        b = BenchConfig(warmup_steps=3, steps=8, repeats=2)
+        _RATES[key] = bench_training(cfg, b, runs)[0]["train_img_per_s"]
+    return _RATES[key]
+
+
+def _faster(spec: RunSpec, runs: int, log: Callable[[str], None]) -> bool:
+    """The automatic setting keeps a group only where it is measured faster on this device
+    than its runs one after another."""
+    together, alone = throughput(spec, runs), throughput(spec, 1)
+    verdict = together > alone
+    log(f"side by side: {runs} {spec.label} runs measured {together:.0f} img/s in all against "
+        f"{alone:.0f} img/s alone on this device: "
+        + ("they train together" if verdict else "they train one at a time"))
+    return verdict
 
 
 def _header(specs: list[RunSpec], i: int, log: Callable[[str], None]) -> None:
