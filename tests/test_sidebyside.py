@@ -285,3 +285,12 @@ def test_throughput_is_measured_once_per_setting(tiny, monkeypatch):
                         or ({"train_img_per_s": 10.0 * runs}, None))
     assert sidebyside.throughput(spec, 2) == 20.0 and sidebyside.throughput(spec, 2) == 20.0
     assert sidebyside.throughput(spec, 1) == 10.0 and calls == [2, 1]
+
+
+def test_a_diverging_group_stops_with_advice_and_keeps_no_nan_model(tiny):
+    with pytest.raises(TrainingError, match=r"diverged in epoch 1 \(the run with seed 4[23]\)"
+                                            r".*lower the learning rate"):
+        _train(tiny, "diverged", side_by_side=2, **{"optim.lr": 1e12})
+    for run in (tiny[1] / "diverged" / "runs").iterdir():
+        assert not (run / "checkpoints" / "best.ckpt").exists()
+        assert not (run / "results.json").exists()
