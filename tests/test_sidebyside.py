@@ -178,6 +178,8 @@ def test_runs_of_another_shape_or_with_checkpoints_of_other_epochs_train_apart(t
     three = replace(spec, train=replace(spec.train, side_by_side=3))
     assert group_size(three, "cpu", "32-true") == 3
     assert group_size(replace(three, train=replace(three.train, devices=2)), "gpu", "32-true") == 1
+    assert group_size(replace(three, train=replace(three.train, strategy="ddp")), "cpu",
+                      "32-true") == 1
 
 
 def test_side_by_side_setting_is_checked_and_not_part_of_a_runs_key():

@@ -69,8 +69,10 @@ def group_size(spec: RunSpec, accelerator: str, precision: str) -> int:
     group faster) and one at a time on a CPU, where stacking measured slower (`reportgen
     bench`: three runs side by side took 4.9 times one run's time)."""
     cfg = spec.train
-    if cfg.devices > 1 or cfg.compile or precision not in PRECISIONS:
-        return 1  # DDP splits one run over GPUs; compiled steps and fp16 scaling train alone
+    if cfg.devices > 1 or cfg.strategy != "auto" or cfg.compile or precision not in PRECISIONS:
+        # A chosen strategy (DDP) spreads one run over devices; compiled steps and fp16
+        # gradient scaling train alone.
+        return 1
     if cfg.side_by_side:
         return cfg.side_by_side
     return MAX_RUNS if accelerator == "gpu" else 1
