@@ -62,6 +62,8 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1) -> tupl
     module = members[0] if runs == 1 else SideBySide(members)
     if tc.compile and runs == 1:
         module.set_step_model(torch.compile(module.model, mode=tc.compile_mode))
+    elif tc.compile:
+        module.compile_step(tc.compile_mode)
     window = max(1, b.steps // b.repeats)
     marks: list[float] = []
 
@@ -188,7 +190,11 @@ def format_load_table(r: dict) -> str:
 
 
 def run_bench(cfg: ExperimentConfig, b: BenchConfig, notebook: str | None = None,
-              notebook_data: str | None = None, side_by_side: int = 3) -> dict:
+              notebook_data: str | None = None, side_by_side: int | None = None) -> dict:
+    """side_by_side: runs to time side by side; None = 3, or none with train.compile (its
+    second compile would double the benchmark's time)."""
+    if side_by_side is None:
+        side_by_side = 0 if cfg.train.compile else 3
     from . import runtime
     from .training import device_description, torch_device, versions
 
@@ -203,7 +209,7 @@ def run_bench(cfg: ExperimentConfig, b: BenchConfig, notebook: str | None = None
         "compile": cfg.train.compile, "compile_mode": cfg.train.compile_mode, **train,
         **bench_eval(module, cfg, b), "versions": versions(), "platform": platform.platform(),
     }
-    if side_by_side > 1 and not cfg.train.compile:
+    if side_by_side > 1:
         result["side_by_side"] = bench_side_by_side(cfg, b, side_by_side,
                                                     train["train_img_per_s"])
     if notebook:

@@ -330,16 +330,16 @@ def bench(config: Optional[Path] = ConfigOpt, device: Optional[str] = DeviceOpt,
               "../shared/bench/notebook_pipeline.py."),
           notebook_data: Optional[str] = typer.Option(
               None, "--notebook-data", help="Extracted image folder for --notebook."),
-          side_by_side: int = typer.Option(
-              3, "--side-by-side", help="Also time this many runs trained side by side as "
-              "one computation (0 or 1: skip)."),
+          side_by_side: Optional[int] = typer.Option(
+              None, "--side-by-side", help="Also time this many runs trained side by side as "
+              "one computation (0 or 1: skip; default 3, or 0 with train.compile)."),
           load: bool = typer.Option(
               False, "--load", help="Time training idle, then next to a busy loop and next to "
               "a second PyTorch job (a busy laptop); no evaluation or sweep.")) -> None:
     """Time training, evaluation and the 36-angle rotation sweep on this machine."""
     from .bench import BenchConfig, format_load_table, format_table, run_bench, run_load_bench
 
-    if side_by_side < 0:
+    if side_by_side is not None and side_by_side < 0:
         _fail(f"--side-by-side {side_by_side}: use 0 (skip) or a number of runs")
     for name, v in (("--steps", steps), ("--warmup", warmup), ("--repeats", repeats),
                     ("--eval-images", eval_images), ("--sweep-angles", sweep_angles),

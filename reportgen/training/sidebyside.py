@@ -43,7 +43,7 @@ from .errors import TrainingError
 from .module import Classifier, optimizers
 from .rundir import (RunSpec, check_output_space, load_checkpoint_dict, read_results,
                      resume_point)
-from .train import (_is_main_process, checkpoint_callbacks, data_device, finish_run, fit,
+from .train import (_check_compile_on_cpu, _is_main_process, checkpoint_callbacks, data_device, finish_run, fit,
                     interactive, quiet_lightning, resolve_accelerator, resolve_precision,
                     train_loader, train_run, val_loader)
 
@@ -69,13 +69,15 @@ def group_size(spec: RunSpec, accelerator: str, precision: str) -> int:
     group faster) and one at a time on a CPU, where stacking measured slower (`reportgen
     bench`: three runs side by side took 4.9 times one run's time)."""
     cfg = spec.train
-    if cfg.devices > 1 or cfg.strategy != "auto" or cfg.compile or precision not in PRECISIONS:
-        # A chosen strategy (DDP) spreads one run over devices; compiled steps and fp16
-        # gradient scaling train alone.
+    if cfg.devices > 1 or cfg.strategy != "auto" or precision not in PRECISIONS:
+        # A chosen strategy (DDP) spreads one run over devices; fp16's gradient scaler
+        # would couple the runs.
         return 1
     if cfg.side_by_side:
         return cfg.side_by_side
-    return MAX_RUNS if accelerator == "gpu" else 1
+    # Automatic: never with train.compile (the group's compiled step is unmeasured on a GPU:
+    # ask for it with train.side_by_side = N).
+    return MAX_RUNS if accelerator == "gpu" and not cfg.compile else 1
 
 
 _STACK_PROBLEMS: dict[str, str | None] = {}
@@ -129,6 +131,7 @@ class SideBySide(pl.LightningModule):
         for name, t in buffers.items():
             _set_tensor(stack, name, t.contiguous(), parameter=False)
         self.stack = stack
+        self.__dict__["_step_logits"] = self.logits  # or a compiled version (compile_step)
         self._train_sums: torch.Tensor | None = None  # per run: loss, accuracy, steps
         self._val_sums: torch.Tensor | None = None  # per run: loss, correct, images
 
@@ -141,6 +144,11 @@ class SideBySide(pl.LightningModule):
 
         return vmap(one)(dict(self.stack.named_parameters()),
                          dict(self.stack.named_buffers()), xs)
+
+    def compile_step(self, mode: str = "default") -> None:
+        """Training steps through torch.compile of the stacked forward (vmap included);
+        validation stays eager, as for a run trained alone."""
+        self.__dict__["_step_logits"] = torch.compile(self.logits, mode=mode)
 
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         """Run k's weights as its own Classifier's state_dict."""
@@ -171,7 +179,7 @@ class SideBySide(pl.LightningModule):
 
     def training_step(self, batch, batch_idx):
         xs, ys = batch
-        logits = self.logits(xs)
+        logits = self._step_logits(xs)
         losses = F.cross_entropy(logits.flatten(0, 1), ys.flatten(),
                                  reduction="none").view(self.k, -1).mean(1)
         with torch.no_grad():
@@ -414,6 +422,9 @@ def train_group(specs: list[RunSpec], splits: Splits, out_dir: str | Path, *,
         + (f", resuming after epoch {ckpts[0]['epoch'] + 1} from their last.ckpt" if ckpts else ""))
     quiet_lightning()
     module = SideBySide(members)
+    if cfg.compile:
+        _check_compile_on_cpu(members[0].model, accelerator)
+        module.compile_step(cfg.compile_mode)
     bars = interactive()
     metrics = [EpochMetrics(d / "metrics.csv", log=None if bars else log, name=name,
                             metrics=lambda trainer, k=k: module.run_metrics(k),
