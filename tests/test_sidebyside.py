@@ -135,24 +135,26 @@ def _interrupt_at_epoch(monkeypatch, epoch):
     monkeypatch.setattr(ValidateLastEpoch, "on_train_epoch_start", stop)
 
 
-@pytest.mark.parametrize("resume_with", [2, 1])
-def test_interrupted_side_by_side_resumes_together_or_alone(tiny, monkeypatch, resume_with):
+@pytest.mark.parametrize("resume_with,optim", [(2, "sgd"), (1, "sgd"), (2, "adam")])
+def test_interrupted_side_by_side_resumes_together_or_alone(tiny, monkeypatch, resume_with,
+                                                            optim):
     """Ctrl-C after the first of two epochs; the same command resumes the runs side by side
     (resume_with=2) or each alone (1) from their own last.ckpt, and ends where runs that
-    were never interrupted end."""
+    were never interrupted end (Adam: its moments are split and stacked, its step shared)."""
     from reportgen.training import Interrupted
 
     monkeypatch.setattr("reportgen.training.module.prefers_channels_last", lambda *a: False)
-    reference, _, _ = _train(tiny, "reference", side_by_side=1)
+    sets = {"optim.name": optim, "optim.lr": 0.1 if optim == "sgd" else 0.01}
+    reference, _, _ = _train(tiny, "reference", side_by_side=1, **sets)
     with monkeypatch.context() as m:
         _interrupt_at_epoch(m, 1)
         with pytest.raises(Interrupted, match="resume"):
-            _train(tiny, "resumed", side_by_side=2)
+            _train(tiny, "resumed", side_by_side=2, **sets)
     runs = [Path(r["run_dir"].replace("reference", "resumed")) for r in reference]
     for run in runs:
         assert not (run / "results.json").exists()
         assert load_checkpoint_dict(run / "checkpoints" / "last.ckpt")["epoch"] == 0
-    resumed, lines, _ = _train(tiny, "resumed", side_by_side=resume_with)
+    resumed, lines, _ = _train(tiny, "resumed", side_by_side=resume_with, **sets)
     if resume_with == 2:
         assert any("resuming after epoch 1" in line for line in lines)
     else:

@@ -240,13 +240,14 @@ def _split_optimizer(states: list[dict], k: int) -> list[dict]:
 
 
 def _stack_optimizer(per_run: list[list[dict]]) -> list[dict]:
+    """The inverse of _split_optimizer: every run's optimiser states, stacked."""
     out = []
-    for o, *_ in zip(*per_run):
-        runs = [r[len(out)] for r in per_run]
-        out.append({"state": {i: {n: (torch.stack([r["state"][i][n] for r in runs])
+    for j, first in enumerate(per_run[0]):
+        runs = [r[j]["state"] for r in per_run]
+        out.append({"state": {i: {n: (torch.stack([r[i][n] for r in runs])
                                       if torch.is_tensor(v) and v.dim() > 0 else v)
-                                  for n, v in st.items()} for i, st in o["state"].items()},
-                    "param_groups": o["param_groups"]})
+                                  for n, v in st.items()} for i, st in first["state"].items()},
+                    "param_groups": first["param_groups"]})
     return out
 
 
