@@ -43,9 +43,9 @@ from .errors import TrainingError
 from .module import Classifier, optimizers
 from .rundir import (RunSpec, check_output_space, load_checkpoint_dict, read_results,
                      resume_point)
-from .train import (_check_compile_on_cpu, _is_main_process, checkpoint_callbacks, data_device, finish_run, fit,
-                    interactive, quiet_lightning, resolve_accelerator, resolve_precision,
-                    train_loader, train_run, val_loader)
+from .train import (check_compile_on_cpu, checkpoint_callbacks, data_device, finish_run, fit,
+                    interactive, is_main_process, quiet_lightning, resolve_accelerator,
+                    resolve_precision, train_loader, train_run, val_loader)
 
 # Precisions under which runs step together exactly as alone. "16-mixed" is not one: its
 # gradient scaler skips a step for every run when one run's gradients overflow.
@@ -424,7 +424,7 @@ def train_group(specs: list[RunSpec], splits: Splits, out_dir: str | Path, *,
     quiet_lightning()
     module = SideBySide(members)
     if cfg.compile:
-        _check_compile_on_cpu(members[0].model, accelerator)
+        check_compile_on_cpu(members[0].model, accelerator)
         module.compile_step(cfg.compile_mode)
     bars = interactive()
     metrics = [EpochMetrics(d / "metrics.csv", log=None if bars else log, name=name,
@@ -470,7 +470,7 @@ def train_runs(specs: list[RunSpec], splits: Splits, out_dir: str | Path, *, ret
     todo = []
     for i, spec in enumerate(specs):
         if retrain:
-            if _is_main_process():
+            if is_main_process():
                 run_dir = spec.run_dir(out_dir)
                 shutil.rmtree(run_dir / "checkpoints", ignore_errors=True)
                 (run_dir / "results.json").unlink(missing_ok=True)

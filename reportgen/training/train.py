@@ -98,7 +98,7 @@ def interactive() -> bool:
     return sys.stderr.isatty()
 
 
-def _is_main_process() -> bool:
+def is_main_process() -> bool:
     return int(os.environ.get("LOCAL_RANK", "0")) == 0 and int(os.environ.get("NODE_RANK", "0")) == 0
 
 
@@ -116,7 +116,7 @@ class _Setup:
     n_params: int
 
 
-def _check_compile_on_cpu(model: torch.nn.Module, accelerator: str) -> None:
+def check_compile_on_cpu(model: torch.nn.Module, accelerator: str) -> None:
     """torch.compile on the CPU lays small convolutions out channels_last, where oneDNN's
     backward of a 1x1 stride-2 convolution hangs or corrupts memory on this torch build when
     a layer has few channels (seen with 4). Refuse before it hangs."""
@@ -148,7 +148,7 @@ def _set_up(spec: RunSpec, run_dir: Path, retrain: bool, log: Callable[[str], No
     cfg = spec.train
     accelerator = resolve_accelerator(cfg.device)
     precision = resolve_precision(cfg.precision, accelerator)
-    main = _is_main_process()
+    main = is_main_process()
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = Classifier(spec.model.name, dict(spec.model.params), to_dict(spec.optim),
                         to_dict(cfg.augment), seed=cfg.seed,
@@ -171,7 +171,7 @@ def _set_up(spec: RunSpec, run_dir: Path, retrain: bool, log: Callable[[str], No
         spec.write_config(run_dir)
     quiet_lightning()
     if cfg.compile:
-        _check_compile_on_cpu(module.model, accelerator)
+        check_compile_on_cpu(module.model, accelerator)
         module.set_step_model(torch.compile(module.model, mode=cfg.compile_mode))
     best_cb, last_cb = checkpoint_callbacks(ckpt_dir)
     bars = interactive()
