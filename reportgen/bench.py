@@ -223,15 +223,20 @@ def run_bench(cfg: ExperimentConfig, b: BenchConfig, notebook: str | None = None
     return result
 
 
+def _side_by_side_line(sbs: dict | None) -> list[str]:
+    if not sbs:
+        return []
+    return [f"side by side {sbs['runs']} runs: {sbs['img_per_s']:.0f} img/s in all, "
+            f"{sbs['time_vs_one_run']:.2f} x the time of one run alone "
+            f"(x{sbs['speedup']:.2f} throughput)"]
+
+
 def format_table(r: dict) -> str:
     lines = [f"device      {r['device']} ({r['accelerator']}, {r['precision']}, "
              f"{r['threads']} threads; OpenMP wait: {r['openmp']})",
              f"model       {r['model']} {r['model_params']}, batch {r['batch_size']}",
              f"training    {r['train_img_per_s']:8.0f} img/s (median of {len(r['train_repeats'])})",
-             *([f"side by side {r['side_by_side']['runs']} runs: "
-                f"{r['side_by_side']['img_per_s']:.0f} img/s in all, "
-                f"{r['side_by_side']['time_vs_one_run']:.2f} x the time of one run alone "
-                f"(x{r['side_by_side']['speedup']:.2f} throughput)"] if "side_by_side" in r else []),
+             *_side_by_side_line(r.get("side_by_side")),
              f"evaluation  {r['eval_img_per_s']:8.0f} img/s (median of {len(r['eval_repeats'])})",
              f"sweep       {r['sweep_36_angles_s']:8.1f} s for 36 angles x 5,000 images "
              f"({r['sweep_s_per_angle']:.2f} s/angle)"]

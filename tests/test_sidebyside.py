@@ -116,8 +116,9 @@ def test_side_by_side_training_ends_where_separate_training_ends(tiny, monkeypat
         assert rows_t[0] == rows_a[0] and len(rows_t) == len(rows_a) == 3
         assert (Path(t["run_dir"]) / "predictions.npz").is_file()
         assert list((Path(t["run_dir"]) / "tensorboard").glob("events.out.tfevents.*"))
-        assert json.loads((Path(t["run_dir"]) / "config.json").read_text())["train"]["seed"] == t["seed"]
-    seeds_apart = _max_diff(_weights(Path(apart[0]["run_dir"])), _weights(Path(apart[1]["run_dir"])))
+        config = json.loads((Path(t["run_dir"]) / "config.json").read_text())
+        assert config["train"]["seed"] == t["seed"]
+    seeds_apart = _max_diff(*(_weights(Path(a["run_dir"])) for a in apart))
     assert seeds_apart > 0.1
 
 
