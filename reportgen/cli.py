@@ -159,7 +159,8 @@ def _run_study(study, config, data, out, epochs, seeds, subset, device, devices,
     _run(study.check, cfg, **options)
     with _locked(cfg):
         prepared = _run(prepare_data, cfg, log=_log)
-        if _plan(cfg, prepared, [study], retrain, plan, options) and plan:
+        _plan(cfg, prepared, [study], retrain, plan, options)
+        if plan:
             return
         res = _run(study.run, cfg, prepared, retrain=retrain, log=_log, **options)
         if not res:

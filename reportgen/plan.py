@@ -63,25 +63,28 @@ def _epochs_done(run_dir: Path, spec) -> int:
         return 0
 
 
-def measure(spec, cfg, runs: int = 1) -> tuple[float, float]:
-    """Training and evaluation images/s of `spec`'s model on this device: a few steps (of
-    `runs` runs side by side, all their images counted)."""
-    from .bench import BenchConfig, _synthetic, bench_training
+def measure(spec, runs: int = 1) -> tuple[float, float]:
+    """Training and evaluation images/s of `spec`'s model on this device: training from a few
+    steps (of `runs` runs side by side), timed as training's own side-by-side verdict times
+    them and shared with it; evaluation from one pass."""
+    from .bench import _synthetic
+    from .config import to_dict
     from .evaluation import score
-    from .training import eval_batch_size
+    from .training import Classifier, eval_batch_size, resolve_accelerator, torch_device
+    from .training.sidebyside import throughput
 
     # Eager steps: compiling here would cost more than the estimate is worth (and the
     # compile checks belong to training, which refuses unsafe cases with a clear error).
-    run_cfg = replace(cfg, model=spec.model, optim=spec.optim,
-                      train=replace(spec.train, compile=False))
-    b = BenchConfig(warmup_steps=3, steps=6, repeats=2)
-    train, module = bench_training(run_cfg, b, runs)
+    train_rate = throughput(replace(spec, train=replace(spec.train, compile=False)), runs)
+    module = Classifier(spec.model.name, dict(spec.model.params), to_dict(spec.optim),
+                        to_dict(spec.train.augment), seed=spec.train.seed)
+    module = module.to(torch_device(resolve_accelerator(spec.train.device)))
     bs = eval_batch_size(spec.train, module.device)
     x, y = _synthetic(max(2 * bs, 512), seed=1)
     score(module, x[:bs], y[:bs], bs)  # warm-up
     t0 = time.perf_counter()
     score(module, x, y, bs)
-    return train["train_img_per_s"], len(x) / (time.perf_counter() - t0)
+    return train_rate, len(x) / (time.perf_counter() - t0)
 
 
 def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None = None,
@@ -138,7 +141,7 @@ def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None
     log(f"planning: timing a few training steps of {len(specs)} model(s) on this device ...")
     for (key, runs), spec in timed.items():
         try:
-            plan.rates[key if runs == 1 else f"{key} x{runs}"] = measure(spec, cfg, runs)
+            plan.rates[key if runs == 1 else f"{key} x{runs}"] = measure(spec, runs)
         except Exception as e:  # the estimate is a courtesy: training reports real errors
             log(f"planning: could not time {spec.label} ({type(e).__name__}); no estimate")
             plan.unknown = True

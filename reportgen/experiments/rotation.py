@@ -160,6 +160,18 @@ def _closed(angles, values):
     return np.array(angles), np.array(values)
 
 
+def angle_stats(correct) -> list[dict]:
+    """The accuracy at each angle with its intervals; `correct`: seeds x angles x images."""
+    return [analysis.accuracy(correct[:, i].mean(1), correct.shape[2])
+            for i in range(correct.shape[1])]
+
+
+def band(stats: list[dict]) -> list:
+    """The band drawn around an accuracy curve: the seeds' 95% interval, or with one seed
+    the evaluation set's."""
+    return [st["seed_ci"] or st["sampling"] for st in stats]
+
+
 def model_facts(angles: list[float], classes: list[str], entry: dict, correct,
                 labels=None) -> dict:
     """For one model and split: accuracy at 0°, at the worst angle and averaged over rotated
@@ -169,7 +181,7 @@ def model_facts(angles: list[float], classes: list[str], entry: dict, correct,
     acc, per_class, conf = entry["accuracy"], entry["per_class"], entry["confidence"]
     n = correct.shape[2]
     chance = 1 / len(classes)
-    stats = [analysis.accuracy(correct[:, i].mean(1), n) for i in range(len(angles))]
+    stats = angle_stats(correct)
     at = {a % 360: st for a, st in zip(angles, stats)}
     zero_i = next((i for i, a in enumerate(angles) if a % 360 == 0), None)
     rotated = [i for i, a in enumerate(angles) if a % 360 != 0]
@@ -224,7 +236,7 @@ def model_facts(angles: list[float], classes: list[str], entry: dict, correct,
         "confidence_worst": conf[worst_i],
         # Over-confident: the mean confidence lies above the accuracy's whole 95% interval.
         "overconfident_at_worst": conf[worst_i] > stats[worst_i]["sampling"][1],
-        "band": [st["seed_ci"] or st["sampling"] for st in stats],
+        "band": band(stats),
         "band_kind": "seeds" if correct.shape[0] >= 2 else "sampling",
     }
 
@@ -329,9 +341,8 @@ class Rotation(Study):
                 if role in rc.tta:
                     sources.append((f"{spec.label}-tta", f"{role}-tta",
                                     f"{title} + test-time rotation averaging", aug, seeded, True))
-        for src in sources:  # every checkpoint is checked before the sweep starts
-            for _, path in src[4]:
-                load_classifier(path)
+        # Every checkpoint is loaded (and so checked) once, before the sweep starts.
+        loaded = {path: load_classifier(path, device) for src in sources for _, path in src[4]}
         # Image evaluations: test-time averaging evaluates every image four times.
         n_sweeps = sum(len(src[4]) * (4 if src[5] else 1) for src in sources)
         t0 = time.perf_counter()
@@ -342,26 +353,26 @@ class Rotation(Study):
         arrays = labels_arrays(prepared)
         bs = eval_batch_size(cfg.train, device)
         for label, role, title, aug, seeded, tta in sources:
+            first = loaded[seeded[0][1]]
             entry = {"role": role, "title": title, "tta": tta, "checkpoint": str(seeded[0][1]),
                      "run_dir": str(seeded[0][1].parent.parent), "aug_degrees": aug,
                      "seeds": [seed for seed, _ in seeded],
                      "per_seed": [{"seed": seed, "checkpoint": str(path),
-                                   "run_dir": str(path.parent.parent)} for seed, path in seeded]}
+                                   "run_dir": str(path.parent.parent)} for seed, path in seeded],
+                     "model": first.hparams.model_name,
+                     "params": with_defaults(first.hparams.model_name,
+                                             dict(first.hparams.model_params)),
+                     "parameters": count_parameters(first.model),
+                     "flops": forward_flops(first.model),
+                     "train_images_per_s": speed.get(label.removesuffix("-tta"))}
             for split in rc.splits:
                 x, y = prepared.splits.get(split)
                 curves = []
                 for seed, path in seeded:
-                    module = load_classifier(path, device)
-                    c = sweep(module, x, y, rc.angles, rc.interpolation, rc.fill, bs,
+                    c = sweep(loaded[path], x, y, rc.angles, rc.interpolation, rc.fill, bs,
                               progress=bar.update, keep_predictions=True, tta=tta)
                     arrays[f"pred/{label}/{seed}/{split}"] = c.pop("pred")
                     curves.append(c)
-                entry["model"] = module.hparams.model_name
-                entry["params"] = with_defaults(module.hparams.model_name,
-                                                dict(module.hparams.model_params))
-                entry["parameters"] = count_parameters(module.model)
-                entry["flops"] = forward_flops(module.model)
-                entry["train_images_per_s"] = speed.get(label.removesuffix("-tta"))
                 entry[split] = _mean_curves(curves)
             models[label] = entry
         bar.close()
@@ -470,15 +481,14 @@ class Rotation(Study):
         style.apply()
         r = results
         classes = r["classes"]
-        facts = self.facts(r)
         fig, ax = plt.subplots(figsize=(style.FULL_WIDTH, 2.8))
         for i, (label, entry) in enumerate(r["models"].items()):
             color = style.CYCLE[i % len(style.CYCLE)]
             for j, split in enumerate(r["splits"]):
                 a, acc = _closed(r["angles"], np.array(entry[split]["accuracy"]) * 100)
-                band = np.array(facts["models"][label][split]["band"]) * 100
-                _, lo = _closed(r["angles"], band[:, 0])
-                _, hi = _closed(r["angles"], band[:, 1])
+                b = np.array(band(angle_stats(correctness(r, label, split)))) * 100
+                _, lo = _closed(r["angles"], b[:, 0])
+                _, hi = _closed(r["angles"], b[:, 1])
                 ax.fill_between(a, lo, hi, color=color, alpha=0.18 if j == 0 else 0.1, lw=0)
                 ax.plot(a, acc, color=color, ls=style.LINESTYLES[j], marker="o" if j == 0 else None,
                         ms=2.5, label=f"{entry['title']} ({SPLIT_NAMES.get(split, split)})")

@@ -205,19 +205,17 @@ class Shuffle(Study):
 
         perm = load_permutation(cfg)
         runs, arrays = {}, labels_arrays(prepared)
-        specs = shuffle_specs(cfg, prepared.data_digest, perm)
-        for label, spec in specs.items():
-            seeds = seeds_of(cfg, spec)
+        plan = {label: (spec, seeds_of(cfg, spec))
+                for label, spec in shuffle_specs(cfg, prepared.data_digest, perm).items()}
+        for label, (spec, seeds) in plan.items():
             log(f"--- {label}: {spec.model.name}, {'shuffled' if spec.perm else 'original'} "
                 f"pixels, {len(seeds)} seed{'s' if len(seeds) != 1 else ''}")
         # One call for all four models: original and shuffled pixels of one architecture
         # can train side by side.
-        trained = train_models([(spec, seeds_of(cfg, spec)) for spec in specs.values()],
-                               prepared, cfg, retrain=retrain, log=log)
+        trained = train_models(list(plan.values()), prepared, cfg, retrain=retrain, log=log)
         if trained is None:
             return {}
-        for (label, spec), seeded in zip(specs.items(), trained):
-            seeds = seeds_of(cfg, spec)
+        for (label, (spec, seeds)), seeded in zip(plan.items(), trained):
             m = get_model(spec.model.name)
             first = seeded[0].results
             val, test = seed_stats(seeded, "val_acc"), seed_stats(seeded, "test_acc")

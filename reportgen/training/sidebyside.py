@@ -132,8 +132,11 @@ class SideBySide(pl.LightningModule):
             _set_tensor(stack, name, t.contiguous(), parameter=False)
         self.stack = stack
         self.__dict__["_step_logits"] = self.logits  # or a compiled version (compile_step)
-        self._train_sums: torch.Tensor | None = None  # per run: loss, accuracy, steps
-        self._val_sums: torch.Tensor | None = None  # per run: loss, correct, images
+        # Per run, summed on the device (no host sync per step): training loss and accuracy
+        # per step; validation loss and correct count per image. The counts are plain ints.
+        self._train_sums: torch.Tensor | None = None
+        self._val_sums: torch.Tensor | None = None
+        self._steps = self._images = 0
 
     def logits(self, xs: torch.Tensor) -> torch.Tensor:
         """xs: K x B x C x H x W (run k's batch at k) -> K x B x classes."""
@@ -170,7 +173,8 @@ class SideBySide(pl.LightningModule):
     def on_train_epoch_start(self) -> None:
         for m in self.members:
             m.start_epoch(self.current_epoch, self.device)
-        self._train_sums = torch.zeros(3, self.k, device=self.device)
+        self._train_sums = torch.zeros(2, self.k, device=self.device)
+        self._steps = 0
 
     def configure_optimizers(self):
         # Element-wise optimisers (SGD, Adam, AdamW) update each run's slice as they would
@@ -184,8 +188,8 @@ class SideBySide(pl.LightningModule):
                                  reduction="none").view(self.k, -1).mean(1)
         with torch.no_grad():
             acc = (logits.argmax(-1) == ys).float().mean(1)
-            self._train_sums += torch.stack([losses.detach().float(), acc,
-                                             torch.ones_like(acc)])
+            self._train_sums += torch.stack([losses.detach().float(), acc])
+        self._steps += 1
         return losses.sum()
 
     def validation_step(self, batch, batch_idx):
@@ -194,13 +198,14 @@ class SideBySide(pl.LightningModule):
         losses = F.cross_entropy(logits.flatten(0, 1), ys.flatten(),
                                  reduction="none").view(self.k, -1)
         correct = (logits.argmax(-1) == ys).float()
-        self._val_sums += torch.stack([losses.sum(1), correct.sum(1),
-                                       torch.full_like(correct[:, 0], ys.shape[1])])
+        self._val_sums += torch.stack([losses.sum(1), correct.sum(1)])
+        self._images += ys.shape[1]
 
     def on_validation_epoch_start(self) -> None:
         if self.trainer.training or self.trainer.state.fn == "fit":
             self._check_finite()  # before a diverged run's weights could become its best
-        self._val_sums = torch.zeros(3, self.k, device=self.device)
+        self._val_sums = torch.zeros(2, self.k, device=self.device)
+        self._images = 0
 
     def on_train_epoch_end(self) -> None:
         self._check_finite()
@@ -220,12 +225,12 @@ class SideBySide(pl.LightningModule):
     def run_metrics(self, k: int) -> dict[str, float]:
         """Run k's epoch metrics under the names a run trained alone logs them."""
         out = {}
-        if self._train_sums is not None and self._train_sums[2, k] > 0:
-            t = self._train_sums[:, k].tolist()
-            out.update(train_loss=t[0] / t[2], train_acc=t[1] / t[2])
-        if self._val_sums is not None and self._val_sums[2, k] > 0:
-            v = self._val_sums[:, k].tolist()
-            out.update(val_loss=v[0] / v[2], val_acc=v[1] / v[2])
+        if self._train_sums is not None and self._steps:
+            loss, acc = (self._train_sums[:, k] / self._steps).tolist()
+            out.update(train_loss=loss, train_acc=acc)
+        if self._val_sums is not None and self._images:
+            loss, acc = (self._val_sums[:, k] / self._images).tolist()
+            out.update(val_loss=loss, val_acc=acc)
         return out
 
 
@@ -532,16 +537,19 @@ _RATES: dict[tuple[str, int], float] = {}
 
 def throughput(spec: RunSpec, runs: int) -> float:
     """Training images/s of `runs` runs like `spec` side by side (1: alone), all their images
-    counted: a few steps on synthetic images, through `reportgen bench`'s code path."""
+    counted: a few steps on synthetic images, through `reportgen bench`'s code path. Timed
+    once per setting and group size, for the plan and the automatic side-by-side verdict."""
     from ..bench import BenchConfig, bench_training
     from ..config import ExperimentConfig
 
     key = (digest({"model": spec.model, "optim": spec.optim, "train": spec.train}), runs)
     if key not in _RATES:
         cfg = ExperimentConfig(model=spec.model, optim=spec.optim, train=spec.train)
-        # Only asked for on a GPU (the automatic setting), where these steps take a second;
-        # the warm-up covers cuDNN's autotuning of the new shapes.
-        b = BenchConfig(warmup_steps=5, steps=20, repeats=2)
+        # On a GPU these steps take a second, and the warm-up covers cuDNN's autotuning of
+        # the new shapes; on a CPU (the plan's estimate only) a step can take a second.
+        gpu = resolve_accelerator(spec.train.device) == "gpu"
+        b = BenchConfig(warmup_steps=5, steps=20, repeats=2) if gpu else BenchConfig(
+            warmup_steps=3, steps=6, repeats=2)
         _RATES[key] = bench_training(cfg, b, runs)[0]["train_img_per_s"]
     return _RATES[key]
 
