@@ -147,3 +147,41 @@ def test_compile_with_few_channels_is_refused_on_the_cpu(tiny):
     r = train_cli({**overrides, "train.compile": True})
     assert r.exit_code == 2 and "multiples of 8 (this model has [4])" in r.output
     assert not list(out.glob("runs/*/checkpoints/*.ckpt"))
+
+
+def test_epoch_metrics_are_the_means_of_the_steps(tiny, monkeypatch):
+    """The training loss and accuracy in metrics.csv and TensorBoard are the means of every
+    training step's, summed on the device and logged once an epoch."""
+    import types
+
+    import pandas as pd
+    import torch
+    import torch.nn.functional as F
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    import reportgen.training.module as module
+
+    steps = []
+
+    def cross_entropy(logits, y, *a, **kw):
+        if torch.is_grad_enabled():  # a training step, not validation
+            steps.append((F.cross_entropy(logits, y).item(),
+                          (logits.argmax(-1) == y).float().mean().item()))
+        return F.cross_entropy(logits, y, *a, **kw)
+
+    monkeypatch.setattr(module, "F", types.SimpleNamespace(cross_entropy=cross_entropy))
+    overrides, out = tiny
+    r = train_cli({**overrides, "train.epochs": 3, "train.batch_size": 7})
+    assert r.exit_code == 0, r.output
+    run = only_run(out)
+    per_epoch = json.loads((run / "results.json").read_text())["train_images"] // 7
+    # The plan's few timed steps come first; the run's own are the last ones.
+    steps = steps[-3 * per_epoch:]
+    rows = pd.read_csv(run / "metrics.csv")
+    board = [e.value for e in EventAccumulator(str(run / "tensorboard")).Reload()
+             .Scalars("train_loss")]
+    for e in range(3):
+        loss, acc = torch.tensor(steps[e * per_epoch:(e + 1) * per_epoch]).mean(0).tolist()
+        assert rows["train_loss"][e] == pytest.approx(loss, rel=1e-5)
+        assert rows["train_acc"][e] == pytest.approx(acc, rel=1e-5)
+        assert board[e] == pytest.approx(loss, rel=1e-5)
