@@ -37,6 +37,15 @@ def _synthetic(n: int, seed: int = 0):
             torch.randint(0, 10, (n,), generator=g))
 
 
+def _require_memory(cfg: ExperimentConfig, b: BenchConfig, runs: int) -> None:
+    """Stop, before timing anything, where `runs` runs and their synthetic images cannot fit."""
+    from .training import memory, resolve_accelerator
+
+    memory.require(cfg.model, cfg.train, resolve_accelerator(cfg.train.device), runs,
+                   what=f"--side-by-side {runs}",
+                   per_batch_image=(b.warmup_steps + b.steps) * (3 * 32 * 32 + 8))
+
+
 def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1) -> tuple[dict, object]:
     """Training images/s of one run, or of `runs` runs side by side (all their images
     counted: the time per image of the whole group)."""
@@ -52,6 +61,7 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1) -> tupl
     accelerator = resolve_accelerator(tc.device)
     device = torch_device(accelerator)
     n = tc.batch_size * (b.warmup_steps + b.steps)
+    _require_memory(cfg, b, runs)
     x, y = _synthetic(n)
     x, y = x.to(device), y.to(device)  # as in training: the data lives on the device
     members = []
@@ -198,6 +208,7 @@ def run_bench(cfg: ExperimentConfig, b: BenchConfig, notebook: str | None = None
     from . import runtime
     from .training import device_description, torch_device, versions
 
+    _require_memory(cfg, b, max(side_by_side, 1))
     t0 = time.perf_counter()
     train, module = bench_training(cfg, b)
     module = module.to(torch_device(train["accelerator"]))

@@ -90,7 +90,7 @@ def measure(spec, runs: int = 1) -> tuple[float, float]:
 def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None = None,
               log=print) -> Plan:
     """The plan of running the studies `chosen` (in order) on `prepared` data."""
-    from .training import device_description, resolve_accelerator
+    from .training import device_description, memory, resolve_accelerator
 
     s = prepared.splits
     sizes = {"val": len(s.val_x), "test": len(s.test_x)}
@@ -138,6 +138,8 @@ def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None
         for j in g:
             pending[j].together = len(g)
         timed.setdefault((_model_key(pending[g[0]].spec), len(g)), pending[g[0]].spec)
+    for (_, runs), spec in timed.items():  # a batch that cannot fit: no plan can run
+        memory.require(spec.model, spec.train, resolve_accelerator(spec.train.device), runs)
     log(f"planning: timing a few training steps of {len(specs)} model(s) on this device ...")
     for (key, runs), spec in timed.items():
         try:

@@ -39,6 +39,7 @@ from ..config import AugmentConfig, digest, to_dict
 from ..data import Splits
 from ..models import count_parameters
 from .callbacks import EpochMetrics, ValidateLastEpoch, VerifiedCheckpointIO
+from . import memory
 from .errors import TrainingError
 from .module import Classifier, optimizers
 from .rundir import (RunSpec, check_output_space, load_checkpoint_dict, read_results,
@@ -409,6 +410,7 @@ def train_group(specs: list[RunSpec], splits: Splits, out_dir: str | Path, *,
     state, ckpts = resume_state(specs, out_dir)
     if state == "apart":
         raise ValueError("runs with checkpoints from different steps cannot train side by side")
+    memory.require(specs[0].model, cfg, accelerator, len(specs))  # before anything is written
     members = []
     for spec, run_dir in zip(specs, run_dirs):
         # Seeded exactly as a run trained alone, so each starts from its own initialisation.
@@ -507,11 +509,18 @@ def schedule(specs: list[RunSpec], out_dir: str | Path,
     for i, spec in enumerate(specs):
         accelerator = resolve_accelerator(spec.train.device)
         limit = group_size(spec, accelerator, resolve_precision(spec.train.precision, accelerator))
+        first = not any(compatible(specs[g[0]], spec) for g in groups)
         if limit > 1 and (why := stack_problem(spec)) is not None:
-            if not any(compatible(specs[g[0]], spec) for g in groups):  # say it once
+            if first:  # say it once
                 log(f"note: {spec.model.name} cannot train side by side ({why}): its runs "
                     "train one at a time")
             limit = 1
+        fit = memory.runs_that_fit(spec.model, spec.train, accelerator) if limit > 1 else None
+        if fit is not None and fit < limit:
+            if first and fit > 1:
+                log(f"note: memory allows {fit} {spec.label} runs side by side at batch "
+                    f"{spec.train.batch_size}, not {limit}: they train {fit} at a time")
+            limit = max(fit, 1)
         for g in groups:
             if len(g) < limit and compatible(specs[g[0]], spec):
                 g.append(i)

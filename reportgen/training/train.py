@@ -25,6 +25,7 @@ from ..data import Splits, batches
 from ..files import atomic_write_text
 from ..models import count_parameters
 from ..signals import lightning_handles_sigterm
+from . import memory
 from .callbacks import EpochMetrics, ValidateLastEpoch, VerifiedCheckpointIO
 from .errors import Interrupted, TrainingError
 from .module import Classifier
@@ -149,6 +150,7 @@ def _set_up(spec: RunSpec, run_dir: Path, retrain: bool, log: Callable[[str], No
     accelerator = resolve_accelerator(cfg.device)
     precision = resolve_precision(cfg.precision, accelerator)
     main = is_main_process()
+    memory.require(spec.model, cfg, accelerator)  # before anything is written
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     module = Classifier(spec.model.name, dict(spec.model.params), to_dict(spec.optim),
                         to_dict(cfg.augment), seed=cfg.seed,
@@ -233,6 +235,14 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, train, val, resume: Pat
         if trainer.interrupted:
             raise Interrupted(hint()) from None
         raise
+    except torch.OutOfMemoryError as e:
+        # The preflight (memory.require) leaves headroom; this is what it could not foresee:
+        # other processes on the card or the host, or a model whose memory it misjudged.
+        _close_progress_bars(trainer)
+        raise TrainingError(
+            f"training ran out of memory ({str(e).splitlines()[0][:120]}): use a smaller batch "
+            "(--set train.batch_size=...), train runs one at a time (--set "
+            f"train.side_by_side=1) or free memory; {hint()}") from None
     return time.perf_counter() - t0
 
 
