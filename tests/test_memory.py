@@ -182,3 +182,20 @@ def test_out_of_memory_anywhere_else_is_one_line(tiny, monkeypatch):
     assert r.output.strip().splitlines()[-1].startswith(
         "error: out of memory (CUDA out of memory. Tried to allocate 9.00 GiB)")
     assert not list((out / "runs").glob("*/results.json"))
+
+
+def test_ddp_processes_on_the_cpu_each_need_their_own_memory(monkeypatch):
+    """--devices N on the CPU starts N processes that each hold what this one holds; the
+    first process counts them, a later one (LOCAL_RANK > 0) finds them started already."""
+    cfg = load_config(None, sets=["train.devices=8", 'train.strategy="ddp"'])
+    monkeypatch.setattr(memory, "process_bytes", lambda: 2**30)
+    _with_free(monkeypatch, 3 * 2**30 + 2**29)
+    with pytest.raises(memory.TrainingError) as e:
+        memory.require(cfg.model, cfg.train, "cpu")
+    assert "--devices 8 on the CPU starts 8 training processes" in str(e.value)
+    most = int(str(e.value).rsplit(" ", 1)[1])
+    assert most == 3  # 1 GiB each plus about 170 MiB of training, in 3.5 GiB (+ this one's)
+    memory.require(cfg.model, load_config(None, sets=[f"train.devices={most}"]).train, "cpu")
+    memory.require(cfg.model, cfg.train, "gpu")  # a card per process
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    memory.require(cfg.model, cfg.train, "cpu")

@@ -12,6 +12,7 @@ p4-equivariant one); bf16 on a GPU keeps less, so there the check errs on the sa
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import torch
@@ -115,8 +116,30 @@ def gib(n: float) -> str:
 
 
 def _processes(train_cfg, accelerator: str) -> int:
-    # CPU processes of one DDP run share the host's memory; GPU ones have a card each.
-    return train_cfg.devices if accelerator == "cpu" else 1
+    """Processes of one run that will share this memory and have not started yet: a DDP
+    run's on the CPU, counted by its first process (a GPU process has a card of its own,
+    and a later process finds the others' memory taken already)."""
+    if accelerator != "cpu" or os.environ.get("LOCAL_RANK", "0") != "0":
+        return 1
+    return train_cfg.devices
+
+
+def process_bytes() -> int:
+    """This process's resident memory (torch, the decoded data): what each further DDP
+    process on the CPU will hold too, before it trains."""
+    try:
+        pages = int(Path("/proc/self/statm").read_text().split()[1])
+        return pages * os.sysconf("SC_PAGE_SIZE")
+    except (OSError, ValueError, IndexError):
+        import resource
+
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def _room(free: int, procs: int) -> float:
+    """Memory for one process's training: this process is resident already, each further
+    DDP process first loads what it holds."""
+    return (free - (procs - 1) * process_bytes()) / procs if procs > 1 else free
 
 
 def runs_that_fit(model_cfg, train_cfg, accelerator: str, per_batch_image: int = 0) -> int | None:
@@ -126,7 +149,7 @@ def runs_that_fit(model_cfg, train_cfg, accelerator: str, per_batch_image: int =
         return None
     bs, procs = train_cfg.batch_size, _processes(train_cfg, accelerator)
     per_image, params = profile(model_cfg)
-    room = free / procs - bs * per_batch_image
+    room = _room(free, procs) - bs * per_batch_image
     if room < _run_bytes(per_image, params, bs, 1):
         return 0
     return max(int(room // _run_bytes(per_image, params, bs, 2)), 1)
@@ -150,9 +173,19 @@ def require(model_cfg, train_cfg, accelerator: str, runs: int = 1, what: str = "
             f"{what or f'{runs} runs side by side'} of {model_cfg.name} at batch {bs} need "
             f"about {gib(need)} of memory, more than the {gib(free)} available {here}: use at "
             f"most {fit}")
+    one = training_bytes(model_cfg, bs, 1, per_batch_image)
+    if procs > 1:
+        base = process_bytes()
+        most = int((free + base) // (one + base))  # processes that fit, this one included
+        if most >= 1:
+            raise TrainingError(
+                f"--devices {procs} on the CPU starts {procs} training processes of about "
+                f"{gib(base + one)} each (this one holds {gib(base)} before training), more "
+                f"than the {gib(free)} available {here}: use at most --devices {most}")
     per_image, params = profile(model_cfg)
-    need = training_bytes(model_cfg, bs, 1, per_batch_image) * procs
-    largest = math.floor((free / procs - 16 * params) / (per_image * HEADROOM + per_batch_image))
+    need = one * procs
+    largest = math.floor((_room(free, procs) - 16 * params)
+                         / (per_image * HEADROOM + per_batch_image))
     fix = (f"use a smaller batch, at most about --set train.batch_size={largest}"
            if largest >= 1 else "use a smaller model or a machine with more memory")
     raise TrainingError(
