@@ -208,6 +208,10 @@ def run_bench(cfg: ExperimentConfig, b: BenchConfig, notebook: str | None = None
     from . import runtime
     from .training import device_description, torch_device, versions
 
+    from .training import memory
+
+    memory.require_images(b.eval_images, "--eval-images")
+    memory.require_images(b.sweep_images, "--sweep-images")
     _require_memory(cfg, b, max(side_by_side, 1))
     t0 = time.perf_counter()
     train, module = bench_training(cfg, b)

@@ -80,8 +80,10 @@ def _run(fn, *args, **kwargs):
             _fail("interrupted (Ctrl-C or SIGTERM): run the same command again to continue "
                   "where it stopped; finished runs and epochs are kept", 130)
         _fail(str(e).replace("\n", " "))
-    except RuntimeError as e:  # torch.OutOfMemoryError, without importing torch here
-        if type(e).__name__ != "OutOfMemoryError" or _debug():
+    except RuntimeError as e:  # torch.OutOfMemoryError (without importing torch here), and
+        # the CPU allocator's failure, a plain RuntimeError
+        if _debug() or (type(e).__name__ != "OutOfMemoryError"
+                        and "can't allocate memory" not in str(e)):
             raise
         _fail(f"out of memory ({str(e).splitlines()[0][:120]}): use smaller batches "
               "(train.batch_size, train.eval_batch_size) or free memory; finished runs and "

@@ -169,19 +169,47 @@ def test_running_out_of_memory_mid_training_keeps_the_finished_epochs(tiny, monk
     assert not (run / "results.json").exists()
 
 
-def test_out_of_memory_anywhere_else_is_one_line(tiny, monkeypatch):
+@pytest.mark.parametrize("error", [
+    torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB"),
+    RuntimeError("[enforce fail at alloc_cpu.cpp:127] err == 0. DefaultCPUAllocator: can't "
+                 "allocate memory: you tried to allocate 307200000000 bytes. Error code 12"),
+])
+def test_out_of_memory_anywhere_else_is_one_line(tiny, monkeypatch, error):
     import reportgen.evaluation as evaluation
 
     def oom(*a, **k):
-        raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 9.00 GiB")
+        raise error
 
     monkeypatch.setattr(evaluation, "score", oom)
     overrides, out = tiny
     r = runner.invoke(app, ["train", *overrides_to_args(overrides)])
     assert r.exit_code == 2
-    assert r.output.strip().splitlines()[-1].startswith(
-        "error: out of memory (CUDA out of memory. Tried to allocate 9.00 GiB)")
+    last = r.output.strip().splitlines()[-1]
+    assert last.startswith("error: out of memory (") and str(error)[:40] in last
+    assert "train.batch_size" in last and "Traceback" not in r.output
     assert not list((out / "runs").glob("*/results.json"))
+
+
+def test_other_runtime_errors_stay_bugs_with_their_traceback(tiny, monkeypatch):
+    import reportgen.evaluation as evaluation
+
+    def bug(*a, **k):
+        raise RuntimeError("mat1 and mat2 shapes cannot be multiplied")
+
+    monkeypatch.setattr(evaluation, "score", bug)
+    overrides, out = tiny
+    r = runner.invoke(app, ["train", *overrides_to_args(overrides)])
+    assert r.exit_code != 0 and isinstance(r.exception, RuntimeError)
+
+
+@pytest.mark.parametrize("option", ["--eval-images", "--sweep-images"])
+def test_bench_refuses_more_synthetic_images_than_fit(monkeypatch, option):
+    monkeypatch.setattr(memory, "host_available", lambda: 2**30)
+    r = runner.invoke(app, ["bench", option, "1000000", "--device", "cpu"])
+    assert r.exit_code == 2
+    assert r.output.startswith(f"error: {option} 1000000 needs about 5.7 GiB of memory")
+    most = int(r.output.strip().rsplit(" ", 1)[1])
+    assert most == 2**30 // (2 * (3 * 32 * 32 + 8))
 
 
 def test_ddp_processes_on_the_cpu_each_need_their_own_memory(monkeypatch):

@@ -192,3 +192,14 @@ def require(model_cfg, train_cfg, accelerator: str, runs: int = 1, what: str = "
         f"train.batch_size = {bs} needs about {gib(need)} of memory to train {model_cfg.name} "
         f"({gib(per_image)} per image kept for the backward pass), more than the {gib(free)} "
         f"available {here}: {fix}")
+
+
+def require_images(n: int, option: str) -> None:
+    """Stop where `n` uint8 images (with their labels and a copy in flight) cannot fit in
+    the host's memory, naming `option` (e.g. --eval-images) and how many would."""
+    free = host_available()
+    each = 2 * (3 * 32 * 32 + 8)
+    if free is not None and n * each > free:
+        raise TrainingError(f"{option} {n} needs about {gib(n * each)} of memory for its images, "
+                            f"more than the {gib(free)} available on this machine: use at most "
+                            f"{option} {free // each}")
