@@ -71,6 +71,10 @@ def test_host_memory_from_meminfo_and_a_container_limit(tmp_path):
     (cg / "memory.max").write_text(f"{3 * 2**30}\n")
     (cg / "memory.current").write_text(f"{2 * 2**30}\n")
     assert memory.host_available(meminfo, cg) == 2**30
+    # Page cache the kernel can drop is not in use.
+    (cg / "memory.stat").write_text(f"anon 100\nfile 300\ninactive_file {2**29}\n")
+    assert memory.host_available(meminfo, cg) == 2**30 + 2**29
+    (cg / "memory.stat").unlink()
     (cg / "memory.max").unlink()
     (cg / "memory").mkdir()  # cgroup v1
     (cg / "memory" / "memory.limit_in_bytes").write_text(f"{2**31}\n")

@@ -85,17 +85,32 @@ def _meminfo_available(meminfo: Path) -> int | None:
     return None
 
 
+def _inactive_file(stat: Path, key: str) -> int:
+    """Page cache the kernel can drop (a cgroup's usage counts it): memory.stat's `key`."""
+    try:
+        for line in stat.read_text().splitlines():
+            name, _, value = line.partition(" ")
+            if name == key:
+                return int(value)
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
 def host_available(meminfo: Path = Path("/proc/meminfo"),
                    cgroup: Path = Path("/sys/fs/cgroup")) -> int | None:
     """Memory this process may still take on the host: the kernel's MemAvailable, capped by
-    a container's cgroup limit (v2 or v1); None where neither can be read (not Linux)."""
+    a container's cgroup limit (v2 or v1) less its working set (usage without the page cache
+    it can drop, as container runtimes count it); None where neither can be read."""
     candidates = [_meminfo_available(meminfo)]
-    for limit_name, usage_name in (("memory.max", "memory.current"),
-                                   ("memory/memory.limit_in_bytes",
-                                    "memory/memory.usage_in_bytes")):
+    for limit_name, usage_name, stat_name, key in (
+            ("memory.max", "memory.current", "memory.stat", "inactive_file"),
+            ("memory/memory.limit_in_bytes", "memory/memory.usage_in_bytes",
+             "memory/memory.stat", "total_inactive_file")):
         limit, usage = _read_int(cgroup / limit_name), _read_int(cgroup / usage_name)
         if limit is not None and usage is not None and limit < 2**60:  # "max": no limit
-            candidates.append(max(limit - usage, 0))
+            working = max(usage - _inactive_file(cgroup / stat_name, key), 0)
+            candidates.append(max(limit - working, 0))
     known = [c for c in candidates if c is not None]
     return min(known) if known else None
 
