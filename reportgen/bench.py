@@ -55,7 +55,7 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1) -> tupl
     from .data import batches
     from .training import (Classifier, quiet_lightning, resolve_accelerator,
                            resolve_precision, torch_device)
-    from .training.sidebyside import SideBySide
+    from .training.sidebyside import SideBySide, layout
 
     tc = cfg.train
     accelerator = resolve_accelerator(tc.device)
@@ -69,7 +69,7 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1) -> tupl
         pl.seed_everything(tc.seed + k, verbose=False)
         members.append(Classifier(cfg.model.name, dict(cfg.model.params), to_dict(cfg.optim),
                                   to_dict(tc.augment), seed=tc.seed + k))
-    module = members[0] if runs == 1 else SideBySide(members)
+    module = members[0] if runs == 1 else SideBySide(members, layout=layout(cfg.model)[0])
     if tc.compile and runs == 1:
         module.set_step_model(torch.compile(module.model, mode=tc.compile_mode))
     elif tc.compile:

@@ -3,9 +3,10 @@
 The practical's ResNet is small: on a GPU one training step at batch 128 is a few GFLOP,
 so the card waits on kernel launches. Runs that share the model, the optimiser and the
 schedule (the seeds of a model; plain and rotation-augmented training; original and
-shuffled pixels) can instead step together: their parameters are stacked along a new
-leading axis and `torch.func.vmap` maps the model over it, so every convolution runs once
-for all runs (as a grouped convolution) instead of once per run.
+shuffled pixels) can instead step together, so every convolution runs once for all runs (as
+a grouped convolution) instead of once per run: as one network K times as wide whose layers
+are grouped, one group per run (`widen`), or, for models with layers of their own, with the
+parameters stacked along a new leading axis and `torch.func.vmap` mapping the model over it.
 
 Nothing is shared between the runs but the kernels. Each run keeps its own
 initialisation (its seed), its own batch order, its own augmentation draws and its own
@@ -68,7 +69,7 @@ def group_size(spec: RunSpec, accelerator: str, precision: str) -> int:
     """How many runs like `spec` may step together: train.side_by_side, where 0 means up to
     MAX_RUNS of a study's same-shaped runs on a GPU (kept only where `schedule` measures the
     group faster) and one at a time on a CPU, where stacking measured slower (`reportgen
-    bench`: three runs side by side took 4.9 times one run's time)."""
+    bench`: three runs side by side took 3.45 times one run's time, wide)."""
     cfg = spec.train
     if cfg.devices > 1 or cfg.strategy != "auto" or precision not in PRECISIONS:
         # A chosen strategy (DDP) spreads one run over devices; fp16's gradient scaler
@@ -81,23 +82,113 @@ def group_size(spec: RunSpec, accelerator: str, precision: str) -> int:
     return MAX_RUNS if accelerator == "gpu" and not cfg.compile else 1
 
 
-_STACK_PROBLEMS: dict[str, str | None] = {}
+_LAYOUTS: dict[str, tuple[str | None, str | None]] = {}
+
+
+def layout(model_cfg) -> tuple[str | None, str | None]:
+    """(layout, None): how runs of this model train side by side, "wide" or "stacked" (see
+    SideBySide); (None, why) where neither works. Two copies in float64 must give each
+    copy's own outputs and run a backward pass: a model that mixes channels in its own
+    forward code cannot widen, one that calls .item() or branches on values cannot run under
+    vmap. Checked once per model and settings, in a second."""
+    key = digest(model_cfg)
+    if key not in _LAYOUTS:
+        why = None
+        for name in ("wide", "stacked"):
+            try:
+                _check_layout(model_cfg, name)
+                _LAYOUTS[key] = (name, None)
+                break
+            except Exception as e:  # any failure: try the next layout, or train alone
+                why = (f"{type(e).__name__}: {e}".splitlines() or ["?"])[0][:160]
+        else:
+            _LAYOUTS[key] = (None, why)
+    return _LAYOUTS[key]
+
+
+def _check_layout(model_cfg, name: str) -> None:
+    members = []
+    for k in (0, 1):
+        torch.manual_seed(k)
+        members.append(Classifier(model_cfg.name, dict(model_cfg.params), {}, {}, seed=k,
+                                  channels_last=False))
+    module = SideBySide(members, layout=name).double().train()
+    xs = torch.randn(2, 3, 3, 32, 32, dtype=torch.float64)
+    out = module.logits(xs)
+    out.sum().backward()
+    for k, m in enumerate(members):
+        own = m.model.double().train()(xs[k])
+        if (own - out[k]).abs().max() > 1e-6 * (1 + own.abs().max()):
+            raise ValueError(f"the {name} network's outputs differ from each run's own")
 
 
 def stack_problem(spec: RunSpec) -> str | None:
-    """Why `spec`'s model cannot train side by side, or None: two stacked copies must run a
-    forward and backward pass under vmap (a model that calls .item() or branches on its
-    values cannot). Checked once per model and settings, in a second."""
-    key = digest(spec.model)
-    if key not in _STACK_PROBLEMS:
-        try:
-            members = [Classifier(spec.model.name, dict(spec.model.params), to_dict(spec.optim),
-                                  {}, seed=k, channels_last=False) for k in (0, 1)]
-            SideBySide(members).train().logits(torch.zeros(2, 2, 3, 32, 32)).sum().backward()
-            _STACK_PROBLEMS[key] = None
-        except Exception as e:  # any failure means: train its runs one at a time
-            _STACK_PROBLEMS[key] = (f"{type(e).__name__}: {e}".splitlines() or ["?"])[0][:160]
-    return _STACK_PROBLEMS[key]
+    """Why `spec`'s model cannot train side by side, or None (see `layout`)."""
+    return layout(spec.model)[1]
+
+
+# --- one wide network: K runs as the groups of grouped layers -----------------------------
+
+class WideLinear(nn.Module):
+    """K Linear layers side by side: features (B, K*in) -> (B, K*out), run k's weight the
+    rows k*out .. (k+1)*out of `weight` (so every parameter splits into runs along dim 0)."""
+
+    def __init__(self, k: int, layers: list[nn.Linear]):
+        super().__init__()
+        self.k, self.out_f, self.in_f = k, layers[0].out_features, layers[0].in_features
+        self.weight = nn.Parameter(torch.cat([m.weight.detach() for m in layers]))
+        self.bias = (nn.Parameter(torch.cat([m.bias.detach() for m in layers]))
+                     if layers[0].bias is not None else None)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b = x.shape[0]
+        y = torch.bmm(x.reshape(b, self.k, self.in_f).transpose(0, 1),
+                      self.weight.view(self.k, self.out_f, self.in_f).transpose(1, 2))
+        if self.bias is not None:
+            y = y + self.bias.view(self.k, 1, self.out_f)
+        return y.transpose(0, 1).reshape(b, self.k * self.out_f)
+
+
+def widen(models: list[nn.Module]) -> nn.Module | None:
+    """The K same-shaped `models` as one network K times as wide, or None where a layer
+    cannot widen. Convolutions become grouped convolutions (K times the groups: run k's
+    channels are k*C .. (k+1)*C), batch normalisation normalises per channel, so per run,
+    over K*C channels, Linear layers become WideLinear, and layers without parameters
+    (activations, pooling, flattening) act channel by channel already. Whether a model's
+    own forward code keeps the runs apart is checked numerically (`layout`)."""
+    k = len(models)
+    wide = copy.deepcopy(models[0])
+    sources = [dict(m.named_modules()) for m in models]
+    for name, mod in list(wide.named_modules()):
+        if not name:  # the model itself: a container
+            if next(mod.parameters(recurse=False), None) is not None:
+                return None
+            continue
+        parts = [d[name] for d in sources]
+        if type(mod) is nn.Conv2d:
+            new = nn.Conv2d(k * mod.in_channels, k * mod.out_channels, mod.kernel_size,
+                            mod.stride, mod.padding, mod.dilation, k * mod.groups,
+                            mod.bias is not None, mod.padding_mode)
+        elif type(mod) is nn.BatchNorm2d:
+            new = nn.BatchNorm2d(k * mod.num_features, mod.eps, mod.momentum, mod.affine,
+                                 mod.track_running_stats)
+        elif type(mod) is nn.Linear:
+            new = WideLinear(k, parts)
+        elif next(mod.parameters(recurse=False), None) is None and \
+                next(mod.buffers(recurse=False), None) is None:
+            continue  # a container, or a layer without parameters
+        else:
+            return None  # e.g. the p4 group convolutions: they run under vmap instead
+        if not isinstance(new, WideLinear):
+            with torch.no_grad():
+                for key, t in new.named_parameters(recurse=False):
+                    t.copy_(torch.cat([getattr(m, key) for m in parts]))
+                for key, t in new.named_buffers(recurse=False):
+                    if t.dim() > 0:
+                        t.copy_(torch.cat([getattr(m, key) for m in parts]))
+        parent, _, leaf = name.rpartition(".")
+        setattr(wide.get_submodule(parent) if parent else wide, leaf, new)
+    return wide
 
 
 # --- the stacked module --------------------------------------------------------------------
@@ -113,25 +204,44 @@ def _set_tensor(module: nn.Module, dotted: str, value: torch.Tensor, parameter: 
 
 
 class SideBySide(pl.LightningModule):
-    """K Classifiers of one architecture trained as one module: `stack` holds every
-    parameter and buffer with a leading axis of K, and the model is vmapped over it."""
+    """K Classifiers of one architecture trained as one module, in one of two layouts:
 
-    def __init__(self, members: list[Classifier]):
+    - wide (`widen`): one network K times as wide whose layers are grouped, one group per
+      run; every tensor holds the runs one after another along dim 0;
+    - stacked (any other model): every parameter and buffer gets a leading axis of K and the
+      model is vmapped over it (`torch.func`), for layers `widen` does not know.
+
+    The wide layout needs no vmap: on the development CPU a step of three tiny runs took 9 ms
+    wide against 16 ms vmapped (4 ms for one run), so it is used wherever it applies.
+    """
+
+    def __init__(self, members: list[Classifier], layout: str = "auto"):
         super().__init__()
         # The members keep each run's input pipeline (augmentation, permutation) and
         # hyperparameters; they are not submodules, so the optimiser sees `stack` only.
         self.__dict__["members"] = members
         self.k = len(members)
         template = members[0].model
-        self.__dict__["base"] = copy.deepcopy(template).to("meta")
-        params, buffers = stack_module_state([m.model for m in members])
-        stack = copy.deepcopy(template)
-        # Contiguous: a channels_last member's layout, stacked, sends vmap down a slow path.
-        for name, t in params.items():
-            _set_tensor(stack, name, t.detach().contiguous(), parameter=True)
-        for name, t in buffers.items():
-            _set_tensor(stack, name, t.contiguous(), parameter=False)
-        self.stack = stack
+        wide = widen([m.model for m in members]) if layout in ("auto", "wide") else None
+        if layout == "wide" and wide is None:
+            raise ValueError(f"{type(template).__name__} has layers that cannot widen")
+        self.wide = wide is not None
+        # The wide network keeps the members' memory format (channels_last where the model
+        # prefers it: oneDNN's convolutions are faster so on the CPU).
+        self.channels_last = self.wide and members[0].channels_last
+        if self.wide:
+            self.stack = wide.to(memory_format=torch.channels_last if self.channels_last
+                                 else torch.contiguous_format)
+        else:
+            self.__dict__["base"] = copy.deepcopy(template).to("meta")
+            params, buffers = stack_module_state([m.model for m in members])
+            stack = copy.deepcopy(template)
+            # Contiguous: a channels_last member's layout, stacked, sends vmap down a slow path.
+            for name, t in params.items():
+                _set_tensor(stack, name, t.detach().contiguous(), parameter=True)
+            for name, t in buffers.items():
+                _set_tensor(stack, name, t.contiguous(), parameter=False)
+            self.stack = stack
         self.__dict__["_step_logits"] = self.logits  # or a compiled version (compile_step)
         # Per run, summed on the device (no host sync per step): training loss and accuracy
         # per step; validation loss and correct count per image. The counts are plain ints.
@@ -141,6 +251,13 @@ class SideBySide(pl.LightningModule):
 
     def logits(self, xs: torch.Tensor) -> torch.Tensor:
         """xs: K x B x C x H x W (run k's batch at k) -> K x B x classes."""
+        if self.wide:
+            k, b = xs.shape[:2]
+            x = xs.transpose(0, 1).reshape(b, -1, *xs.shape[3:])
+            if self.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            out = self.stack(x)
+            return out.view(b, k, -1).transpose(0, 1)
         base = self.base.train(self.training)
 
         def one(p, b, x):
@@ -154,9 +271,21 @@ class SideBySide(pl.LightningModule):
         validation stays eager, as for a run trained alone."""
         self.__dict__["_step_logits"] = torch.compile(self.logits, mode=mode)
 
+    def take(self, t: torch.Tensor, k: int) -> torch.Tensor:
+        """Run k's part of a parameter, buffer or optimiser state of the group."""
+        if not self.wide:
+            return t[k]
+        return t if t.dim() == 0 else t.unflatten(0, (self.k, -1))[k]  # a shared counter
+
+    def join(self, parts: list[torch.Tensor]) -> torch.Tensor:
+        """The inverse of `take`: the runs' own tensors as the group's."""
+        if not self.wide:
+            return torch.stack(parts)
+        return parts[0] if parts[0].dim() == 0 else torch.cat(parts)
+
     def member_state(self, k: int) -> dict[str, torch.Tensor]:
         """Run k's weights as its own Classifier's state_dict."""
-        return {f"model.{name}": t[k].detach().clone()
+        return {f"model.{name}": self.take(t, k).detach().clone()
                 for name, t in self.stack.state_dict().items()}
 
     # The input: each run's batch through its own pipeline.
@@ -237,20 +366,21 @@ class SideBySide(pl.LightningModule):
 
 # --- per-run checkpoints in the form of a run trained alone --------------------------------
 
-def _split_optimizer(states: list[dict], k: int) -> list[dict]:
-    # Per-parameter states (momentum, Adam's moments) are stacked like the parameters;
+def _split_optimizer(states: list[dict], k: int, module: SideBySide) -> list[dict]:
+    # Per-parameter states (momentum, Adam's moments) are laid out like the parameters;
     # zero-dimensional ones (Adam's step count) are shared.
-    return [{"state": {i: {n: (v[k].clone() if torch.is_tensor(v) and v.dim() > 0 else v)
+    return [{"state": {i: {n: (module.take(v, k).clone() if torch.is_tensor(v) and v.dim() > 0
+                               else v)
                            for n, v in st.items()} for i, st in o["state"].items()},
              "param_groups": copy.deepcopy(o["param_groups"])} for o in states]
 
 
-def _stack_optimizer(per_run: list[list[dict]]) -> list[dict]:
-    """The inverse of _split_optimizer: every run's optimiser states, stacked."""
+def _join_optimizer(per_run: list[list[dict]], module: SideBySide) -> list[dict]:
+    """The inverse of _split_optimizer: every run's optimiser states as the group's."""
     out = []
     for j, first in enumerate(per_run[0]):
         runs = [r[j]["state"] for r in per_run]
-        out.append({"state": {i: {n: (torch.stack([r[i][n] for r in runs])
+        out.append({"state": {i: {n: (module.join([r[i][n] for r in runs])
                                       if torch.is_tensor(v) and v.dim() > 0 else v)
                                   for n, v in st.items()} for i, st in first["state"].items()},
                     "param_groups": first["param_groups"]})
@@ -316,7 +446,7 @@ class RunCheckpoints(Checkpoint):
         ckpt = {key: whole[key] for key in ("epoch", "global_step", "pytorch-lightning_version",
                                             "loops", "lr_schedulers") if key in whole}
         ckpt.update(state_dict=module.member_state(k),
-                    optimizer_states=_split_optimizer(whole["optimizer_states"], k),
+                    optimizer_states=_split_optimizer(whole["optimizer_states"], k, module),
                     callbacks=self._alone_states(k), hparams_name="kwargs",
                     hyper_parameters=dict(m.hparams))
         self.io.save_checkpoint(ckpt, self.run_dirs[k] / "checkpoints" / f"{kind}.ckpt")
@@ -375,16 +505,16 @@ def resume_state(specs: list[RunSpec], out_dir: Path) -> tuple[str, list[dict] |
     return "resume", ckpts
 
 
-def _stacked_checkpoint(ckpts: list[dict], metrics: list[EpochMetrics],
-                        ranker: RunCheckpoints) -> dict:
+def _group_checkpoint(ckpts: list[dict], metrics: list[EpochMetrics],
+                      ranker: RunCheckpoints, module: SideBySide) -> dict:
     """The runs' own last.ckpt contents as the checkpoint of the group that resumes them."""
     first = ckpts[0]
     out = {key: first[key] for key in ("epoch", "global_step", "pytorch-lightning_version",
                                        "loops", "lr_schedulers") if key in first}
-    out["state_dict"] = {f"stack.{name[len('model.'):]}": torch.stack([c["state_dict"][name]
+    out["state_dict"] = {f"stack.{name[len('model.'):]}": module.join([c["state_dict"][name]
                                                                       for c in ckpts])
                          for name in first["state_dict"]}
-    out["optimizer_states"] = _stack_optimizer([c["optimizer_states"] for c in ckpts])
+    out["optimizer_states"] = _join_optimizer([c["optimizer_states"] for c in ckpts], module)
     best_key = ranker.alone[0][0].state_key
     best = []
     for c in ckpts:
@@ -429,7 +559,7 @@ def train_group(specs: list[RunSpec], splits: Splits, out_dir: str | Path, *,
     log(f"training {len(specs)} runs side by side ({', '.join(names)})"
         + (f", resuming after epoch {ckpts[0]['epoch'] + 1} from their last.ckpt" if ckpts else ""))
     quiet_lightning()
-    module = SideBySide(members)
+    module = SideBySide(members, layout=layout(specs[0].model)[0])
     if cfg.compile:
         check_compile_on_cpu(members[0].model, accelerator)
         module.compile_step(cfg.compile_mode)
@@ -441,7 +571,7 @@ def train_group(specs: list[RunSpec], splits: Splits, out_dir: str | Path, *,
     ranker = RunCheckpoints(run_dirs, metrics)
     stacked = None
     if ckpts is not None:
-        stacked = _stacked_checkpoint(ckpts, metrics, ranker)
+        stacked = _group_checkpoint(ckpts, metrics, ranker, module)
     trainer = pl.Trainer(
         accelerator=accelerator, devices=1, precision=precision, max_epochs=cfg.epochs,
         check_val_every_n_epoch=cfg.val_every,
