@@ -55,13 +55,14 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1) -> tupl
     from .data import batches
     from .training import (Classifier, quiet_lightning, resolve_accelerator,
                            resolve_precision, torch_device)
-    from .training.sidebyside import SideBySide, layout
+    from .training.sidebyside import SideBySide
 
     tc = cfg.train
     accelerator = resolve_accelerator(tc.device)
     device = torch_device(accelerator)
     n = tc.batch_size * (b.warmup_steps + b.steps)
     _require_memory(cfg, b, runs)
+    chosen = _require_layout(cfg) if runs > 1 else None
     x, y = _synthetic(n)
     x, y = x.to(device), y.to(device)  # as in training: the data lives on the device
     members = []
@@ -69,7 +70,7 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1) -> tupl
         pl.seed_everything(tc.seed + k, verbose=False)
         members.append(Classifier(cfg.model.name, dict(cfg.model.params), to_dict(cfg.optim),
                                   to_dict(tc.augment), seed=tc.seed + k))
-    module = members[0] if runs == 1 else SideBySide(members, layout=layout(cfg.model)[0])
+    module = members[0] if runs == 1 else SideBySide(members, layout=chosen)
     if tc.compile and runs == 1:
         module.set_step_model(torch.compile(module.model, mode=tc.compile_mode))
     elif tc.compile:
@@ -100,13 +101,28 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1) -> tupl
     trainer.fit(module, loaders[0] if runs == 1 else loaders)
     rates = [runs * window * tc.batch_size / (t1 - t0) for t0, t1 in zip(marks, marks[1:])]
     return {"train_img_per_s": statistics.median(rates), "train_repeats": rates,
-            "precision": trainer.precision, "accelerator": accelerator}, members[0]
+            "precision": trainer.precision, "accelerator": accelerator,
+            **({"layout": chosen} if chosen else {})}, members[0]
+
+
+def _require_layout(cfg: ExperimentConfig) -> str:
+    """The side-by-side layout of cfg's model (train.side_by_side_layout), or an error."""
+    from .training import TrainingError
+    from .training.sidebyside import layout
+
+    chosen, why = layout(cfg.model, cfg.train.side_by_side_layout)
+    if chosen is None:
+        raise TrainingError(f"{cfg.model.name} cannot train side by side ({why}): use "
+                            "--side-by-side 0, or another train.side_by_side_layout")
+    return chosen
 
 
 def bench_side_by_side(cfg: ExperimentConfig, b: BenchConfig, runs: int, alone: float) -> dict:
     """`runs` runs side by side against the same runs one after another (`alone` img/s)."""
-    together = bench_training(cfg, b, runs)[0]["train_img_per_s"]
-    return {"runs": runs, "img_per_s": together, "per_run_img_per_s": together / runs,
+    timed = bench_training(cfg, b, runs)[0]
+    together = timed["train_img_per_s"]
+    return {"runs": runs, "layout": timed["layout"], "img_per_s": together,
+            "per_run_img_per_s": together / runs,
             # The time of `runs` runs side by side, in units of one run's time alone.
             "time_vs_one_run": runs * alone / together, "speedup": together / alone}
 
@@ -213,6 +229,8 @@ def run_bench(cfg: ExperimentConfig, b: BenchConfig, notebook: str | None = None
     memory.require_images(b.eval_images, "--eval-images")
     memory.require_images(b.sweep_images, "--sweep-images")
     _require_memory(cfg, b, max(side_by_side, 1))
+    if side_by_side > 1:
+        _require_layout(cfg)  # before anything is timed
     t0 = time.perf_counter()
     train, module = bench_training(cfg, b)
     module = module.to(torch_device(train["accelerator"]))
@@ -241,7 +259,7 @@ def run_bench(cfg: ExperimentConfig, b: BenchConfig, notebook: str | None = None
 def _side_by_side_line(sbs: dict | None) -> list[str]:
     if not sbs:
         return []
-    return [f"side by side {sbs['runs']} runs: {sbs['img_per_s']:.0f} img/s in all, "
+    return [f"side by side {sbs['runs']} runs ({sbs['layout']}): {sbs['img_per_s']:.0f} img/s in all, "
             f"{sbs['time_vs_one_run']:.2f} x the time of one run alone "
             f"(x{sbs['speedup']:.2f} throughput)"]
 

@@ -112,6 +112,7 @@ class AugmentConfig:
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+LAYOUTS = ("auto", "wide", "stacked")  # train.side_by_side_layout
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,9 @@ class TrainConfig:
     # 0 = automatic (on a GPU up to 8 together, on a CPU one at a time), 1 = one at a time,
     # N = up to N together. Each run ends as it would alone (reportgen/training/sidebyside.py).
     side_by_side: int = 0
+    # How a group computes: "auto" = "wide" (one network of grouped layers) where the model
+    # allows, else "stacked" (parameters stacked, the model under torch.func.vmap).
+    side_by_side_layout: str = "auto"
     progress_every: int = 10  # progress bar refresh, in steps
     augment: AugmentConfig = AugmentConfig()
 
@@ -144,6 +148,8 @@ class TrainConfig:
               ", ".join(COMPILE_MODES))
         check(self.side_by_side >= 0, "train.side_by_side", self.side_by_side,
               "0 (automatic), 1 (one run at a time) or the most runs to train together")
+        check(self.side_by_side_layout in LAYOUTS, "train.side_by_side_layout",
+              self.side_by_side_layout, ", ".join(LAYOUTS))
         check(self.eval_batch_size >= 0, "train.eval_batch_size", self.eval_batch_size,
               "0 (automatic) or a positive integer")
         for key in ("epochs", "batch_size", "val_every", "devices", "progress_every"):

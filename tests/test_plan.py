@@ -86,3 +86,7 @@ def test_plan_groups_runs_as_each_study_trains_them(tiny):
     for name, k in planned.items():
         assert json.loads((out / "runs" / name / "results.json").read_text())["side_by_side"] == k
     assert sorted(set(planned.values())) == [2, 4]
+    # The ResNets and the MLP all widen: the appendix names that layout alone.
+    html = " ".join((out / "report.html").read_text().split())
+    assert "as one computation (one network whose layers are grouped convolutions" in html
+    assert "vectorised" not in html

@@ -111,6 +111,7 @@ def test_side_by_side_training_ends_where_separate_training_ends(tiny, monkeypat
     assert any("2 runs side by side" in line for line in lines)
     assert [r["side_by_side"] for r in together] == [2, 2]
     assert [r["side_by_side"] for r in apart] == [1, 1]
+    assert [r["side_by_side_layout"] for r in together + apart] == ["wide", "wide", None, None]
     for t, a in zip(together, apart):
         assert t["key"] == a["key"] and t["seed"] == a["seed"] and t["run_dir"] != a["run_dir"]
         for name in ("last.ckpt", "best.ckpt"):
@@ -212,9 +213,48 @@ def test_side_by_side_setting_is_checked_and_not_part_of_a_runs_key():
 
     with pytest.raises(ConfigError, match="train.side_by_side"):
         load_config(None, sets=["train.side_by_side=-1"])
+    with pytest.raises(ConfigError, match="train.side_by_side_layout"):
+        load_config(None, sets=['train.side_by_side_layout="grouped"'])
     a = baseline_spec(load_config(None), "d")
-    b = baseline_spec(load_config(None, sets=["train.side_by_side=4"]), "d")
+    b = baseline_spec(load_config(None, sets=["train.side_by_side=4",
+                                              'train.side_by_side_layout="stacked"']), "d")
     assert a.key() == b.key()  # how runs are executed does not change what they compute
+
+
+def test_a_chosen_layout_is_used_or_its_runs_train_alone(tiny):
+    """train.side_by_side_layout: "stacked" puts even a model that widens under vmap, and
+    "wide" for a model with layers of its own (p4) means: one at a time, with a note."""
+    from reportgen.config import ModelConfig
+    from reportgen.training.sidebyside import layout, schedule
+
+    resnet = ModelConfig(name="resnet", params={"num_blocks": [1, 1], "c_hidden": [8, 16]})
+    p4 = ModelConfig(name="p4_preact_resnet", params={"num_blocks": [1, 1], "c_hidden": [4, 8]})
+    assert layout(resnet, "stacked") == ("stacked", None)
+    chosen, why = layout(p4, "wide")
+    assert chosen is None and why.startswith("wide layout:")
+    assert layout(p4) == ("stacked", None)
+    res, lines, _ = _train(tiny, "stacked", side_by_side=2,
+                           **{"train.side_by_side_layout": "stacked"})
+    assert [(r["side_by_side"], r["side_by_side_layout"]) for r in res] == [(2, "stacked")] * 2
+    cfg, out = _config(tiny, **{"train.side_by_side": 2, "train.side_by_side_layout": "wide",
+                                "model.name": "p4_preact_resnet",
+                                "model.params": {"num_blocks": [1, 1], "c_hidden": [4, 8]}})
+    spec = baseline_spec(cfg, "d")
+    notes = []
+    assert schedule([spec.for_seed(1), spec.for_seed(2)], out, log=notes.append) == [[0], [1]]
+    assert len(notes) == 1 and "cannot train side by side (wide layout:" in notes[0]
+
+
+def test_bench_names_a_layout_that_cannot_work():
+    from typer.testing import CliRunner
+
+    from reportgen.cli import app
+
+    r = CliRunner().invoke(app, ["bench", "--device", "cpu", "--side-by-side", "2", "--set",
+                                 'model.name="p4_preact_resnet"', "--set", "model.params={}",
+                                 "--set", 'train.side_by_side_layout="wide"'])
+    assert r.exit_code == 2
+    assert r.output.startswith("error: p4_preact_resnet cannot train side by side (wide layout:")
 
 
 def test_a_model_that_cannot_be_stacked_trains_its_runs_one_at_a_time(tiny):

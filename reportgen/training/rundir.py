@@ -24,7 +24,7 @@ from .errors import TrainingError
 RESULTS_VERSION = 1
 # Settings that say how a run is executed, not what it computes: not part of its key.
 EXECUTION_ONLY = ("device", "strategy", "eval_batch_size", "compile", "compile_mode",
-                  "progress_every", "side_by_side")
+                  "progress_every", "side_by_side", "side_by_side_layout")
 # The experiment's list of seeds is not part of one run's key: each run trains one `seed`.
 NOT_IN_KEY = (*EXECUTION_ONLY, "seeds")
 PREDICTIONS = "predictions.npz"  # per-image predictions on the validation and test images

@@ -82,28 +82,29 @@ def group_size(spec: RunSpec, accelerator: str, precision: str) -> int:
     return MAX_RUNS if accelerator == "gpu" and not cfg.compile else 1
 
 
-_LAYOUTS: dict[str, tuple[str | None, str | None]] = {}
+_LAYOUTS: dict[tuple[str, str], str | None] = {}  # (model digest, layout): why it fails
 
 
-def layout(model_cfg) -> tuple[str | None, str | None]:
+def layout(model_cfg, choice: str = "auto") -> tuple[str | None, str | None]:
     """(layout, None): how runs of this model train side by side, "wide" or "stacked" (see
-    SideBySide); (None, why) where neither works. Two copies in float64 must give each
-    copy's own outputs and run a backward pass: a model that mixes channels in its own
-    forward code cannot widen, one that calls .item() or branches on values cannot run under
-    vmap. Checked once per model and settings, in a second."""
-    key = digest(model_cfg)
-    if key not in _LAYOUTS:
-        why = None
-        for name in ("wide", "stacked"):
+    SideBySide; `choice` "auto" takes the first that works, as train.side_by_side_layout
+    does); (None, why) where none works. Two copies in float64 must give each copy's own
+    outputs and run a backward pass: a model that mixes channels in its own forward code
+    cannot widen, one that calls .item() or branches on values cannot run under vmap.
+    Checked once per model and layout, in a second."""
+    why = None
+    for name in (("wide", "stacked") if choice == "auto" else (choice,)):
+        key = (digest(model_cfg), name)
+        if key not in _LAYOUTS:
             try:
                 _check_layout(model_cfg, name)
-                _LAYOUTS[key] = (name, None)
-                break
+                _LAYOUTS[key] = None
             except Exception as e:  # any failure: try the next layout, or train alone
-                why = (f"{type(e).__name__}: {e}".splitlines() or ["?"])[0][:160]
-        else:
-            _LAYOUTS[key] = (None, why)
-    return _LAYOUTS[key]
+                _LAYOUTS[key] = (f"{type(e).__name__}: {e}".splitlines() or ["?"])[0][:160]
+        if _LAYOUTS[key] is None:
+            return name, None
+        why = f"{name} layout: {_LAYOUTS[key]}"
+    return None, why
 
 
 def _check_layout(model_cfg, name: str) -> None:
@@ -123,8 +124,8 @@ def _check_layout(model_cfg, name: str) -> None:
 
 
 def stack_problem(spec: RunSpec) -> str | None:
-    """Why `spec`'s model cannot train side by side, or None (see `layout`)."""
-    return layout(spec.model)[1]
+    """Why `spec`'s model cannot train side by side in its layout, or None (see `layout`)."""
+    return layout(spec.model, spec.train.side_by_side_layout)[1]
 
 
 # --- one wide network: K runs as the groups of grouped layers -----------------------------
@@ -559,7 +560,7 @@ def train_group(specs: list[RunSpec], splits: Splits, out_dir: str | Path, *,
     log(f"training {len(specs)} runs side by side ({', '.join(names)})"
         + (f", resuming after epoch {ckpts[0]['epoch'] + 1} from their last.ckpt" if ckpts else ""))
     quiet_lightning()
-    module = SideBySide(members, layout=layout(specs[0].model)[0])
+    module = SideBySide(members, layout=layout(specs[0].model, cfg.side_by_side_layout)[0])
     if cfg.compile:
         check_compile_on_cpu(members[0].model, accelerator)
         module.compile_step(cfg.compile_mode)
@@ -592,7 +593,8 @@ def train_group(specs: list[RunSpec], splits: Splits, out_dir: str | Path, *,
         results.append(finish_run(spec, splits, run_dir, best=best, rows=metrics[k].rows,
                                   n_params=count_parameters(members[k].model),
                                   accelerator=accelerator, precision=precision, wall=wall,
-                                  log=log, side_by_side=len(specs)))
+                                  log=log, side_by_side=len(specs),
+                                  layout="wide" if module.wide else "stacked"))
     return results
 
 

@@ -297,7 +297,8 @@ def _evaluate(s: _Setup, spec: RunSpec, splits: Splits, run_dir: Path, wall: flo
 
 def finish_run(spec: RunSpec, splits: Splits, run_dir: Path, *, best: Path, rows: list[dict],
                n_params: int, accelerator: str, precision: str, wall: float,
-               log: Callable[[str], None], side_by_side: int = 1) -> dict:
+               log: Callable[[str], None], side_by_side: int = 1,
+               layout: str | None = None) -> dict:
     """Score the best checkpoint on the validation and test images; write results.json."""
     cfg = spec.train
     log(f"evaluating {best.name} of {spec.label} (seed {cfg.seed}) on the validation and test "
@@ -318,6 +319,7 @@ def finish_run(spec: RunSpec, splits: Splits, run_dir: Path, *, best: Path, rows
         # Side by side, the wall and training times are those of the whole group.
         "wall_time_s": wall, "train_time_s": sum(r["epoch_s"] for r in rows),
         "train_images_per_s": images_per_s, "side_by_side": side_by_side,
+        "side_by_side_layout": layout if side_by_side > 1 else None,
         "accelerator": accelerator, "device": device_description(accelerator),
         "devices": cfg.devices, "strategy": cfg.strategy, "precision": precision,
         "versions": versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
