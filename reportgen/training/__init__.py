@@ -3,8 +3,10 @@
 - `module.py`: the LightningModule (model, input pipeline, optimiser and schedule);
 - `callbacks.py`: metrics.csv, validation of the last epoch, verified checkpoints;
 - `rundir.py`: the run's spec and key, its directory and files, resume checks;
+- `memory.py`: whether a run (or a group) fits in memory, checked before anything starts;
 - `train.py`: `train_run` = set-up, fit, final evaluation;
-- `sidebyside.py`: `train_runs` = several runs, same-shaped ones trained as one computation.
+- `sidebyside.py`: `train_runs` = several runs, same-shaped ones trained as one computation
+  (one wide network of grouped layers, or stacked parameters under vmap).
 """
 from .callbacks import EpochMetrics, ValidateLastEpoch, VerifiedCheckpointIO
 from .errors import Interrupted, TrainingError
