@@ -253,10 +253,11 @@ class SideBySide(pl.LightningModule):
     def logits(self, xs: torch.Tensor) -> torch.Tensor:
         """xs: K x B x C x H x W (run k's batch at k) -> K x B x classes."""
         if self.wide:
-            k, b = xs.shape[:2]
-            x = xs.transpose(0, 1).reshape(b, -1, *xs.shape[3:])
-            if self.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
+            k, b, c, h, w = xs.shape
+            if self.channels_last:  # one copy straight into the channels_last layout
+                x = xs.permute(1, 3, 4, 0, 2).reshape(b, h, w, k * c).permute(0, 3, 1, 2)
+            else:
+                x = xs.transpose(0, 1).reshape(b, k * c, h, w)
             out = self.stack(x)
             return out.view(b, k, -1).transpose(0, 1)
         base = self.base.train(self.training)
