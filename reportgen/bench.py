@@ -43,7 +43,7 @@ def _require_memory(cfg: ExperimentConfig, b: BenchConfig, runs: int) -> None:
 
     memory.require(cfg.model, cfg.train, resolve_accelerator(cfg.train.device), runs,
                    what=f"--side-by-side {runs}",
-                   per_batch_image=(b.warmup_steps + b.steps) * (3 * 32 * 32 + 8))
+                   per_batch_image=(b.warmup_steps + b.steps) * memory.IMAGE_BYTES)
 
 
 def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1) -> tuple[dict, object]:
@@ -222,9 +222,7 @@ def run_bench(cfg: ExperimentConfig, b: BenchConfig, notebook: str | None = None
     if side_by_side is None:
         side_by_side = 0 if cfg.train.compile else 3
     from . import runtime
-    from .training import device_description, torch_device, versions
-
-    from .training import memory
+    from .training import device_description, memory, torch_device, versions
 
     memory.require_images(b.eval_images, "--eval-images")
     memory.require_images(b.sweep_images, "--sweep-images")

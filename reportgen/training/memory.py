@@ -20,6 +20,7 @@ import torch
 from .errors import TrainingError
 
 PROBE_IMAGES = 4
+IMAGE_BYTES = 3 * 32 * 32 + 8  # one uint8 CIFAR image and its int64 label
 # Peak memory over the activations kept for the backward pass: the backward pass's
 # transient buffers and the allocator's slack (a run alone measured 0.93-1.16 times them),
 # and for runs side by side also vmap's stacked copies (1.6 times, for groups of 3-8).
@@ -213,7 +214,7 @@ def require_images(n: int, option: str) -> None:
     """Stop where `n` uint8 images (with their labels and a copy in flight) cannot fit in
     the host's memory, naming `option` (e.g. --eval-images) and how many would."""
     free = host_available()
-    each = 2 * (3 * 32 * 32 + 8)
+    each = 2 * IMAGE_BYTES
     if free is not None and n * each > free:
         raise TrainingError(f"{option} {n} needs about {gib(n * each)} of memory for its images, "
                             f"more than the {gib(free)} available on this machine: use at most "

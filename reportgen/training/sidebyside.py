@@ -123,11 +123,6 @@ def _check_layout(model_cfg, name: str) -> None:
             raise ValueError(f"the {name} network's outputs differ from each run's own")
 
 
-def stack_problem(spec: RunSpec) -> str | None:
-    """Why `spec`'s model cannot train side by side in its layout, or None (see `layout`)."""
-    return layout(spec.model, spec.train.side_by_side_layout)[1]
-
-
 # --- one wide network: K runs as the groups of grouped layers -----------------------------
 
 class WideLinear(nn.Module):
@@ -216,14 +211,15 @@ class SideBySide(pl.LightningModule):
     wide against 16 ms vmapped (4 ms for one run), so it is used wherever it applies.
     """
 
-    def __init__(self, members: list[Classifier], layout: str = "auto"):
+    def __init__(self, members: list[Classifier], layout: str):
+        """`layout`: "wide" or "stacked", as `layout()` chose it for the members' model."""
         super().__init__()
         # The members keep each run's input pipeline (augmentation, permutation) and
         # hyperparameters; they are not submodules, so the optimiser sees `stack` only.
         self.__dict__["members"] = members
         self.k = len(members)
         template = members[0].model
-        wide = widen([m.model for m in members]) if layout in ("auto", "wide") else None
+        wide = widen([m.model for m in members]) if layout == "wide" else None
         if layout == "wide" and wide is None:
             raise ValueError(f"{type(template).__name__} has layers that cannot widen")
         self.wide = wide is not None
@@ -269,8 +265,8 @@ class SideBySide(pl.LightningModule):
                          dict(self.stack.named_buffers()), xs)
 
     def compile_step(self, mode: str = "default") -> None:
-        """Training steps through torch.compile of the stacked forward (vmap included);
-        validation stays eager, as for a run trained alone."""
+        """Training steps through torch.compile of the group's forward (vmap included, when
+        stacked); validation stays eager, as for a run trained alone."""
         self.__dict__["_step_logits"] = torch.compile(self.logits, mode=mode)
 
     def take(self, t: torch.Tensor, k: int) -> torch.Tensor:
@@ -643,7 +639,7 @@ def schedule(specs: list[RunSpec], out_dir: str | Path,
         accelerator = resolve_accelerator(spec.train.device)
         limit = group_size(spec, accelerator, resolve_precision(spec.train.precision, accelerator))
         first = not any(compatible(specs[g[0]], spec) for g in groups)
-        if limit > 1 and (why := stack_problem(spec)) is not None:
+        if limit > 1 and (why := layout(spec.model, spec.train.side_by_side_layout)[1]):
             if first:  # say it once
                 log(f"note: {spec.model.name} cannot train side by side ({why}): its runs "
                     "train one at a time")
