@@ -355,6 +355,9 @@ def bench(config: Optional[Path] = ConfigOpt, device: Optional[str] = DeviceOpt,
                     ("--sweep-images", sweep_images)):
         if v <= 0:
             _fail(f"{name} {v}: use a positive number")
+    if sweep_angles > 36:
+        _fail(f"--sweep-angles {sweep_angles}: the sweep has 36 angles (0, 10, ..., 350): "
+              "use at most 36")
     if notebook and not (notebook_data and Path(notebook_data).is_dir()):
         _fail("--notebook needs --notebook-data DIR, an extracted image folder (e.g. "
               "tar -xf ../shared/data/cifar10-jpeg.tar -C /tmp; then /tmp/cifar10-jpeg)")

@@ -92,26 +92,77 @@ def rotate(x: torch.Tensor, degrees: float, interpolation: str = "bilinear",
     return _resample(x, theta, interpolation, fill_value(fill, x))
 
 
-def _sample_crops(n: int, h: int, w: int, cfg: AugmentConfig, g: torch.Generator, device):
-    """RandomResizedCrop's boxes (torchvision's rule: 10 tries, then the whole image), batched."""
-    tries = 10
+TRIES = 10  # RandomResizedCrop's attempts at a box before it takes the whole image
+
+
+def _draw(n: int, cfg: AugmentConfig, g: torch.Generator, device) -> dict[str, torch.Tensor]:
+    """One run's uniform draws for a batch of n images, always in this order from its own
+    generator (so a run's augmentation depends only on its generator's seed)."""
+    def u(*shape):
+        return torch.rand(*shape, generator=g, device=device)
+
+    d = {"area": u(n, TRIES), "ratio": u(n, TRIES), "top": u(n), "left": u(n)}
+    if cfg.flip:
+        d["flip"] = u(n)
+    if cfg.rotate_degrees > 0:
+        d["rotate"] = u(n)
+    return d
+
+
+def _crop_boxes(d: dict[str, torch.Tensor], h: int, w: int, cfg: AugmentConfig):
+    """RandomResizedCrop's boxes (torchvision's rule: 10 tries, then the whole image) from
+    the draws `d`, batched. In float64, as torchvision computes a box's size in Python: every
+    image's box is then the same whatever the batch it is computed in (a float32 exp of a
+    vectorised kernel and of its scalar tail may differ in the last bit)."""
+    n = d["area"].shape[0]
+    dev = d["area"].device
     area = float(h * w)
     lo, hi = cfg.crop_scale
-    target = area * (lo + (hi - lo) * torch.rand(n, tries, generator=g, device=device))
+    target = area * (lo + (hi - lo) * d["area"].double())
     log_r = (math.log(cfg.crop_ratio[0]), math.log(cfg.crop_ratio[1]))
-    ratio = torch.exp(log_r[0] + (log_r[1] - log_r[0]) * torch.rand(n, tries, generator=g,
-                                                                      device=device))
+    ratio = torch.exp(log_r[0] + (log_r[1] - log_r[0]) * d["ratio"].double())
     cw = torch.sqrt(target * ratio).round()
     ch = torch.sqrt(target / ratio).round()
     ok = (cw > 0) & (cw <= w) & (ch > 0) & (ch <= h)
-    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1, device=device))
+    first = torch.where(ok.any(1), ok.float().argmax(1), torch.full((n,), -1, device=dev))
     pick = first.clamp(min=0).unsqueeze(1)
-    cw = torch.where(first >= 0, cw.gather(1, pick).squeeze(1), torch.full((n,), float(w), device=device))
-    ch = torch.where(first >= 0, ch.gather(1, pick).squeeze(1), torch.full((n,), float(h), device=device))
+    cw = torch.where(first >= 0, cw.gather(1, pick).squeeze(1), float(w)).float()
+    ch = torch.where(first >= 0, ch.gather(1, pick).squeeze(1), float(h)).float()
     # torchvision draws the corner uniformly among the integer positions that fit.
-    top = torch.floor(torch.rand(n, generator=g, device=device) * (h - ch + 1))
-    left = torch.floor(torch.rand(n, generator=g, device=device) * (w - cw + 1))
+    top = torch.floor(d["top"] * (h - ch + 1))
+    left = torch.floor(d["left"] * (w - cw + 1))
     return top, left, ch, cw
+
+
+def _sample_crops(n: int, h: int, w: int, cfg: AugmentConfig, g: torch.Generator, device):
+    """The crop boxes `augment` takes for a batch of n with generator `g`."""
+    return _crop_boxes(_draw(n, cfg, g, device), h, w, cfg)
+
+
+def _affine_maps(d: dict[str, torch.Tensor], h: int, w: int, cfg: AugmentConfig) -> torch.Tensor:
+    """N x 2 x 3 maps (output -> input) of flip, crop and rotation, composed, from the draws."""
+    top, left, ch, cw = _crop_boxes(d, h, w, cfg)
+    n, dev = top.shape[0], top.device
+    # Crop box -> normalised coordinates (align_corners=False): x_in = sx * x_out + tx.
+    sx, sy = cw / w, ch / h
+    tx, ty = (2 * left + cw) / w - 1, (2 * top + ch) / h - 1
+    if cfg.flip:
+        sx = torch.where(d["flip"] < FLIP_PROBABILITY, -sx, sx)
+    crop = torch.zeros(n, 3, 3, device=dev)
+    crop[:, 0, 0], crop[:, 0, 2], crop[:, 1, 1], crop[:, 1, 2], crop[:, 2, 2] = sx, tx, sy, ty, 1
+    if cfg.rotate_degrees > 0:
+        rot = torch.zeros(n, 3, 3, device=dev)
+        rot[:, :2] = rotation_matrices((2 * d["rotate"] - 1) * cfg.rotate_degrees)
+        rot[:, 2, 2] = 1
+        crop = crop @ rot  # rotate the cropped view, then look it up in the image
+    return crop[:, :2]
+
+
+def _padding(cfg: AugmentConfig) -> str:
+    # Without rotation every sample lies in the image; "border" clamps the half-pixel at the
+    # edges as torchvision's resize does, instead of blending in the zero padding (the mean
+    # colour, which a rotation's corners take).
+    return "zeros" if cfg.rotate_degrees > 0 else "border"
 
 
 def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Tensor:
@@ -121,27 +172,41 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Te
     resizing, then (for Part 2's comparison model) a random rotation in [-d, d] degrees with
     the mean colour in the corners. All three are composed into one affine map per image.
     """
-    n, _, h, w = x.shape
-    dev = x.device
-    top, left, ch, cw = _sample_crops(n, h, w, cfg, g, dev)
-    # Crop box -> normalised coordinates (align_corners=False): x_in = sx * x_out + tx.
-    sx, sy = cw / w, ch / h
-    tx, ty = (2 * left + cw) / w - 1, (2 * top + ch) / h - 1
-    if cfg.flip:
-        flip = torch.rand(n, generator=g, device=dev) < FLIP_PROBABILITY
-        sx = torch.where(flip, -sx, sx)
-    crop = torch.zeros(n, 3, 3, device=dev)
-    crop[:, 0, 0], crop[:, 0, 2], crop[:, 1, 1], crop[:, 1, 2], crop[:, 2, 2] = sx, tx, sy, ty, 1
-    if cfg.rotate_degrees > 0:
-        deg = (2 * torch.rand(n, generator=g, device=dev) - 1) * cfg.rotate_degrees
-        rot = torch.zeros(n, 3, 3, device=dev)
-        rot[:, :2] = rotation_matrices(deg)
-        rot[:, 2, 2] = 1
-        crop = crop @ rot  # rotate the cropped view, then look it up in the image
-        return _resample(x, crop[:, :2], "bilinear", None)
-    # Without rotation every sample lies in the image; "border" clamps the half-pixel at the
-    # edges as torchvision's resize does, instead of blending in the zero padding.
-    return _resample(x, crop[:, :2], "bilinear", None, padding="border")
+    return augment_runs(x.unsqueeze(0), [cfg], [g])[0]
+
+
+def augment_runs(xs: torch.Tensor, cfgs: list[AugmentConfig],
+                 gens: list[torch.Generator]) -> torch.Tensor:
+    """`augment` for K runs at once (runs trained side by side): xs is K x N x C x H x W,
+    run k's normalised batch at k, augmented with its own configuration and generator.
+
+    Each run draws from its own generator, in the order `augment` draws; everything after
+    the draws works image by image (element-wise arithmetic, one map and one resampling per
+    image), so it runs once for all runs that share a configuration, and run k's images
+    come out as `augment` makes them for run k alone.
+    """
+    k, n, _, h, w = xs.shape
+    draws = [_draw(n, cfg, g, xs.device) for cfg, g in zip(cfgs, gens)]
+    by_cfg: dict[AugmentConfig, list[int]] = {}
+    for i, cfg in enumerate(cfgs):
+        by_cfg.setdefault(cfg, []).append(i)
+    maps: list[torch.Tensor | None] = [None] * k
+    for cfg, runs in by_cfg.items():
+        both = draws[runs[0]] if len(runs) == 1 else {
+            key: torch.cat([draws[i][key] for i in runs]) for key in draws[runs[0]]}
+        for i, m in zip(runs, _affine_maps(both, h, w, cfg).split(n)):
+            maps[i] = m
+    theta = (maps[0] if k == 1 else torch.cat(maps)).view(k, n, 2, 3)  # type: ignore
+    pads = [_padding(cfg) for cfg in cfgs]
+    if len(set(pads)) == 1:
+        return _resample(xs.flatten(0, 1), theta.flatten(0, 1), "bilinear", None,
+                         padding=pads[0]).view_as(xs)
+    out = torch.empty_like(xs)
+    for pad in set(pads):
+        runs = [i for i, p in enumerate(pads) if p == pad]
+        out[runs] = _resample(xs[runs].flatten(0, 1), theta[runs].flatten(0, 1), "bilinear",
+                              None, padding=pad).view(len(runs), *xs.shape[1:])
+    return out
 
 
 def pixel_permutation(seed: int, size: int = 32 * 32) -> torch.Tensor:
@@ -167,3 +232,13 @@ def permute_pixels(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
     """Move pixel perm[k] to position k, the same way in every channel and every image."""
     n, c, h, w = x.shape
     return x.reshape(n, c, h * w).index_select(2, perm.to(x.device)).reshape(n, c, h, w)
+
+
+def permute_pixels_runs(xs: torch.Tensor, perms: list[torch.Tensor | None]) -> torch.Tensor:
+    """`permute_pixels` for K runs at once: xs is K x N x C x H x W, run k's batch permuted
+    by perms[k] (None: left as it is), in one gather."""
+    k, n, c, h, w = xs.shape
+    index = torch.stack([torch.arange(h * w, device=xs.device) if p is None else p.to(xs.device)
+                         for p in perms])
+    return xs.reshape(k, n, c, h * w).gather(
+        3, index.view(k, 1, 1, h * w).expand(k, n, c, h * w)).view(k, n, c, h, w)

@@ -39,6 +39,8 @@ def test_bench_table_and_bad_input():
     assert "side by side 3 runs" in r.stdout
     r = runner.invoke(app, ["bench", "--steps", "0"])
     assert r.exit_code == 2 and "--steps 0" in r.output
+    r = runner.invoke(app, ["bench", "--sweep-angles", "37"])
+    assert r.exit_code == 2 and "--sweep-angles 37" in r.output and "at most 36" in r.output
     r = runner.invoke(app, ["bench", "--side-by-side", "-2"])
     assert r.exit_code == 2 and "--side-by-side -2" in r.output
     r = runner.invoke(app, ["bench", "--notebook", "x.py"])

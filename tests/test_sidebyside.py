@@ -15,7 +15,7 @@ from reportgen.experiments.part1 import baseline_spec
 from reportgen.training import TrainingError, train_runs
 from reportgen.training.rundir import load_checkpoint_dict
 from reportgen.training.sidebyside import SideBySide, compatible, group_size
-from reportgen.training.module import Classifier
+from reportgen.training.module import Classifier, prepare_runs
 
 from helpers import overrides_to_args
 
@@ -411,3 +411,27 @@ def test_a_diverging_group_stops_with_advice_and_keeps_no_nan_model(tiny):
     for run in (tiny[1] / "diverged" / "runs").iterdir():
         assert not (run / "checkpoints" / "best.ckpt").exists()
         assert not (run / "results.json").exists()
+
+
+def test_group_input_pipeline_gives_each_run_its_own_images():
+    """The group's batched input pipeline (normalise, augment, permute for all runs at once)
+    gives every member exactly the images its own `prepare` makes, in training (own
+    batch, own augmentation draws, own permutation) and in validation (the same images)."""
+    from reportgen import transforms as T
+
+    params = {"num_classes": 10, "num_blocks": [1, 1], "c_hidden": [8, 8]}
+    perm = T.pixel_permutation(3).tolist()
+    members = [Classifier("preact_resnet", params, {}, aug, seed=s, perm=p)
+               for s, aug, p in [(1, {}, None), (2, {"rotate_degrees": 90}, perm), (3, {}, perm)]]
+    g = torch.Generator().manual_seed(0)
+    xs = torch.randint(0, 256, (3, 5, 3, 32, 32), generator=g, dtype=torch.uint8)
+    for m in members:
+        m.start_epoch(4, torch.device("cpu"))
+    together = prepare_runs(members, xs, train=True)
+    for m in members:
+        m.start_epoch(4, torch.device("cpu"))
+    for k, m in enumerate(members):
+        assert torch.equal(together[k], m.prepare(xs[k], train=True).contiguous()), k
+    val = prepare_runs(members, xs[0].unsqueeze(0).expand(3, -1, -1, -1, -1))
+    for k, m in enumerate(members):
+        assert torch.equal(val[k], m.prepare(xs[0]).contiguous()), k

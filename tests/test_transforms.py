@@ -115,3 +115,37 @@ def test_rotation_augmentation_rotates():
     out = T.augment(z, cfg, torch.Generator().manual_seed(0))
     corners_filled = (out[:, :, 0, 0].abs() < 1e-6).all(1).float().mean()
     assert corners_filled > 0.5  # most rotations push the corners outside the image
+
+
+@pytest.mark.parametrize("n", [1, 7, 32])
+def test_runs_augmented_together_get_exactly_their_own_augmentation(n):
+    """augment_runs (runs side by side) gives each run, bit for bit, what augment gives it
+    alone with the same generator: shared configurations computed in one batch, different
+    ones (a rotating run among plain ones, another crop rule) each in their own."""
+    cfgs = [AugmentConfig(), AugmentConfig(rotate_degrees=180), AugmentConfig(),
+            AugmentConfig(flip=False, crop_scale=(0.3, 1.0), crop_ratio=(0.5, 2.0))]
+    g = torch.Generator().manual_seed(n)
+    xs = T.normalize(torch.randint(0, 256, (len(cfgs), n, 3, 32, 32), generator=g,
+                                   dtype=torch.uint8))
+    alone = [T.augment(x, c, torch.Generator().manual_seed(10 + k))
+             for k, (x, c) in enumerate(zip(xs, cfgs))]
+    together = T.augment_runs(xs, cfgs, [torch.Generator().manual_seed(10 + k)
+                                         for k in range(len(cfgs))])
+    assert together.shape == xs.shape
+    for k, a in enumerate(alone):
+        assert torch.equal(together[k], a), f"run {k}"
+    # The runs' draws are their own: the same images, other seeds, other views.
+    assert not torch.equal(together[0], T.augment(xs[0], cfgs[0], torch.Generator().manual_seed(11)))
+    # One configuration for all (the seeds of a model) is one batch, with the same results.
+    same = T.augment_runs(xs[[0, 2]], [cfgs[0]] * 2, [torch.Generator().manual_seed(s)
+                                                      for s in (10, 12)])
+    assert torch.equal(same[0], alone[0]) and torch.equal(same[1], alone[2])
+
+
+def test_pixel_permutations_of_runs_side_by_side():
+    x = T.normalize(batch(6)).view(2, 3, 3, 32, 32)
+    perm = T.pixel_permutation(7)
+    out = T.permute_pixels_runs(x, [None, perm])
+    assert torch.equal(out[0], x[0])
+    assert torch.equal(out[1], T.permute_pixels(x[1], perm))
+    assert not torch.equal(out[1], x[1])

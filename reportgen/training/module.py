@@ -23,6 +23,28 @@ def optimizers(o: OptimConfig, params):
     return [opt], [sched]
 
 
+def prepare_runs(members: list["Classifier"], xs: torch.Tensor, train: bool = False,
+                 extra: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
+    """The members' input pipelines at once: xs is K x B x C x H x W uint8, member k's batch
+    at k (a view of one batch expanded K times, to show every member the same images);
+    returns K x B x C x H x W normalised floats, each batch augmented (when training) with
+    its member's own configuration and generator, then `extra`, then permuted with its
+    member's pixel permutation. One member is `Classifier.prepare`; several are runs trained
+    side by side, whose images come out as each member alone makes them, in fewer kernels."""
+    x = transforms.normalize(xs)
+    if train:
+        x = transforms.augment_runs(x, [m.augment_cfg for m in members],
+                                    [m._generator() for m in members])
+    if extra is not None:
+        x = extra(x.flatten(0, 1)).view_as(x)
+    perms = [m.perm for m in members]
+    if len(members) == 1 and perms[0] is not None:
+        x = transforms.permute_pixels(x[0], perms[0]).unsqueeze(0)
+    elif any(p is not None for p in perms):
+        x = transforms.permute_pixels_runs(x, perms)
+    return x
+
+
 class Classifier(pl.LightningModule):
     """Image classifier: model from the registry, the input pipeline, an optimiser from the
     optimiser table and MultiStepLR.
@@ -55,13 +77,7 @@ class Classifier(pl.LightningModule):
     # The input pipeline: uint8 -> normalised (-> augmented) (-> extra transform) (-> permuted).
     def prepare(self, x: torch.Tensor, train: bool = False,
                 extra: Callable[[torch.Tensor], torch.Tensor] | None = None) -> torch.Tensor:
-        x = transforms.normalize(x)
-        if train:
-            x = transforms.augment(x, self.augment_cfg, self._generator())
-        if extra is not None:
-            x = extra(x)
-        if self.perm is not None:
-            x = transforms.permute_pixels(x, self.perm)
+        x = prepare_runs([self], x.unsqueeze(0), train, extra)[0]
         if self.channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         return x

@@ -42,7 +42,7 @@ from ..models import count_parameters
 from .callbacks import EpochMetrics, ValidateLastEpoch, VerifiedCheckpointIO
 from . import memory
 from .errors import TrainingError
-from .module import Classifier, optimizers
+from .module import Classifier, optimizers, prepare_runs
 from .rundir import (RunSpec, check_output_space, load_checkpoint_dict, read_results,
                      resume_point)
 from .train import (check_compile_on_cpu, checkpoint_callbacks, data_device, finish_run, fit,
@@ -286,13 +286,14 @@ class SideBySide(pl.LightningModule):
         return {f"model.{name}": self.take(t, k).detach().clone()
                 for name, t in self.stack.state_dict().items()}
 
-    # The input: each run's batch through its own pipeline.
+    # The input: each run's batch through its own pipeline, all runs' pipelines at once.
     def on_after_batch_transfer(self, batch, dataloader_idx: int):
         if self.trainer.training:
-            xs = [m.prepare(x, train=True).contiguous() for m, (x, _) in zip(self.members, batch)]
-            return torch.stack(xs), torch.stack([y for _, y in batch])
-        x, y = batch
-        return torch.stack([m.prepare(x).contiguous() for m in self.members]), y.expand(self.k, -1)
+            xs, ys = torch.stack([x for x, _ in batch]), torch.stack([y for _, y in batch])
+            return prepare_runs(self.members, xs, train=True), ys
+        x, y = batch  # validation: every run sees the same images
+        return (prepare_runs(self.members, x.unsqueeze(0).expand(self.k, *x.shape)),
+                y.expand(self.k, -1))
 
     def on_fit_start(self) -> None:
         for m in self.members:
