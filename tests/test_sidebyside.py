@@ -435,3 +435,62 @@ def test_group_input_pipeline_gives_each_run_its_own_images():
     val = prepare_runs(members, xs[0].unsqueeze(0).expand(3, -1, -1, -1, -1))
     for k, m in enumerate(members):
         assert torch.equal(val[k], m.prepare(xs[0]).contiguous()), k
+
+
+def _ops_per_step(runs, monkeypatch):
+    """aten operations dispatched in one whole training step (input pipeline, forward,
+    backward, optimiser step) of `runs` tiny runs through bench's Lightning path."""
+    import collections
+
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import Callback
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from reportgen.bench import BenchConfig, bench_training
+    from reportgen.config import load_experiment
+
+    class Count(TorchDispatchMode):
+        def __init__(self):
+            super().__init__()
+            self.ops = collections.Counter()
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops[func.overloadpacket.__name__] += 1
+            return func(*args, **(kwargs or {}))
+
+    counted = []
+
+    class Between(Callback):  # from the end of one step to the end of the next
+        def on_train_batch_end(self, trainer, module, outputs, batch, batch_idx):
+            if counted and isinstance(counted[-1], Count):
+                counted[-1].__exit__(None, None, None)
+                counted[-1] = counted[-1].ops
+            if batch_idx == 3:
+                counted.append(Count().__enter__())
+
+    init = pl.Trainer.__init__
+
+    def with_counter(self, *args, **kwargs):
+        init(self, *args, **{**kwargs, "callbacks": [*kwargs["callbacks"], Between()]})
+
+    monkeypatch.setattr(pl.Trainer, "__init__", with_counter)
+    cfg = load_experiment(None, {"train.batch_size": 2, "train.device": "cpu",
+                                 "model.params": {"num_classes": 10, "num_blocks": [1, 1],
+                                                  "c_hidden": [2, 2]}})
+    bench_training(cfg, BenchConfig(warmup_steps=2, steps=4, repeats=1), runs)
+    views = {"view", "reshape", "_unsafe_view", "expand", "transpose", "permute", "unsqueeze",
+             "squeeze", "t", "alias", "slice", "select", "detach", "unflatten", "split",
+             "as_strided", "unbind", "lift_fresh"}
+    return sum(n for op, n in counted[0].items() if op not in views)
+
+
+def test_a_group_step_launches_about_as_many_kernels_as_one_run(monkeypatch):
+    """On a GPU a step of this small network is bound by kernel launches, so a group pays
+    off only if its step dispatches about the operations of one run: the wide network is
+    one network, and the input pipelines run as one batch (before, each member's own
+    pipeline made a group of three of this network dispatch 1.7 times one run's operations;
+    now 1.15)."""
+    one = _ops_per_step(1, monkeypatch)
+    three = _ops_per_step(3, monkeypatch)
+    assert one > 100  # the whole step was counted
+    assert three < 1.3 * one, (one, three)
