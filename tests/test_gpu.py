@@ -42,3 +42,24 @@ def test_side_by_side_in_bf16_on_the_gpu(tiny):
     assert [r["side_by_side"] for r in res] == [3, 3, 3]
     assert all(r["precision"] == "bf16-mixed" for r in res)
     assert len({r["run_dir"] for r in res}) == 3
+
+
+def test_runs_augmented_together_on_the_gpu_get_their_own_augmentation():
+    """The group's batched augmentation on the card: each run's images as `augment` makes
+    them for that run alone with a CUDA generator (the crop boxes, flips and rotations are
+    the same draws; the resampling may differ in the last bit where cuBLAS batches the
+    maps' products differently)."""
+    from reportgen import transforms as T
+    from reportgen.config import AugmentConfig
+
+    cfgs = [AugmentConfig(), AugmentConfig(rotate_degrees=180), AugmentConfig()]
+    dev = torch.device("cuda")
+    xs = T.normalize(torch.randint(0, 256, (3, 64, 3, 32, 32), dtype=torch.uint8,
+                                   generator=torch.Generator().manual_seed(0)).to(dev))
+
+    def gens():
+        return [torch.Generator(device=dev).manual_seed(10 + k) for k in range(3)]
+
+    together = T.augment_runs(xs, cfgs, gens())
+    for k, (x, c, g) in enumerate(zip(xs, cfgs, gens())):
+        assert (together[k] - T.augment(x, c, g)).abs().max().item() < 1e-5, k
