@@ -123,7 +123,8 @@ def test_runs_augmented_together_get_exactly_their_own_augmentation(n):
     alone with the same generator: shared configurations computed in one batch, different
     ones (a rotating run among plain ones, another crop rule) each in their own."""
     cfgs = [AugmentConfig(), AugmentConfig(rotate_degrees=180), AugmentConfig(),
-            AugmentConfig(flip=False, crop_scale=(0.3, 1.0), crop_ratio=(0.5, 2.0))]
+            AugmentConfig(flip=False, crop_scale=(0.3, 1.0), crop_ratio=(0.5, 2.0)),
+            AugmentConfig(rotate_degrees=180)]
     g = torch.Generator().manual_seed(n)
     xs = T.normalize(torch.randint(0, 256, (len(cfgs), n, 3, 32, 32), generator=g,
                                    dtype=torch.uint8))
