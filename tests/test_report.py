@@ -4,7 +4,6 @@ import re
 import shutil
 
 import pytest
-from pypdf import PdfReader
 from typer.testing import CliRunner
 
 from reportgen.cli import app
@@ -34,6 +33,8 @@ def built(tmp_path_factory):
     assert r.exit_code == 0, r.output
     pdf = out / "report.pdf"
     assert r.output.strip().splitlines()[-1] == str(pdf)
+    from pypdf import PdfReader  # here, not at the top: the GPU machine collects without it
+
     text = "\n".join(p.extract_text() for p in PdfReader(pdf).pages)
     return {"out": out, "overrides": overrides, "pdf": pdf, "text": re.sub(r"\s+", " ", text)}
 
@@ -52,6 +53,8 @@ def test_pdf_has_sections_and_title_fields(built):
 @pytest.mark.slow
 def test_pdf_has_all_figures(built):
     import hashlib
+
+    from pypdf import PdfReader
 
     reader = PdfReader(built["pdf"])
     # WeasyPrint shares one resource dictionary across pages: count distinct images.
