@@ -5,6 +5,7 @@ half a file and a failed stage never replaces a good result.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import sys
@@ -58,11 +59,51 @@ def read_json(path: Path, command: str):
         raise MissingResults(f"{path} is damaged ({e}): run `reportgen {command}` again") from e
 
 
+# --- sealed results: a checksum over the content ------------------------------------------
+# The results files are written by reportgen alone, and the figures and the report trust
+# their structure. A sha256 of the content, stored with it, tells a file as written from one
+# changed afterwards (by hand, a damaged disk, a mix of versions): such a file is refused
+# with one line, where a value of the wrong type would otherwise surface deep in a figure as
+# a traceback, or a hand-edited number would reach the report as if it came from a run.
+CHECKSUM = "checksum"
+
+
+def _digest(body: dict) -> str:
+    # Over the JSON round trip of the body, sorted: exactly what a reader reconstructs.
+    text = json.dumps(json.loads(json.dumps(body)), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def seal(results: dict) -> dict:
+    """`results` with a CHECKSUM field over the rest of it (see `is_sealed`)."""
+    body = {k: v for k, v in results.items() if k != CHECKSUM}
+    return {**body, CHECKSUM: _digest(body)}
+
+
+def is_sealed(results: object) -> bool:
+    """Whether `results` (as read from JSON) is unchanged since `seal`."""
+    if not isinstance(results, dict) or not isinstance(results.get(CHECKSUM), str):
+        return False
+    return results[CHECKSUM] == _digest({k: v for k, v in results.items() if k != CHECKSUM})
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
 def read_metrics(path: Path) -> dict[str, list[float]]:
     """A run's metrics.csv as columns (empty cells, i.e. epochs without validation, are NaN)."""
     import pandas as pd
 
-    return {k: [float(v) for v in col] for k, col in pd.read_csv(path).items()}
+    try:
+        return {str(k): [float(v) for v in col] for k, col in pd.read_csv(path).items()}
+    except (OSError, ValueError, TypeError, UnicodeDecodeError) as e:  # pandas' errors are ValueErrors
+        raise MissingResults(f"{path} is missing or damaged ({str(e).splitlines()[0][:100]}): "
+                             "train that run again (--retrain)") from e
 
 
 class Busy(UserError, RuntimeError):

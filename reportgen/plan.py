@@ -90,7 +90,7 @@ def measure(spec, runs: int = 1) -> tuple[float, float]:
 def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None = None,
               log=print) -> Plan:
     """The plan of running the studies `chosen` (in order) on `prepared` data."""
-    from .training import device_description, memory, resolve_accelerator
+    from .training import device_description, memory, read_results, resolve_accelerator
 
     s = prepared.splits
     sizes = {"val": len(s.val_x), "test": len(s.test_x)}
@@ -108,7 +108,8 @@ def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None
             run_dir = spec.run_dir(cfg.out_dir)
             if run_dir in seen:
                 continue
-            finished = (run_dir / "results.json").is_file() and not retrain
+            # As training decides: a results.json it cannot trust is evaluated again.
+            finished = not retrain and read_results(run_dir) is not None
             done = 0 if finished or retrain else _epochs_done(run_dir, spec)
             run = PlannedRun(spec.label, spec.train.seed, run_dir,
                              "reuse" if finished else "resume" if done else "train",
@@ -182,5 +183,7 @@ def format_plan(plan: Plan) -> list[str]:
                   + ("" if plan.unknown else f", about {duration(r.seconds)}")
                   + (f" (its share: {r.together} runs side by side)" if r.together > 1 else "")
                   if r.action != "reuse" else "finished")
+        if r.action == "resume" and not r.epochs_left:  # trained, its results.json unusable
+            detail = "trained; its best checkpoint is evaluated again"
         lines.append(f"  {what} {r.run_dir.name:<32} seed {r.seed:<5} {detail}")
     return lines

@@ -235,20 +235,23 @@ class StudyView:
     f: dict  # its facts
 
 
-def _runs(run_dirs: list[str], data: dict) -> list[dict]:
+def _runs(run_dirs: list[tuple[str, str]], data: dict, out_dir: Path) -> list[dict]:
     """Each run behind the numbers, once, with its seed and its accuracies' intervals."""
     from . import analysis
+    from .training import read_results
 
     runs, seen = [], set()
-    for d in run_dirs:
-        key = Path(d).resolve()
+    for d, command in run_dirs:
+        # In this output folder's runs/, wherever the folder was when the study ran.
+        key = (Path(out_dir) / "runs" / Path(d).name).resolve()
         if key not in seen and (key / "results.json").is_file():
             seen.add(key)
-            r = json.loads((key / "results.json").read_text())
-            if "seed" not in r and (key / "config.json").is_file():  # an older run
-                r["seed"] = json.loads((key / "config.json").read_text())["train"]["seed"]
-            together = r.get("side_by_side", 1)  # an older run trained alone
-            r["side_by_side"] = together if isinstance(together, int) and together > 0 else 1
+            r = read_results(key)
+            if r is None:
+                raise MissingResults(f"{key / 'results.json'} is damaged, of an older reportgen "
+                                     "or was changed after training wrote it: run "
+                                     f"`reportgen {command}` again (it evaluates the run's best "
+                                     "checkpoint again)")
             for split in ("val", "test"):
                 r[f"{split}_stat"] = analysis.accuracy([r[f"{split}_acc"]],
                                                        data[f"{split}_images"])
@@ -282,7 +285,7 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
         if v.r.get("config", {}).get("name") not in (None, cfg.name):
             raise MissingResults(f"{results / (v.name + '.json')} belongs to experiment "
                                  f"{v.r['config']['name']!r}: run `reportgen all` again")
-    run_dirs = [d for st, v in zip(chosen, views) for d in st.runs(v.r)]
+    run_dirs = [(d, st.cli_name) for st, v in zip(chosen, views) for d in st.runs(v.r)]
     seed_groups: dict[tuple[int, ...], list[str]] = {}
     for st, v in zip(chosen, views):
         for title, seeds in st.seeds(v.r).items():
@@ -301,7 +304,7 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
         "config": first["config"], "config_text": toml_text(first["config"]),
         "data": first["data"], "studies": views,
         "results": {v.name: v.r for v in views}, "facts": {v.name: v.f for v in views},
-        "runs": _runs(run_dirs, first["data"]), "versions": versions,
+        "runs": _runs(run_dirs, first["data"], cfg.out_dir), "versions": versions,
         "seed_groups": sorted(seed_groups.items(), key=lambda kv: len(kv[0])), "results_dir": str(results),
         "user_text": {k: Markup(to_html(v))
                       for k, v in read_user_text(cfg.report.user_text).items()},

@@ -143,6 +143,7 @@ def test_numbering_errors_name_the_item(tmp_path, make, message):
 def _toy_context(tmp_path, partial):
     """The report's context for the toy study alone, from a crafted results file."""
     from reportgen.config import load_experiment, to_dict
+    from reportgen.files import seal
 
     toy = make_toy(tmp_path / "toy.html.j2", partial)
     cfg = load_experiment(None, {"out_dir": str(tmp_path), "figures_dir": str(tmp_path / "f")})
@@ -150,10 +151,10 @@ def _toy_context(tmp_path, partial):
     res_dir = tmp_path / cfg.name
     res_dir.mkdir()
     (tmp_path / "f" / ".toy.source").write_text(str(res_dir.resolve()))
-    (res_dir / "toy.json").write_text(json.dumps({
+    (res_dir / "toy.json").write_text(json.dumps(seal({  # as Study.save writes it
         "study": "toy", "count": 3, "config": to_dict(cfg), "versions": {},
         "data": {"source": "x", "classes": ["a", "b"], "train_pool": 10, "train_images": 8,
-                 "val_images": 2, "test_images": 4}}))
+                 "val_images": 2, "test_images": 4}})))
     return build_context(cfg, res_dir, tmp_path / "f", only=[toy()])
 
 

@@ -339,3 +339,101 @@ def test_planted_or_damaged_predictions_run_nothing_and_name_the_file(trained, t
     path.unlink()
     r = runner.invoke(app, ["figures", *overrides_to_args(overrides)])
     assert r.exit_code == 2 and "part1-predictions.npz is missing" in r.output
+
+
+def test_results_changed_after_they_were_written_are_refused_in_one_line(trained):
+    """Any value changed in a study's results file (a number typed over, a string where a
+    list was, a damaged disk) is refused by its checksum, before it can reach a figure as a
+    traceback or the report as a number that no run produced; figures and report already
+    written stay as they were."""
+    overrides, out, _ = trained
+    r = runner.invoke(app, ["figures", *overrides_to_args(overrides)])
+    assert r.exit_code == 0, r.output
+    curves = out / "figures" / "practical2" / "part1_learning_curves.png"
+    drawn = curves.read_bytes()
+    res = out / "practical2" / "part1.json"
+    good = res.read_text()
+    for change in (lambda b: b.update(test_acc=0.99),
+                   lambda b: b["samples"]["images"][0].__setitem__(0, "x"),
+                   lambda b: b["per_seed"][0]["metrics"].update(train_loss=None)):
+        blob = json.loads(good)
+        change(blob)
+        res.write_text(json.dumps(blob))
+        for cmd in ("figures", "report"):
+            r = runner.invoke(app, [cmd, *overrides_to_args(overrides)])
+            assert r.exit_code == 2, (cmd, r.output)
+            assert "part1.json was changed after reportgen wrote it" in r.output
+            assert "run `reportgen train` again" in r.output and "Traceback" not in r.output
+    assert curves.read_bytes() == drawn
+    res.write_text(good)
+    r = runner.invoke(app, ["figures", *overrides_to_args(overrides)])
+    assert r.exit_code == 0, r.output
+    # A file written beside the results (the per-image predictions) is checked against them.
+    npz = out / "practical2" / "part1-predictions.npz"
+    import numpy as np
+
+    with np.load(npz) as z:
+        arrays = {k: z[k] for k in z.files}
+    arrays["labels/val"] = (arrays["labels/val"] + 1) % 10
+    with open(npz, "wb") as f:
+        np.savez(f, **arrays)
+    r = runner.invoke(app, ["report", *overrides_to_args(overrides)])
+    assert r.exit_code == 2 and "part1-predictions.npz, written with part1.json, is missing or " \
+        "was changed since" in r.output, r.output
+
+
+def test_a_changed_run_results_file_is_evaluated_again_not_trusted(trained):
+    """A run's own results.json with a changed value: the report refuses it, the plan says
+    the run's best checkpoint is evaluated again, and `train` does that (no epoch retrained),
+    after which the report builds."""
+    from reportgen.files import MissingResults
+    from reportgen.report import _runs
+
+    overrides, out, run = trained
+    data = json.loads((out / "practical2" / "part1.json").read_text())["data"]
+    assert len(_runs([(str(run), "train")], data, out)) == 1
+    path = run / "results.json"
+    blob = json.loads(path.read_text())
+    measured = blob["val_acc"]
+    blob["val_acc"] = 1.0 if measured != 1.0 else 0.0
+    path.write_text(json.dumps(blob))
+    with pytest.raises(MissingResults, match="results.json is damaged, of an older reportgen or "
+                       "was changed after training wrote it: run `reportgen train` again"):
+        _runs([(str(run), "train")], data, out)
+    r = runner.invoke(app, ["train", "--plan", *overrides_to_args(overrides)])
+    assert r.exit_code == 0 and "its best checkpoint is evaluated again" in r.output, r.output
+    r = runner.invoke(app, ["train", *overrides_to_args(overrides)])
+    assert r.exit_code == 0, r.output
+    assert "evaluating best.ckpt" in r.output and "epoch 1/1" not in r.output
+    assert json.loads(path.read_text())["val_acc"] == measured
+    assert _runs([(str(run), "train")], data, out)[0]["val_acc"] == measured
+
+
+def test_a_moved_output_folder_still_makes_figures_and_the_run_table(trained, tmp_path):
+    """The paths inside results files are where the study ran (a GPU machine, say); figures
+    and report read the runs from the folder where they are now."""
+    import shutil
+
+    overrides, out, run = trained
+    moved = tmp_path / "elsewhere"
+    shutil.move(str(out), str(moved))
+    sets = {**overrides, "out_dir": str(moved), "figures_dir": str(moved / "figures")}
+    from reportgen.report import _runs
+
+    r = runner.invoke(app, ["figures", *overrides_to_args(sets)])
+    assert r.exit_code == 0, r.output  # the learning curves come from part1.json alone
+    part1 = json.loads((moved / "practical2" / "part1.json").read_text())
+    stored = [e["run_dir"] for e in part1["per_seed"]]
+    assert stored == [str(run)] and not run.exists()
+    rows = _runs([(d, "train") for d in stored], part1["data"], moved)
+    assert [row["run_dir"] for row in rows] == [str(moved / "runs" / run.name)]
+    assert rows[0]["best_checkpoint"].startswith(str(moved / "runs" / run.name))
+
+
+def test_a_damaged_metrics_file_is_one_line(trained):
+    overrides, out, run = trained
+    (out / "practical2" / "part1.json").unlink()
+    (run / "metrics.csv").write_bytes(b"\xff\xfe\x00garbage\n\x00")
+    r = runner.invoke(app, ["train", *overrides_to_args(overrides)])
+    assert r.exit_code == 2 and "metrics.csv is missing or damaged" in r.output, r.output
+    assert "Traceback" not in r.output

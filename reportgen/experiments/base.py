@@ -16,7 +16,7 @@ from typing import Any, Callable, ClassVar, Iterator
 
 from ..config import ExperimentConfig, to_dict
 from ..data import Splits, load_cifar10, make_splits
-from ..files import MissingResults, atomic_write_text, read_json
+from ..files import MissingResults, atomic_write_text, file_sha256, is_sealed, read_json, seal
 
 
 @dataclass(frozen=True)
@@ -267,10 +267,24 @@ class Study:
             self.validate(res, str(path))
         except SchemaError as e:
             raise MissingResults(f"{path} lacks {e}: run `reportgen {self.cli_name}` again") from None
+        again = (f"run `reportgen {self.cli_name}` again (its finished runs are reused, not "
+                 "trained again)")
+        if not is_sealed(res):
+            raise MissingResults(f"{path} was changed after reportgen wrote it, or written by "
+                                 f"an older reportgen (its checksum does not match): {again}")
         if self.predictions:
             from .. import predictions
 
             res["arrays"] = predictions.load(self.arrays_path(results_dir), self.cli_name)
+        for name, sha in res.get("files_sha256", {}).items():
+            other = path.parent / Path(name).name
+            try:
+                same = file_sha256(other) == sha
+            except (OSError, TypeError):
+                same = False
+            if not same:
+                raise MissingResults(f"{other}, written with {path.name}, is missing or was "
+                                     f"changed since: {again}")
         return res
 
     def arrays_path(self, results_dir: Path) -> Path:
@@ -286,14 +300,19 @@ class Study:
         out.mkdir(parents=True, exist_ok=True)
         results = {"study": self.name, **results, "config": to_dict(cfg),
                    "data": prepared.describe()}
+        written = []
         for name, text in (files or {}).items():
             atomic_write_text(out / name, text)
+            written.append(out / name)
         if arrays is not None:
             from .. import predictions
 
             predictions.save(self.arrays_path(out), arrays)
+            written.append(self.arrays_path(out))
+        # The files beside it are checked against these when the results are read.
+        results["files_sha256"] = {p.name: file_sha256(p) for p in written}
         # The results file last: it is what says the study finished.
-        atomic_write_text(self.results_path(out), json.dumps(results))
+        atomic_write_text(self.results_path(out), json.dumps(seal(results)))
         return {**results, "arrays": arrays} if arrays is not None else results
 
 

@@ -66,6 +66,7 @@ class Part1(Study):
     def run(self, cfg, prepared: Prepared, *, retrain=False, log=print, **options) -> dict:
         from ..models import architecture_table, build_model
         from ..transforms import FLIP_PROBABILITY
+        from ..files import read_metrics
         from .base import labels_arrays, seed_stats, train_seeds, wall_time
 
         seeds = cfg.train.run_seeds()
@@ -80,7 +81,10 @@ class Part1(Study):
                      for split in ("val", "test")}}
         val, test = seed_stats(runs, "val_acc"), seed_stats(runs, "test_acc")
         return self.save(cfg, prepared, {
-            **first, "seeds": list(seeds), "per_seed": [r.entry() for r in runs],
+            **first, "seeds": list(seeds),
+            # Each seed's learning curves with it: the figures read this file alone.
+            "per_seed": [{**r.entry(), "metrics": read_metrics(Path(r.results["run_dir"])
+                                                               / "metrics.csv")} for r in runs],
             "val_acc": val["mean"], "val_acc_std": val["std"],
             "test_acc": test["mean"], "test_acc_std": test["std"],
             "wall_time_s": wall_time(runs),
@@ -128,10 +132,8 @@ class Part1(Study):
         from .. import style, transforms
         from ..config import AugmentConfig, from_dict
         from ..figures import as_image
-        from ..files import read_metrics
-
         style.apply()
-        ms = [read_metrics(Path(r["run_dir"]) / "metrics.csv") for r in results["per_seed"]]
+        ms = [r["metrics"] for r in results["per_seed"]]
         m = ms[0]
         ep = np.array(m["epoch"])
         fig, axes = plt.subplots(1, 3, figsize=(style.FULL_WIDTH, 2.1))

@@ -18,7 +18,7 @@ import torch
 
 from ..config import (DataConfig, ModelConfig, OptimConfig, TrainConfig, digest,
                       is_path_component, to_dict)
-from ..files import atomic_write_text
+from ..files import atomic_write_text, is_sealed
 from .errors import TrainingError
 
 RESULTS_VERSION = 1
@@ -93,15 +93,23 @@ def device_description(accelerator: str) -> str:
 
 
 def read_results(run_dir: Path) -> dict | None:
-    """The finished run's results, or None if it has not finished (or the file is damaged)."""
+    """The finished run's results, or None if it has not finished, or if its results.json is
+    damaged, changed since it was written (see files.seal) or of an older version: training
+    then evaluates its best checkpoint again (or trains it, if it has none)."""
     p = run_dir / "results.json"
     if not p.is_file():
         return None
     try:
         res = json.loads(p.read_text())
-        return res if res.get("version") == RESULTS_VERSION else None
-    except (OSError, json.JSONDecodeError):
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
+    if not is_sealed(res) or res.get("version") != RESULTS_VERSION:
+        return None
+    # Where the run is now: an output folder may have been moved or copied (say, from a GPU
+    # machine) since the paths inside were written.
+    res["run_dir"] = str(run_dir)
+    res["best_checkpoint"] = str(run_dir / "checkpoints" / Path(res["best_checkpoint"]).name)
+    return res
 
 
 def check_output_space(run_dir: Path, n_params: int, epochs: int) -> None:

@@ -22,7 +22,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from .. import evaluation
 from ..config import TrainConfig, to_dict
 from ..data import Splits, batches
-from ..files import atomic_write_text
+from ..files import atomic_write_text, seal
 from ..models import count_parameters
 from ..signals import lightning_handles_sigterm
 from . import memory
@@ -324,7 +324,7 @@ def finish_run(spec: RunSpec, splits: Splits, run_dir: Path, *, best: Path, rows
         "devices": cfg.devices, "strategy": cfg.strategy, "precision": precision,
         "versions": versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
-    atomic_write_text(run_dir / "results.json", json.dumps(results, indent=2))
+    atomic_write_text(run_dir / "results.json", json.dumps(seal(results), indent=2))
     others = side_by_side - 1
     together = (f", side by side with {others} other run{'s' if others > 1 else ''}"
                 if others else "")
