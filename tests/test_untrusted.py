@@ -437,3 +437,25 @@ def test_a_damaged_metrics_file_is_one_line(trained):
     r = runner.invoke(app, ["train", *overrides_to_args(overrides)])
     assert r.exit_code == 2 and "metrics.csv is missing or damaged" in r.output, r.output
     assert "Traceback" not in r.output
+
+
+@pytest.mark.parametrize("damage", ["delete", "change"])
+def test_a_runs_changed_predictions_are_scored_again(trained, damage):
+    """The per-image predictions behind the paired tests are a run's too: deleted, or
+    changed since the run scored them, the run's best checkpoint is evaluated again."""
+    import numpy as np
+
+    overrides, out, run = trained
+    path = run / "predictions.npz"
+    with np.load(path) as z:
+        arrays = {k: z[k] for k in z.files}
+    if damage == "delete":
+        path.unlink()
+    else:
+        with open(path, "wb") as f:
+            np.savez(f, **{**arrays, "val": (arrays["val"] + 1) % 10})
+    r = runner.invoke(app, ["train", *overrides_to_args(overrides)])
+    assert r.exit_code == 0, r.output
+    assert "evaluating best.ckpt" in r.output and "reusing finished run" not in r.output
+    with np.load(path) as z:
+        assert np.array_equal(z["val"], arrays["val"])

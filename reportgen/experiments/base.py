@@ -121,8 +121,12 @@ def train_models(plan: list[tuple[Any, tuple[int, ...]]], prepared: Prepared,
         runs = []
         for seed in seeds:
             res = next(it)
-            arrays = predictions.load(Path(res["run_dir"]) / PREDICTIONS, "train --retrain")
-            runs.append(SeededRun(seed, res, {k: arrays[k] for k in ("val", "test")}))
+            path = Path(res["run_dir"]) / PREDICTIONS
+            arrays = predictions.load(path, "train --retrain")
+            sizes = {"val": len(prepared.splits.val_y), "test": len(prepared.splits.test_y)}
+            runs.append(SeededRun(seed, res, {
+                k: predictions.get(arrays, k, path, "train --retrain", (n,))
+                for k, n in sizes.items()}))
         out.append(runs)
     return out
 

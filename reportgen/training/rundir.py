@@ -18,7 +18,7 @@ import torch
 
 from ..config import (DataConfig, ModelConfig, OptimConfig, TrainConfig, digest,
                       is_path_component, to_dict)
-from ..files import atomic_write_text, is_sealed
+from ..files import atomic_write_text, file_sha256, is_sealed
 from .errors import TrainingError
 
 RESULTS_VERSION = 1
@@ -104,6 +104,11 @@ def read_results(run_dir: Path) -> dict | None:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     if not is_sealed(res) or res.get("version") != RESULTS_VERSION:
+        return None
+    try:  # its per-image predictions (the paired tests') as they were scored
+        if file_sha256(run_dir / PREDICTIONS) != res.get("predictions_sha256"):
+            return None
+    except OSError:
         return None
     # Where the run is now: an output folder may have been moved or copied (say, from a GPU
     # machine) since the paths inside were written.

@@ -22,7 +22,7 @@ from pytorch_lightning.loggers import TensorBoardLogger
 from .. import evaluation
 from ..config import TrainConfig, to_dict
 from ..data import Splits, batches
-from ..files import atomic_write_text, seal
+from ..files import atomic_write_text, file_sha256, seal
 from ..models import count_parameters
 from ..signals import lightning_handles_sigterm
 from . import memory
@@ -30,7 +30,7 @@ from .callbacks import EpochMetrics, ValidateLastEpoch, VerifiedCheckpointIO
 from .errors import Interrupted, TrainingError
 from .module import Classifier
 from .rundir import (PREDICTIONS, RESULTS_VERSION, RunSpec, check_output_space,
-                     device_description, load_checkpoint_dict, load_classifier, read_results,
+                     device_description, load_checkpoint_dict, read_results,
                      resume_hint, resume_point, versions)
 
 
@@ -274,18 +274,6 @@ def _score_and_keep(model, splits: Splits, run_dir: Path, batch_size: int):
     return val, test
 
 
-def _backfill_predictions(res: dict, spec: RunSpec, splits: Splits, run_dir: Path,
-                          log: Callable[[str], None]) -> None:
-    """A run finished by an older reportgen has no predictions file: score its best
-    checkpoint once more (seconds) to write it."""
-    if (run_dir / PREDICTIONS).is_file():
-        return
-    log(f"adding per-image predictions to {run_dir} (for the paired tests) ...")
-    model = load_classifier(res["best_checkpoint"],
-                            torch_device(resolve_accelerator(spec.train.device)))
-    _score_and_keep(model, splits, run_dir, eval_batch_size(spec.train, model.device))
-
-
 def _evaluate(s: _Setup, spec: RunSpec, splits: Splits, run_dir: Path, wall: float,
               log: Callable[[str], None]) -> dict:
     last = run_dir / "checkpoints" / "last.ckpt"
@@ -323,6 +311,8 @@ def finish_run(spec: RunSpec, splits: Splits, run_dir: Path, *, best: Path, rows
         "accelerator": accelerator, "device": device_description(accelerator),
         "devices": cfg.devices, "strategy": cfg.strategy, "precision": precision,
         "versions": versions(), "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        # read_results trusts the predictions only while they are the ones scored here.
+        "predictions_sha256": file_sha256(run_dir / PREDICTIONS),
     }
     atomic_write_text(run_dir / "results.json", json.dumps(seal(results), indent=2))
     others = side_by_side - 1
@@ -344,7 +334,6 @@ def train_run(spec: RunSpec, splits: Splits, out_dir: str | Path, retrain: bool 
     if not retrain and (res := read_results(run_dir)) is not None:
         log(f"reusing finished run {run_dir} (val {res['val_acc']:.2%}, test "
             f"{res['test_acc']:.2%}); pass --retrain to train again")
-        _backfill_predictions(res, spec, splits, run_dir, log)
         return res
     s = _set_up(spec, run_dir, retrain, log)
     wall = _fit(s, spec, splits, run_dir)
