@@ -134,11 +134,6 @@ def _crop_boxes(d: dict[str, torch.Tensor], h: int, w: int, cfg: AugmentConfig):
     return top, left, ch, cw
 
 
-def _sample_crops(n: int, h: int, w: int, cfg: AugmentConfig, g: torch.Generator, device):
-    """The crop boxes `augment` takes for a batch of n with generator `g`."""
-    return _crop_boxes(_draw(n, cfg, g, device), h, w, cfg)
-
-
 def _affine_maps(d: dict[str, torch.Tensor], h: int, w: int, cfg: AugmentConfig) -> torch.Tensor:
     """N x 2 x 3 maps (output -> input) of flip, crop and rotation, composed, from the draws."""
     top, left, ch, cw = _crop_boxes(d, h, w, cfg)

@@ -56,7 +56,8 @@ def test_crop_matches_torchvision_resized_crop():
     """
     z = T.normalize(batch(1))
     g = torch.Generator().manual_seed(3)
-    top, left, ch, cw = T._sample_crops(1, 32, 32, AugmentConfig(), g, "cpu")
+    top, left, ch, cw = T._crop_boxes(T._draw(1, AugmentConfig(), g, "cpu"), 32, 32,
+                                      AugmentConfig())
     g = torch.Generator().manual_seed(3)
     cfg = AugmentConfig(flip=False)
     ours = T.augment(z, cfg, g)
@@ -68,7 +69,8 @@ def test_crop_matches_torchvision_resized_crop():
 
 def test_crop_boxes_follow_scale_and_ratio():
     g = torch.Generator().manual_seed(0)
-    top, left, ch, cw = T._sample_crops(5000, 32, 32, AugmentConfig(), g, "cpu")
+    top, left, ch, cw = T._crop_boxes(T._draw(5000, AugmentConfig(), g, "cpu"), 32, 32,
+                                      AugmentConfig())
     area = ch * cw / 1024
     assert area.min() >= 0.75 and area.max() <= 1.0  # 0.8-1.0 before rounding to pixels
     assert ((top + ch) <= 32).all() and ((left + cw) <= 32).all() and (top >= 0).all()
