@@ -16,7 +16,8 @@ from typing import Any, Optional
 
 import typer
 
-from .config import ConfigError, ExperimentConfig, load_experiment, parse_override
+from .config import (MAX_SEEDS, ConfigError, ExperimentConfig, load_experiment,
+                     parse_override)
 from .errors import UserError
 
 app = typer.Typer(
@@ -115,6 +116,12 @@ def load_config(config: Optional[Path], data: Optional[str] = None, out: Optiona
     if seeds < 1:
         raise ConfigError(f"--seeds {seeds}: use a positive number of seeds (1 = one run per "
                           "model)")
+    if seeds > MAX_SEEDS:  # checked before the list is built: --seeds 10**12 would fill memory
+        raise ConfigError(f"--seeds {seeds}: use at most {MAX_SEEDS} (every seed is a full "
+                          "training run of every model)")
+    if cfg.train.seed + seeds > 2**32:
+        raise ConfigError(f"--seeds {seeds} with train.seed = {cfg.train.seed} goes past the "
+                          f"largest seed, 2**32 - 1: use a smaller train.seed or fewer seeds")
     from .experiments import studies
 
     chosen = [cfg.train.seed + i for i in range(seeds)]

@@ -11,6 +11,7 @@ import json
 import math
 import types
 import typing
+import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
@@ -31,6 +32,21 @@ def is_path_component(name: str) -> bool:
     """A single, ordinary file name: nothing written under it can leave its folder."""
     return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
             and "\\" not in name and "\0" not in name and name.strip() == name)
+
+
+def text_problem(text: str) -> str | None:
+    """What makes `text` unusable as a setting, a path or report text, or None: a control
+    character (a NUL cannot be in a path; others break the PDF and LaTeX), or a byte that is
+    not UTF-8 (Python hands such command-line bytes over as lone surrogates)."""
+    for ch in text:
+        if ch in "\t\n\r":
+            continue
+        category = unicodedata.category(ch)
+        if category == "Cs":
+            return f"the byte 0x{ord(ch) & 0xFF:02X}, which is not UTF-8"
+        if category == "Cc":
+            return f"the control character U+{ord(ch):04X}"
+    return None
 
 
 def check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -87,7 +103,8 @@ class OptimConfig:
         check(self.name in OPTIMIZERS, "optim.name", self.name, allowed())
         check(math.isfinite(self.lr) and self.lr > 0, "optim.lr", self.lr, "a positive number")
         check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "in [0, 1)")
-        check(self.weight_decay >= 0, "optim.weight_decay", self.weight_decay, ">= 0")
+        check(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "optim.weight_decay",
+              self.weight_decay, "a finite number >= 0")
         check(all(m > 0 for m in self.milestones)
               and all(a < b for a, b in zip(self.milestones, self.milestones[1:])),
               "optim.milestones", list(self.milestones),
@@ -106,13 +123,16 @@ class AugmentConfig:
         lo, hi = self.crop_scale
         check(0 < lo <= hi <= 1, "augment.crop_scale", self.crop_scale, "0 < min <= max <= 1")
         lo, hi = self.crop_ratio
-        check(0 < lo <= hi, "augment.crop_ratio", self.crop_ratio, "0 < min <= max")
+        check(0 < lo <= hi < math.inf, "augment.crop_ratio", self.crop_ratio,
+              "0 < min <= max, both finite")
         check(0 <= self.rotate_degrees <= 180, "augment.rotate_degrees", self.rotate_degrees,
               "between 0 and 180")
 
 
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 LAYOUTS = ("auto", "wide", "stacked")  # train.side_by_side_layout
+STRATEGIES = ("auto", "ddp")  # train.strategy
+MAX_SEEDS = 1000  # train.seeds, shuffle.mlp_seeds, --seeds: each seed is a full training run
 
 
 @dataclass(frozen=True)
@@ -127,7 +147,10 @@ class TrainConfig:
     val_every: int = 10  # validate every N epochs (notebook: 10); the last epoch always counts
     device: str = "auto"  # auto | cpu | gpu
     devices: int = 1  # Lightning devices; > 1 with strategy "ddp" for DDP
-    strategy: str = "auto"  # passed to Lightning (auto, ddp, ...)
+    # Lightning's strategy: "auto", or "ddp" (one process per device, each started as this
+    # command again). Spawned workers, FSDP and DeepSpeed are not supported: reportgen's
+    # runs write their own checkpoints and results from the main process.
+    strategy: str = "auto"
     precision: str = "auto"  # auto = bf16-mixed where the GPU supports it, else 32-true
     compile: bool = False  # torch.compile the model (faster steps after a one-off compile)
     # torch.compile's mode: "default"; "reduce-overhead" replays each step as a CUDA graph
@@ -157,8 +180,10 @@ class TrainConfig:
         for key, values in (("train.seed", [self.seed]), ("train.seeds", list(self.seeds))):
             for v in values:
                 check(isinstance(v, int) and 0 <= v < 2**32, key, v, "integers in [0, 2**32)")
-        check(len(set(self.seeds)) == len(self.seeds), "train.seeds", list(self.seeds),
-              "distinct seeds")
+        check(len(set(self.seeds)) == len(self.seeds) <= MAX_SEEDS, "train.seeds",
+              list(self.seeds), f"at most {MAX_SEEDS} distinct seeds")
+        check(self.strategy in STRATEGIES, "train.strategy", self.strategy,
+              "auto, or ddp for Lightning's DDP (--devices N --strategy ddp)")
         check(self.device in ("auto", "cpu", "gpu"), "train.device", self.device,
               "auto, cpu or gpu")
         check(self.precision in ("auto", "32-true", "bf16-mixed", "16-mixed", "32"),
@@ -268,6 +293,9 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key} must be a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
+            problem = text_problem(value)
+            if problem:
+                raise ConfigError(f"{key} = {value!r} contains {problem}: remove it")
             return value
         raise ConfigError(f"{key} must be a string, got {value!r}")
     return value

@@ -66,8 +66,9 @@ def escape(text: str) -> str:
             out.append(_SPECIALS[ch])
         elif ch in _UNICODE:
             out.append(_UNICODE[ch])
-        elif ord(ch) < 128 or unicodedata.category(ch).startswith("L") and ord(ch) < 0x180:
-            out.append(ch)  # ASCII, and the Latin letters that utf8 inputenc typesets
+        elif (ord(ch) < 128 and (ch.isprintable() or ch in "\t\n\r")
+              or unicodedata.category(ch).startswith("L") and ord(ch) < 0x180):
+            out.append(ch)  # ASCII text, and the Latin letters that utf8 inputenc typesets
         else:
             out.append(_greek(ch) or "?")
     return "".join(out)

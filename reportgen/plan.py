@@ -179,7 +179,8 @@ def format_plan(plan: Plan) -> list[str]:
     lines = [head]
     for r in plan.runs:
         what = {"reuse": "reuse ", "train": "train ", "resume": "resume"}[r.action]
-        detail = (f"{r.epochs_left} epochs x {r.train_images:,} images"
+        detail = (f"{r.epochs_left} epoch{'s' if r.epochs_left != 1 else ''} x "
+                  f"{r.train_images:,} images"
                   + ("" if plan.unknown else f", about {duration(r.seconds)}")
                   + (f" (its share: {r.together} runs side by side)" if r.together > 1 else "")
                   if r.action != "reuse" else "finished")

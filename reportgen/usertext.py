@@ -13,8 +13,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from .config import tomllib
-from .config import ConfigError
+from .config import ConfigError, text_problem, tomllib
 
 SECTIONS = ("abstract", "introduction", "method", "results", "discussion", "conclusion")
 
@@ -37,6 +36,9 @@ def read_user_text(path: str) -> dict[str, str]:
         if not isinstance(v, str):
             raise ConfigError(f"report.user_text {p}: {k} must be a string (use \"\"\"...\"\"\" "
                               "for several paragraphs)")
+        problem = text_problem(v)
+        if problem:
+            raise ConfigError(f"report.user_text {p}: {k} contains {problem}: remove it")
     return {k: v.strip() for k, v in raw.items() if v.strip()}
 
 

@@ -1,4 +1,5 @@
 """Experiment files and overrides: validated before any work, errors name the key."""
+import re
 from pathlib import Path
 
 import pytest
@@ -53,6 +54,13 @@ def test_unknown_key_is_named(tmp_path):
     ("rotation.angles", ["a"], "rotation.angles must be a number"),
     ("model.name", "vgg", "unknown model 'vgg'"),
     ("shuffle.perm_seed", -1, "shuffle.perm_seed"),
+    ("optim.weight_decay", float("inf"), "optim.weight_decay = inf is not allowed"),
+    ("shuffle.mlp_weight_decay", float("inf"), "shuffle.mlp_weight_decay = inf"),
+    ("train.augment.crop_ratio", [1.0, float("inf")], "both finite"),
+    # Lightning's other strategies start workers reportgen does not manage (spawn) or need
+    # a GPU or packages (FSDP, DeepSpeed): refused before any work, not a traceback in fit.
+    ("train.strategy", "ddp_spawn", "train.strategy = 'ddp_spawn' is not allowed: use auto, or ddp"),
+    ("train.strategy", "fsdp", "train.strategy = 'fsdp'"),
 ])
 def test_bad_values_are_named(key, value, match):
     with pytest.raises((ConfigError, ValueError), match=match):
@@ -72,3 +80,34 @@ def test_invalid_toml_names_file(tmp_path):
     p.write_text("[train\n")
     with pytest.raises(ConfigError, match="broken.toml is not valid TOML"):
         load_experiment(p)
+
+
+@pytest.mark.parametrize("key,value,what", [
+    ("figures_dir", "fig\0ures", "the control character U+0000"),  # os.mkdir: embedded null byte
+    ("data.cache_dir", "a\0b", "U+0000"),
+    ("shuffle.perm_file", "p\0.json", "U+0000"),
+    ("report.author", "Ada\x01 Lovelace", "the control character U+0001"),  # breaks LaTeX
+    ("report.course", "DL\x1b[31m", "U+001B"),
+    ("report.title", "CNNs\x85", "U+0085"),  # a C1 control character
+    # A command-line byte that is not UTF-8 reaches Python as a lone surrogate, which no
+    # PDF, HTML or JSON writer can encode.
+    ("report.title", "Caf\udce9", "the byte 0xE9, which is not UTF-8"),
+])
+def test_text_settings_refuse_control_characters_and_undecodable_bytes(key, value, what):
+    with pytest.raises(ConfigError,
+                       match=f"^{re.escape(key)} = .* contains .*{re.escape(what)}: remove it$"):
+        load_experiment(None, {key: value})
+
+
+def test_text_settings_keep_whitespace_and_unicode():
+    cfg = load_experiment(None, {"report.title": "Invariance\tof CNNs\n(Ünïcödé, 東京, π)",
+                                 "train.strategy": "ddp"})
+    assert cfg.report.title == "Invariance\tof CNNs\n(Ünïcödé, 東京, π)"
+    assert cfg.train.strategy == "ddp"
+
+
+def test_rotation_angles_are_orientations_swept_once_in_order():
+    cfg = load_experiment(None, {"rotation.angles": [90, -30, 0, 360, 10, -350, 90.0, -1e-20]})
+    assert cfg.rotation.angles == (0.0, 10.0, 90.0, 330.0)
+    default = load_experiment(None).rotation.angles
+    assert default == tuple(float(a) for a in range(0, 360, 10))

@@ -21,6 +21,7 @@ def test_specials_are_escaped():
         r"100\% \& \$5 \#1 a\_b \textasciitilde{}x \{y\} \textbackslash{} \^{}")
     assert escape("3×3, 90°, ±1, −2, ψ") == r"3$\times$3, 90\textdegree{}, $\pm$1, $-$2, $\psi$"
     assert escape("naïve") == "naïve" and escape("\u2603") == "?"  # unknown symbols never break
+    assert escape("a\x07b\x1bc\x7f\td") == "a?b?c?\td"  # control characters: pdflatex stops at them
 
 
 def test_only_known_math_passes_through():

@@ -85,9 +85,10 @@ def test_single_checkpoint_sweep(swept, tmp_path):
     ckpt = res["models"]["resnet"]["checkpoint"]
     r = runner.invoke(app, ["rotation", *overrides_to_args({**overrides, "out_dir": str(out),
                                                             "figures_dir": str(out / "f")}),
-                            "--checkpoint", ckpt, "--angles", "0,45"])
+                            "--checkpoint", ckpt, "--angles", "45,0,360,-315"])
     assert r.exit_code == 0, r.output
     one = json.loads((out / "practical2" / "rotation.json").read_text())
+    # Each orientation once, in order: 360 is 0 and -315 is 45.
     assert list(one["models"]) == ["checkpoint"] and one["angles"] == [0, 45]
     assert one["models"]["checkpoint"]["val"]["accuracy"][0] == res["models"]["resnet"]["val"]["accuracy"][0]
 

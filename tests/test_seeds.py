@@ -35,9 +35,17 @@ def test_a_seed_is_its_own_run_and_the_seed_list_is_not_in_its_key():
     assert baseline_spec(three, "d").for_seed(42).key() == spec.key()
 
 
-def test_cli_seeds_error_is_one_line():
-    r = runner.invoke(app, ["train", "--seeds", "0"])
-    assert r.exit_code == 2 and "error: --seeds 0" in r.output and "Traceback" not in r.output
+@pytest.mark.parametrize("args,message", [
+    (["--seeds", "0"], "error: --seeds 0: use a positive number"),
+    # Refused before the list of seeds is built: 10**12 of them would fill the memory.
+    (["--seeds", str(10**12)], "error: --seeds 1000000000000: use at most 1000"),
+    (["--set", "train.seed=4294967290", "--seeds", "7"], "goes past the largest seed"),
+    (["--set", f"train.seeds={list(range(1001))}"], "at most 1000 distinct seeds"),
+])
+def test_cli_seeds_errors_are_one_line(args, message):
+    r = runner.invoke(app, ["train", *args])
+    assert r.exit_code == 2 and message in r.output and "Traceback" not in r.output
+    assert len(r.output.strip().splitlines()) == 1
 
 
 @pytest.mark.slow

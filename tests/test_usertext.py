@@ -60,3 +60,15 @@ def test_read_user_text(tmp_path):
     f.write_text("results = 3\n")
     with pytest.raises(ConfigError, match="results must be a string"):
         read_user_text(str(f))
+
+
+def test_user_text_with_control_characters_is_refused(tmp_path):
+    """TOML's \\u escapes can put any character in a string; a control character would reach
+    the PDF and the LaTeX export (where pdflatex stops at it). Tabs and newlines are text."""
+    f = tmp_path / "mine.toml"
+    f.write_text('discussion = "Rotations\\u0007 matter."\n')
+    with pytest.raises(ConfigError, match=r"mine.toml: discussion contains the control "
+                                          r"character U\+0007: remove it"):
+        read_user_text(str(f))
+    f.write_text('discussion = "Rotations\\tmatter.\\n\\nA lot."\n')
+    assert read_user_text(str(f)) == {"discussion": "Rotations\tmatter.\n\nA lot."}

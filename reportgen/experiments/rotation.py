@@ -58,6 +58,11 @@ class RotationConfig:
         for a in self.angles:
             check(math.isfinite(a) and -360 <= a <= 360, "rotation.angles", a,
                   "numbers between -360 and 360")
+        # One rotation per orientation, in the figure's order: -30 is 330, 360 is 0 (drawn at
+        # both ends of the curve anyway), and an angle listed twice is swept once.
+        # (A tiny negative angle modulo 360 rounds to 360.0 itself, hence the second modulo.)
+        object.__setattr__(self, "angles",
+                           tuple(sorted({a % 360 % 360 + 0.0 for a in self.angles})))
         check(self.interpolation in ("bilinear", "nearest"), "rotation.interpolation",
               self.interpolation, "bilinear or nearest")
         check(self.fill in ("mean", "black"), "rotation.fill", self.fill, "mean or black")
@@ -186,7 +191,8 @@ def model_facts(angles: list[float], classes: list[str], entry: dict, correct,
     zero_i = next((i for i, a in enumerate(angles) if a % 360 == 0), None)
     rotated = [i for i, a in enumerate(angles) if a % 360 != 0]
     small = [i for i, a in enumerate(angles) if 10 <= a % 360 <= 20]
-    worst_i = min(range(len(acc)), key=lambda i: acc[i])
+    # On a tie the worst angle is a rotated one: 0° is the reference, not a rotation.
+    worst_i = min(range(len(acc)), key=lambda i: (acc[i], i == zero_i))
     class_mean = [mean(per_class[i][c] for i in rotated) if rotated else float("nan")
                   for c in range(len(classes))]
     # Classes without images in this split have no accuracy (NaN): they are not ranked.

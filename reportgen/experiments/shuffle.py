@@ -14,7 +14,7 @@ import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..config import ConfigError, ExperimentConfig, ModelConfig, check
+from ..config import MAX_SEEDS, ConfigError, ExperimentConfig, ModelConfig, check
 from ..training import RunSpec
 from .base import Prepared, Study, register_study
 from .part1 import baseline_spec, run_label
@@ -51,13 +51,13 @@ class ShuffleConfig:
               allowed())
         check(math.isfinite(self.mlp_lr) and self.mlp_lr > 0, "shuffle.mlp_lr", self.mlp_lr,
               "a positive number")
-        check(self.mlp_weight_decay >= 0, "shuffle.mlp_weight_decay", self.mlp_weight_decay,
-              ">= 0")
+        check(math.isfinite(self.mlp_weight_decay) and self.mlp_weight_decay >= 0,
+              "shuffle.mlp_weight_decay", self.mlp_weight_decay, "a finite number >= 0")
         for v in self.mlp_seeds:
             check(isinstance(v, int) and 0 <= v < 2**32, "shuffle.mlp_seeds", v,
                   "integers in [0, 2**32)")
-        check(len(set(self.mlp_seeds)) == len(self.mlp_seeds), "shuffle.mlp_seeds",
-              list(self.mlp_seeds), "distinct seeds")
+        check(len(set(self.mlp_seeds)) == len(self.mlp_seeds) <= MAX_SEEDS, "shuffle.mlp_seeds",
+              list(self.mlp_seeds), f"at most {MAX_SEEDS} distinct seeds")
 
 
 def load_permutation(cfg: ExperimentConfig):
