@@ -383,13 +383,20 @@ def load_experiment(path: str | Path | None, overrides: Mapping[str, Any] = ()) 
     """Read an experiment file, apply dotted `overrides`, and validate everything."""
     raw: dict = {}
     if path is not None:
+        from .files import read_text
+
         p = Path(path)
-        if not p.is_file():
+        if not p.exists():
             raise ConfigError(f"experiment file {p} does not exist: pass --config with one of "
                               f"experiments/*.toml")
         try:
-            raw = tomllib.loads(p.read_text())
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            text = read_text(p)
+        except (OSError, UnicodeDecodeError) as e:
+            raise ConfigError(f"experiment file {p} cannot be read ({e}): pass --config with "
+                              "one of experiments/*.toml") from e
+        try:
+            raw = tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"experiment file {p} is not valid TOML ({e}): fix the line named")
     for key, value in dict(overrides).items():
         set_dotted(raw, key, value)

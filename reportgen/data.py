@@ -404,6 +404,10 @@ def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print) -> Cifar10
     if explicit and not path.exists():
         raise DataError(f"--data {path} does not exist: pass the folder or archive that holds "
                         "CIFAR-10 (e.g. ../shared/data/cifar10-jpeg.tar)")
+    if path.exists() and not (path.is_dir() or path.is_file()):
+        raise DataError(f"--data {path} is neither a folder nor a file (a FIFO, a device or a "
+                        "socket): pass the folder or archive that holds CIFAR-10 (e.g. "
+                        "../shared/data/cifar10-jpeg.tar)")
     cache_dir = Path(cfg.cache_dir)
     # The cache is keyed by the source's file stats, so a cached start never opens the
     # source (listing the members of a 90 MB archive alone takes a second).

@@ -8,6 +8,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import stat
 import sys
 from pathlib import Path
 from typing import Callable
@@ -44,6 +45,27 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def read_text(path: Path, limit: int = 16 << 20) -> str:
+    """The UTF-8 text of a file someone named (an experiment file, the student's text, a
+    permutation) or found in an output folder (results). Only a regular file of at most `limit` bytes is read: a FIFO would block
+    forever, a device such as /dev/zero never ends, and a huge file would fill the memory.
+    Raises OSError saying which (or the file system's own), or UnicodeDecodeError."""
+    st = os.stat(path)  # not open(): opening a FIFO blocks until a writer comes
+    kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
+            else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "a socket" if stat.S_ISSOCK(st.st_mode) else None)
+    if kind:
+        raise OSError(f"it is {kind}, not a regular file")
+    if st.st_size > limit:
+        raise OSError(f"it holds {st.st_size / 2**20:,.0f} MiB, more than the "
+                      f"{limit / 2**20:g} MiB such a file can have")
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)  # a file that grew since the stat still stops here
+    if len(data) > limit:
+        raise OSError(f"it holds more than the {limit / 2**20:g} MiB such a file can have")
+    return data.decode("utf-8")
+
+
 class MissingResults(UserError, FileNotFoundError):
     """A stage's input is missing or unusable; the message names the command that makes it."""
 
@@ -54,7 +76,7 @@ def read_json(path: Path, command: str):
     if not path.is_file():
         raise MissingResults(f"{path} is missing: run `reportgen {command}` first")
     try:
-        return json.loads(path.read_text())
+        return json.loads(read_text(path, 256 << 20))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise MissingResults(f"{path} is damaged ({e}): run `reportgen {command}` again") from e
 
@@ -88,6 +110,9 @@ def is_sealed(results: object) -> bool:
 
 
 def file_sha256(path: Path) -> str:
+    """The sha256 of a regular file; OSError for anything else (opening a FIFO would block)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(f"{path} is not a regular file")
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for block in iter(lambda: f.read(1 << 20), b""):
@@ -97,10 +122,13 @@ def file_sha256(path: Path) -> str:
 
 def read_metrics(path: Path) -> dict[str, list[float]]:
     """A run's metrics.csv as columns (empty cells, i.e. epochs without validation, are NaN)."""
+    import io
+
     import pandas as pd
 
     try:
-        return {str(k): [float(v) for v in col] for k, col in pd.read_csv(path).items()}
+        table = pd.read_csv(io.StringIO(read_text(path)))  # read_text: a FIFO would block
+        return {str(k): [float(v) for v in col] for k, col in table.items()}
     except (OSError, ValueError, TypeError, UnicodeDecodeError) as e:  # pandas' errors are ValueErrors
         raise MissingResults(f"{path} is missing or damaged ({str(e).splitlines()[0][:100]}): "
                              "train that run again (--retrain)") from e
@@ -136,7 +164,7 @@ class OutputLock:
             lock.acquire()
         except Timeout:
             try:
-                other = json.loads(self.owner.read_text())
+                other = json.loads(read_text(self.owner, 1 << 16))
                 who = f"pid {other['pid']}: {other['command']}"
             except (OSError, ValueError, KeyError, TypeError):
                 who = "its details are not written yet"

@@ -24,7 +24,7 @@ from markupsafe import Markup, escape
 from .config import ExperimentConfig
 from .errors import UserError
 from .usertext import read_user_text, to_html
-from .files import MissingResults, atomic_write_bytes, atomic_write_text
+from .files import MissingResults, atomic_write_bytes, atomic_write_text, read_text
 from .figures import SPLIT_NAMES
 from .references import REFERENCES
 
@@ -274,7 +274,10 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
 
     for st in chosen:
         stamp = source_stamp(figures_dir, st.name)
-        drawn_from = stamp.read_text() if stamp.is_file() else None
+        try:
+            drawn_from = read_text(stamp, 1 << 16)
+        except (OSError, UnicodeDecodeError):  # missing, or not what `figures` writes
+            drawn_from = None
         if st.figures and drawn_from != str(Path(results).resolve()):
             raise MissingResults(
                 f"the figures of {st.name} in {figures_dir} were drawn from "

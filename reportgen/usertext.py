@@ -14,6 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .config import ConfigError, text_problem, tomllib
+from .files import read_text
 
 SECTIONS = ("abstract", "introduction", "method", "results", "discussion", "conclusion")
 
@@ -24,7 +25,7 @@ def read_user_text(path: str) -> dict[str, str]:
         return {}
     p = Path(path)
     try:
-        raw = tomllib.loads(p.read_text())
+        raw = tomllib.loads(read_text(p))
     except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
         raise ConfigError(f"report.user_text {p} cannot be read as TOML ({e}): fix it or set "
                           "report.user_text = \"\"") from e

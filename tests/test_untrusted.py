@@ -1,5 +1,6 @@
 """Untrusted files: a planted checkpoint or cache never runs code. Each place that reads one
 gets a pickle whose `__reduce__` would write a marker file; the marker must never appear."""
+import contextlib
 import json
 import pathlib
 
@@ -430,16 +431,24 @@ def test_a_moved_output_folder_still_makes_figures_and_the_run_table(trained, tm
     assert rows[0]["best_checkpoint"].startswith(str(moved / "runs" / run.name))
 
 
-def test_a_damaged_metrics_file_is_one_line(trained):
+@pytest.mark.parametrize("damage", ["garbage", "fifo"])
+def test_a_damaged_metrics_file_is_one_line(trained, damage):
     overrides, out, run = trained
     (out / "practical2" / "part1.json").unlink()
-    (run / "metrics.csv").write_bytes(b"\xff\xfe\x00garbage\n\x00")
-    r = runner.invoke(app, ["train", *overrides_to_args(overrides)])
+    with contextlib.ExitStack() as stack:
+        if damage == "fifo":  # a FIFO hung `reportgen all` in an untrusted output folder
+            (run / "metrics.csv").unlink()
+            stack.enter_context(guarded_fifo(run / "metrics.csv"))
+        else:
+            (run / "metrics.csv").write_bytes(b"\xff\xfe\x00garbage\n\x00")
+        r = runner.invoke(app, ["train", *overrides_to_args(overrides)])
     assert r.exit_code == 2 and "metrics.csv is missing or damaged" in r.output, r.output
     assert "Traceback" not in r.output
+    if damage == "fifo":
+        assert "it is a FIFO, not a regular file" in r.output
 
 
-@pytest.mark.parametrize("damage", ["delete", "change"])
+@pytest.mark.parametrize("damage", ["delete", "change", "fifo"])
 def test_a_runs_changed_predictions_are_scored_again(trained, damage):
     """The per-image predictions behind the paired tests are a run's too: deleted, or
     changed since the run scored them, the run's best checkpoint is evaluated again."""
@@ -449,13 +458,124 @@ def test_a_runs_changed_predictions_are_scored_again(trained, damage):
     path = run / "predictions.npz"
     with np.load(path) as z:
         arrays = {k: z[k] for k in z.files}
+    stack = contextlib.ExitStack()
     if damage == "delete":
         path.unlink()
+    elif damage == "fifo":  # its checksum opened it, and a FIFO hung the command
+        path.unlink()
+        stack.enter_context(guarded_fifo(path))
     else:
         with open(path, "wb") as f:
             np.savez(f, **{**arrays, "val": (arrays["val"] + 1) % 10})
-    r = runner.invoke(app, ["train", *overrides_to_args(overrides)])
+    with stack:
+        r = runner.invoke(app, ["train", *overrides_to_args(overrides)])
     assert r.exit_code == 0, r.output
     assert "evaluating best.ckpt" in r.output and "reusing finished run" not in r.output
     with np.load(path) as z:
         assert np.array_equal(z["val"], arrays["val"])
+
+
+@contextlib.contextmanager
+def guarded_fifo(path: pathlib.Path):
+    """A named pipe at `path`. Opening it for reading blocks until a writer comes; the guard
+    writes to it after 20 s, so code that opens it fails its test instead of hanging the
+    suite."""
+    import os
+    import stat
+    import threading
+
+    os.mkfifo(path)
+    done = threading.Event()
+
+    def guard():
+        if not done.wait(20) and stat.S_ISFIFO(os.stat(path).st_mode):  # not if replaced
+            with open(path, "w") as w:
+                w.write("opened")
+
+    t = threading.Thread(target=guard, daemon=True)
+    t.start()
+    try:
+        yield path
+    finally:
+        done.set()
+        t.join()
+
+
+@pytest.fixture
+def fifo(tmp_path):
+    with guarded_fifo(tmp_path / "pipe") as path:
+        yield path
+
+
+def test_read_text_refuses_what_is_not_a_small_regular_file(tmp_path, fifo):
+    import os
+
+    from reportgen.files import read_text
+
+    big = tmp_path / "big.toml"
+    with open(big, "wb") as f:  # sparse: 17 MiB on paper, nothing on disk
+        f.truncate(17 << 20)
+    bad = tmp_path / "latin1.toml"
+    bad.write_bytes("name = 'caf\xe9'".encode("latin-1"))
+    (tmp_path / "ok.toml").write_text("name = 'ok'\n")
+    for path, reason in ((fifo, "it is a FIFO, not a regular file"),
+                         (os.devnull, "it is a device, not a regular file"),  # /dev/zero never ends
+                         (tmp_path, "it is a folder, not a regular file"),
+                         (big, "it holds 17 MiB, more than the 16 MiB such a file can have")):
+        with pytest.raises(OSError, match=reason):
+            read_text(path)
+    with pytest.raises(UnicodeDecodeError):
+        read_text(bad)
+    assert read_text(tmp_path / "ok.toml") == "name = 'ok'\n"
+
+
+def test_user_named_files_that_are_pipes_devices_or_huge_give_one_line(tmp_path, fifo):
+    """An experiment file, the student's text and a permutation file named by the user: a FIFO
+    hung the command, /dev/zero filled the memory (MemoryError traceback)."""
+    import os
+
+    big = tmp_path / "big.json"
+    with open(big, "wb") as f:
+        f.truncate(17 << 20)
+    cases = [
+        (["train", "--config", str(fifo)], f"experiment file {fifo} cannot be read (it is a FIFO"),
+        (["train", "--config", os.devnull], "cannot be read (it is a device, not a regular file)"),
+        (["all", "--set", f'report.user_text="{fifo}"'], "it is a FIFO, not a regular file"),
+        (["all", "--set", f'report.user_text="{os.devnull}"'], "it is a device"),
+        (["shuffle", "--set", f'shuffle.perm_file="{big}"'], "big.json cannot be read as JSON "
+                                                            "(it holds 17 MiB, more than"),
+        (["train", "--data", str(fifo)], f"--data {fifo} is neither a folder nor a file"),
+        (["train", "--data", os.devnull], "is neither a folder nor a file (a FIFO, a device"),
+    ]
+    for args, message in cases:
+        r = runner.invoke(app, args)
+        assert r.exit_code == 2, (args, r.output, r.exception)
+        lines = r.output.strip().splitlines()
+        assert lines[-1].startswith("error: ") and message in lines[-1], (args, r.output)
+
+
+@pytest.mark.parametrize("damage", ["delete", "truncate"])
+def test_a_finished_run_without_its_best_checkpoint_says_which_run_to_train_anew(trained,
+                                                                                damage):
+    """The rotation sweep needs Part 1's best weights. Without them, training reuses the run
+    as finished, so `reportgen train` (the old advice) changed nothing, and --retrain would
+    train every run again: the message names the one run folder to delete, and after that
+    the same command trains that run and goes through."""
+    overrides, out, run = trained
+    best = run / "checkpoints" / "best.ckpt"
+    if damage == "delete":
+        best.unlink()
+    else:
+        best.write_bytes(best.read_bytes()[:1000])
+    r = runner.invoke(app, ["rotation", *overrides_to_args(overrides)])
+    assert r.exit_code == 2, r.output
+    why = "does not exist, so" if damage == "delete" else "is damaged or not a reportgen checkpoint"
+    last = r.output.strip().splitlines()[-1]
+    assert why in last and (f"run {run.name} lost its trained weights: delete {run} and run "
+                            "the same command again") in last, last
+    import shutil
+
+    shutil.rmtree(run)
+    r = runner.invoke(app, ["rotation", *overrides_to_args(overrides)])
+    assert r.exit_code == 0, r.output
+    assert (run / "checkpoints" / "best.ckpt").is_file()

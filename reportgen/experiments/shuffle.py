@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..config import MAX_SEEDS, ConfigError, ExperimentConfig, ModelConfig, check
+from ..files import read_text
 from ..training import RunSpec
 from .base import Prepared, Study, register_study
 from .part1 import baseline_spec, run_label
@@ -71,7 +72,7 @@ def load_permutation(cfg: ExperimentConfig):
         return transforms.pixel_permutation(sc.perm_seed)
     p = Path(sc.perm_file)
     try:
-        values = json.loads(p.read_text())
+        values = json.loads(read_text(p))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise ConfigError(f"shuffle.perm_file {p} cannot be read as JSON ({e}): point it at a "
                           "permutation.json written by `reportgen shuffle`") from e

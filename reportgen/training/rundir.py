@@ -18,7 +18,7 @@ import torch
 
 from ..config import (DataConfig, ModelConfig, OptimConfig, TrainConfig, digest,
                       is_path_component, to_dict)
-from ..files import atomic_write_text, file_sha256, is_sealed
+from ..files import atomic_write_text, file_sha256, is_sealed, read_text
 from .errors import TrainingError
 
 RESULTS_VERSION = 1
@@ -100,7 +100,7 @@ def read_results(run_dir: Path) -> dict | None:
     if not p.is_file():
         return None
     try:
-        res = json.loads(p.read_text())
+        res = json.loads(read_text(p))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
         return None
     if not is_sealed(res) or res.get("version") != RESULTS_VERSION:
@@ -187,16 +187,32 @@ def resume_hint(run_dir: Path) -> str:
             f"{where}")
 
 
+def _finished_run_of(path: Path) -> Path | None:
+    """The run folder a checkpoint belongs to, if that run has finished (its results.json)."""
+    run_dir = path.parent.parent
+    return run_dir if path.parent.name == "checkpoints" and (run_dir / "results.json").is_file() \
+        else None
+
+
 def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
     """Load a trained Classifier from a checkpoint file, with a clear error if it is unusable."""
     from .module import Classifier
 
     path = Path(path)
+    run_dir = _finished_run_of(path)
+    # A finished run without usable weights: training again would reuse the run as finished
+    # (and --retrain would train every run of the study), so the advice is that one run.
+    anew = (f"run {run_dir.name} lost its trained weights: delete {run_dir} and run the same "
+            "command again to train that run anew") if run_dir else None
     if not path.is_file():
-        raise TrainingError(f"checkpoint {path} does not exist: run `reportgen train` first")
+        what = "is not a regular file" if path.exists() else "does not exist"
+        raise TrainingError(f"checkpoint {path} {what}, so {anew}" if anew else
+                            f"checkpoint {path} {what}: run `reportgen train` first, or pass "
+                            "a checkpoint file")
     try:
         model = Classifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
     except Exception as e:
         raise TrainingError(f"checkpoint {path} is damaged or not a reportgen checkpoint "
-                            f"({type(e).__name__}): run `reportgen train --retrain`") from e
+                            f"({type(e).__name__}): "
+                            + (anew or "run `reportgen train --retrain`")) from e
     return model.to(torch.device(device))
