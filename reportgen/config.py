@@ -239,6 +239,10 @@ class ExperimentConfig:
     def __post_init__(self):
         check(is_path_component(self.name), "name", self.name,
               "a plain folder name (no '/', '\\', '.' or '..'): results go to OUT/<name>/")
+        for key in ("out_dir", "figures_dir"):
+            # An empty --out "$DIR" (DIR unset) would quietly write into the current folder.
+            check(getattr(self, key).strip() != "", key, getattr(self, key),
+                  "a folder, e.g. output (or . for the current folder)")
 
     def __getattr__(self, name: str):
         sections = self.__dict__.get("sections") or {}

@@ -61,6 +61,8 @@ def test_unknown_key_is_named(tmp_path):
     # a GPU or packages (FSDP, DeepSpeed): refused before any work, not a traceback in fit.
     ("train.strategy", "ddp_spawn", "train.strategy = 'ddp_spawn' is not allowed: use auto, or ddp"),
     ("train.strategy", "fsdp", "train.strategy = 'fsdp'"),
+    ("out_dir", "", "out_dir = '' is not allowed: use a folder, e.g. output"),
+    ("figures_dir", "  ", "figures_dir = '  ' is not allowed"),
 ])
 def test_bad_values_are_named(key, value, match):
     with pytest.raises((ConfigError, ValueError), match=match):
