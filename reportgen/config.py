@@ -68,6 +68,10 @@ class DataConfig:
     def __post_init__(self):
         check(0 < self.val_size < 50000, "data.val_size", self.val_size, "between 1 and 49999")
         check(self.subset >= 0, "data.subset", self.subset, "0 (all) or a positive count")
+        # torch's CPU generator keeps only a seed's low 32 bits: 2**32 + 42 would give seed
+        # 42's split under another name.
+        check(0 <= self.split_seed < 2**32, "data.split_seed", self.split_seed,
+              "an integer in [0, 2**32)")
 
 
 @dataclass(frozen=True)

@@ -54,6 +54,10 @@ def test_unknown_key_is_named(tmp_path):
     ("rotation.angles", ["a"], "rotation.angles must be a number"),
     ("model.name", "vgg", "unknown model 'vgg'"),
     ("shuffle.perm_seed", -1, "shuffle.perm_seed"),
+    ("shuffle.perm_seed", 2**32 + 42, "shuffle.perm_seed = 4294967338 is not allowed: use an "
+                                      "integer in"),
+    ("data.split_seed", -1, "data.split_seed = -1 is not allowed"),
+    ("data.split_seed", 2**63 - 1, "data.split_seed = 9223372036854775807 is not allowed"),
     ("optim.weight_decay", float("inf"), "optim.weight_decay = inf is not allowed"),
     ("shuffle.mlp_weight_decay", float("inf"), "shuffle.mlp_weight_decay = inf"),
     ("train.augment.crop_ratio", [1.0, float("inf")], "both finite"),
@@ -113,3 +117,15 @@ def test_rotation_angles_are_orientations_swept_once_in_order():
     assert cfg.rotation.angles == (0.0, 10.0, 90.0, 330.0)
     default = load_experiment(None).rotation.angles
     assert default == tuple(float(a) for a in range(0, 360, 10))
+
+
+def test_seeds_past_32_bits_would_repeat_a_smaller_seed():
+    """Why seeds stop at 2**32: torch's CPU generator keeps only the low 32 bits, so a larger
+    split or permutation seed would give another seed's split or permutation under a new
+    name (and run key)."""
+    import torch
+
+    from reportgen.transforms import pixel_permutation
+
+    assert torch.equal(pixel_permutation(2**32 + 42), pixel_permutation(42))
+    assert not torch.equal(pixel_permutation(43), pixel_permutation(42))

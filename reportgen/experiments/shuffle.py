@@ -46,8 +46,9 @@ class ShuffleConfig:
         from ..optimizers import OPTIMIZERS, allowed
 
         check(self.epochs > 0, "shuffle.epochs", self.epochs, "a positive integer")
-        check(0 <= self.perm_seed < 2**63, "shuffle.perm_seed", self.perm_seed,
-              "an integer in [0, 2**63)")
+        # torch's CPU generator keeps only a seed's low 32 bits (see data.split_seed).
+        check(0 <= self.perm_seed < 2**32, "shuffle.perm_seed", self.perm_seed,
+              "an integer in [0, 2**32)")
         check(self.mlp_optimizer in OPTIMIZERS, "shuffle.mlp_optimizer", self.mlp_optimizer,
               allowed())
         check(math.isfinite(self.mlp_lr) and self.mlp_lr > 0, "shuffle.mlp_lr", self.mlp_lr,
