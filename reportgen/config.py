@@ -309,6 +309,35 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
     return value
 
 
+def _complete_model(value: Any, default: Any) -> Any:
+    """A partial model table (`shuffle.mlp.params.hidden = [64]`) completed from the field's
+    own default model, not ModelConfig's: the same model keeps its other settings, and naming
+    another model starts from that model's builder defaults."""
+    if not isinstance(value, Mapping) or not isinstance(default, ModelConfig):
+        return value
+    name = value.get("name", default.name)
+    params = value.get("params", {})
+    if name == default.name and isinstance(params, Mapping):
+        params = {**default.params, **params}
+    return {**value, "name": name, "params": params}
+
+
+def _field_default(f: dataclasses.Field) -> Any:
+    if f.default is not dataclasses.MISSING:
+        return f.default
+    if f.default_factory is not dataclasses.MISSING:
+        return f.default_factory()
+    return None
+
+
+def _model_fields(cls: type, raw: Mapping[str, Any]) -> dict[str, Any]:
+    """`raw` with each model table completed from its field's default (see _complete_model)."""
+    hints = typing.get_type_hints(cls)
+    return {**raw, **{f.name: _complete_model(raw[f.name], _field_default(f))
+                      for f in dataclasses.fields(cls)
+                      if f.name in raw and hints[f.name] is ModelConfig}}
+
+
 def from_dict(cls: type, raw: Mapping[str, Any], prefix: str = ""):
     """Build dataclass `cls` from `raw`, rejecting unknown keys and wrong types by name."""
     if cls is ExperimentConfig:
@@ -320,6 +349,7 @@ def from_dict(cls: type, raw: Mapping[str, Any], prefix: str = ""):
         where = f"[{prefix}]" if prefix else "the top level"
         raise ConfigError(f"unknown key {prefix + '.' if prefix else ''}{unknown[0]} in {where}: "
                           f"allowed keys are {', '.join(names)}")
+    raw = _model_fields(cls, raw)
     kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in raw.items()}
     try:
         return cls(**kwargs)
@@ -339,6 +369,7 @@ def _experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
         raise ConfigError(f"unknown key {unknown[0]} at the top level: allowed keys are "
                           f"{', '.join(own + list(studies))}")
     hints = typing.get_type_hints(ExperimentConfig)
+    raw = _model_fields(ExperimentConfig, raw)
     kwargs = {k: _coerce(raw[k], hints[k], k) for k in own if k in raw}
     sections = {name: _coerce(raw.get(name, {}), study.config, name)
                 for name, study in studies.items()}

@@ -129,3 +129,20 @@ def test_seeds_past_32_bits_would_repeat_a_smaller_seed():
 
     assert torch.equal(pixel_permutation(2**32 + 42), pixel_permutation(42))
     assert not torch.equal(pixel_permutation(43), pixel_permutation(42))
+
+
+def test_a_partial_model_table_keeps_its_sections_own_model():
+    """`shuffle.mlp.params.hidden` (as the README documents) named the MLP's width, but the
+    partial table became ModelConfig's default model, the ResNet: "model 'preact_resnet' has
+    no setting 'hidden'". A partial table now completes from its own field's default."""
+    mlp = load_experiment(None, {"shuffle.mlp.params.hidden": [64]}).shuffle.mlp
+    assert (mlp.name, dict(mlp.params)) == ("mlp", {"num_classes": 10, "hidden": [64],
+                                                    "activation": "elu"})
+    p4 = load_experiment(None, {"rotation.equivariant.params": {"c_hidden": [8, 8, 8]}})
+    assert p4.rotation.equivariant.name == "p4_preact_resnet"
+    assert p4.rotation.equivariant.params["num_blocks"] == [2, 2, 3]
+    # Naming another model starts from that model's own defaults, not the ResNet's settings.
+    assert dict(load_experiment(None, {"model.name": "mlp"}).model.params) == {}
+    assert load_experiment(None, {"model.params": {}}).model == load_experiment(None).model
+    with pytest.raises(ConfigError, match="model 'mlp' has no setting 'c_hidden'"):
+        load_experiment(None, {"shuffle.mlp.params.c_hidden": [8]})
