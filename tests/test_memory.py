@@ -122,6 +122,23 @@ def test_a_batch_that_cannot_fit_stops_before_the_plan_times_anything(tiny, monk
     assert not timed and not (out / "runs").exists()
 
 
+@pytest.mark.parametrize("setting,name", [
+    ("model.params={num_classes=10, num_blocks=[1, 1], c_hidden=[8, 1000000]}", "preact_resnet"),
+    ("shuffle.mlp.params.hidden=[1000000000000]", "mlp"),
+])
+def test_a_model_too_large_to_build_is_named_before_anything_is_allocated(tiny, setting, name):
+    """Building such a model failed in the allocator, read as "use smaller batches"; its
+    parameters are now counted on the meta device first."""
+    overrides, out = tiny
+    cmd = "shuffle" if name == "mlp" else "train"
+    r = runner.invoke(app, [cmd, *overrides_to_args(overrides), "--set", setting])
+    assert r.exit_code == 2, r.output
+    line = r.output.strip().splitlines()[-1]
+    assert line.startswith(f"error: {name} with the settings ") and " parameters: with their " \
+        "gradients and optimiser state they need about" in line and "fewer or narrower" in line
+    assert "batch" not in line and not (out / "runs").exists()
+
+
 def test_groups_shrink_to_what_memory_holds(tiny, monkeypatch):
     from reportgen.experiments.base import prepare_data
     from reportgen.experiments.part1 import baseline_spec

@@ -36,6 +36,7 @@ def profile(model_cfg) -> tuple[float, int]:
 
     key = digest(model_cfg)
     if key not in _PROFILES:
+        _require_model_fits(model_cfg)
         model = build_model(model_cfg.name, **dict(model_cfg.params)).train()
         seen: set[int] = set()
         total = 0
@@ -53,6 +54,24 @@ def profile(model_cfg) -> tuple[float, int]:
             model(x)
         _PROFILES[key] = (total / PROBE_IMAGES, sum(p.numel() for p in model.parameters()))
     return _PROFILES[key]
+
+
+def _require_model_fits(model_cfg) -> None:
+    """Stop before building a model whose weights, gradients and optimiser state alone
+    cannot fit in the host's memory: counted on the meta device, which allocates nothing.
+    (Building it failed with the allocator's error, read as "use smaller batches".)"""
+    from ..models import build_model
+
+    with torch.device("meta"):
+        params = sum(p.numel() for p in build_model(model_cfg.name,
+                                                    **dict(model_cfg.params)).parameters())
+    free = host_available()
+    if free is not None and 16 * params > free:
+        raise TrainingError(
+            f"{model_cfg.name} with the settings {dict(model_cfg.params)} has {params:,} "
+            f"parameters: with their gradients and optimiser state they need about "
+            f"{gib(16 * params)}, more than the {gib(free)} available on this machine: use "
+            "fewer or narrower layers")
 
 
 def training_bytes(model_cfg, batch_size: int, runs: int = 1, per_batch_image: int = 0) -> int:
