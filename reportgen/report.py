@@ -406,6 +406,15 @@ def _bookmarks(tree):
         yield from _bookmarks(children)
 
 
+def _embedded_only():
+    """WeasyPrint's fetcher for the report: every figure and style is embedded as a data: URL,
+    so nothing is ever read from the network or the disk while the PDF is built (an address
+    that slipped into the HTML is skipped with WeasyPrint's warning)."""
+    import weasyprint
+
+    return weasyprint.URLFetcher(allowed_protocols=("data",))
+
+
 def build_report(cfg: ExperimentConfig, log=print, strict: bool = False) -> tuple[Path, Path]:
     """Write OUT/report.html and OUT/report.pdf, and with report.formats including "tex" the
     LaTeX export in OUT/latex/; returns the HTML and PDF paths."""
@@ -431,7 +440,8 @@ def build_report(cfg: ExperimentConfig, log=print, strict: bool = False) -> tupl
     if "pdf" not in cfg.report.formats:
         return html_path, pdf_path
     html = context["numbering"].resolve(raw)
-    document = weasyprint.HTML(string=html, base_url=str(out)).render()
+    document = weasyprint.HTML(string=html, base_url=str(out),
+                               url_fetcher=_embedded_only()).render()
     pdf = document.write_pdf()
     if not pdf or not pdf.startswith(b"%PDF"):
         raise ReportError("WeasyPrint produced no PDF; the previous report is unchanged")

@@ -40,6 +40,13 @@ def read_user_text(path: str) -> dict[str, str]:
         problem = text_problem(v)
         if problem:
             raise ConfigError(f"report.user_text {p}: {k} contains {problem}: remove it")
+        image = _first_image(v)
+        if image is not None:
+            # An image would be fetched when the PDF is built (a URL: the network; a path: any
+            # file), and report.html would no longer stand alone.
+            raise ConfigError(f"report.user_text {p}: {k} has an image ({image!r}): the report "
+                              "holds only the figures its studies draw; describe it in words, "
+                              "or link to it with [text](https://...)")
     return {k: v.strip() for k, v in raw.items() if v.strip()}
 
 
@@ -159,6 +166,17 @@ def _parser():
     md.add_render_rule("math_inline", inline)
     md.add_render_rule("math_block", block)
     return md
+
+
+def _first_image(markdown: str) -> str | None:
+    """The address of the first Markdown image in the text, or None."""
+    if "![" not in markdown:  # no image syntax: no need for the parser (and its plug-in)
+        return None
+    for token in _parser().parse(markdown):
+        for child in token.children or ():
+            if child.type == "image":
+                return str(child.attrs.get("src", ""))
+    return None
 
 
 def to_html(markdown: str) -> str:

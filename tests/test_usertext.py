@@ -72,3 +72,29 @@ def test_user_text_with_control_characters_is_refused(tmp_path):
         read_user_text(str(f))
     f.write_text('discussion = "Rotations\\tmatter.\\n\\nA lot."\n')
     assert read_user_text(str(f)) == {"discussion": "Rotations\tmatter.\n\nA lot."}
+
+
+@pytest.mark.parametrize("image", ["![cat](http://example.org/cat.png)", "![c](cat.png)",
+                                   "![c](figs/cat.png 'My cat')"])
+def test_images_in_the_students_text_are_refused(tmp_path, image):
+    """An image would be fetched while the PDF is built (a URL from the network, a path from
+    any file) and the HTML would no longer stand alone."""
+    f = tmp_path / "mine.toml"
+    f.write_text(f'results = """Look:\n\n{image}\n"""\n')
+    with pytest.raises(ConfigError, match=r"mine.toml: results has an image \('.+'\): the "
+                                          r"report holds only the figures its studies draw"):
+        read_user_text(str(f))
+    f.write_text('results = "A [link](https://example.org), and ! [brackets] are text."\n')
+    assert read_user_text(str(f))["results"].startswith("A [link]")
+
+
+def test_the_pdf_build_fetches_only_embedded_data():
+    from reportgen.report import _embedded_only
+
+    fetcher = _embedded_only()
+    for url in ("file:///etc/hostname", "http://example.org/x.png", "https://example.org/"):
+        with pytest.raises(ValueError, match="disallowed protocol"):
+            fetcher.fetch(url)
+    assert fetcher.fetch("data:text/plain,hi").read() == b"hi"
+    # markdown-it never makes a file: address a link or an image: it stays text.
+    assert "<img" not in to_html("![c](file:///etc/hostname)")
