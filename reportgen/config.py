@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import UserError
+from .files import read_text
 
 try:
     import tomllib
@@ -422,8 +423,6 @@ def load_experiment(path: str | Path | None, overrides: Mapping[str, Any] = ()) 
     """Read an experiment file, apply dotted `overrides`, and validate everything."""
     raw: dict = {}
     if path is not None:
-        from .files import read_text
-
         p = Path(path)
         if not p.exists():
             raise ConfigError(f"experiment file {p} does not exist: pass --config with one of "

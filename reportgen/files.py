@@ -47,9 +47,10 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 def read_text(path: Path, limit: int = 16 << 20) -> str:
     """The UTF-8 text of a file someone named (an experiment file, the student's text, a
-    permutation) or found in an output folder (results). Only a regular file of at most `limit` bytes is read: a FIFO would block
-    forever, a device such as /dev/zero never ends, and a huge file would fill the memory.
-    Raises OSError saying which (or the file system's own), or UnicodeDecodeError."""
+    permutation) or found in an output folder (results). Only a regular file of at most
+    `limit` bytes is read: a FIFO would block forever, a device such as /dev/zero never
+    ends, and a huge file would fill the memory. Raises OSError saying which (or the file
+    system's own), or UnicodeDecodeError."""
     st = os.stat(path)  # not open(): opening a FIFO blocks until a writer comes
     kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
             else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
@@ -129,7 +130,7 @@ def read_metrics(path: Path) -> dict[str, list[float]]:
     try:
         table = pd.read_csv(io.StringIO(read_text(path)))  # read_text: a FIFO would block
         return {str(k): [float(v) for v in col] for k, col in table.items()}
-    except (OSError, ValueError, TypeError, UnicodeDecodeError) as e:  # pandas' errors are ValueErrors
+    except (OSError, ValueError, TypeError) as e:  # pandas' and decoding errors are ValueErrors
         raise MissingResults(f"{path} is missing or damaged ({str(e).splitlines()[0][:100]}): "
                              "train that run again (--retrain)") from e
 
