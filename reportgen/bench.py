@@ -8,6 +8,7 @@ throughput does not depend on their content, and the benchmark needs no data set
 from __future__ import annotations
 
 import json
+import math
 import platform
 import statistics
 import subprocess
@@ -15,10 +16,12 @@ import sys
 import time
 import warnings
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 
 from .config import ExperimentConfig, to_dict
+from .errors import UserError
 
 
 @dataclass(frozen=True)
@@ -29,6 +32,15 @@ class BenchConfig:
     eval_images: int = 5000  # images per evaluation pass (the validation set's size)
     sweep_angles: int = 36  # angles timed for the sweep (36 = the full 0..350 sweep)
     sweep_images: int = 5000
+
+
+# The synthetic training images are a fixed pool, cycled through epoch after epoch like the
+# practical's 50,000, so that --steps sets only the time a benchmark takes, not its memory.
+POOL_IMAGES = 50_000
+
+
+def _pool_size(batch_size: int, steps: int) -> int:
+    return min(batch_size * steps, max(POOL_IMAGES, batch_size))
 
 
 def _synthetic(n: int, seed: int = 0):
@@ -43,7 +55,8 @@ def _require_memory(cfg: ExperimentConfig, b: BenchConfig, runs: int) -> None:
 
     memory.require(cfg.model, cfg.train, resolve_accelerator(cfg.train.device), runs,
                    what=f"--side-by-side {runs}",
-                   per_batch_image=(b.warmup_steps + b.steps) * memory.IMAGE_BYTES)
+                   per_batch_image=-(-_pool_size(cfg.train.batch_size, b.warmup_steps + b.steps)
+                                     * memory.IMAGE_BYTES // cfg.train.batch_size))
 
 
 def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1) -> tuple[dict, object]:
@@ -60,7 +73,7 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1) -> tupl
     tc = cfg.train
     accelerator = resolve_accelerator(tc.device)
     device = torch_device(accelerator)
-    n = tc.batch_size * (b.warmup_steps + b.steps)
+    n = _pool_size(tc.batch_size, b.warmup_steps + b.steps)
     _require_memory(cfg, b, runs)
     chosen = _require_layout(cfg) if runs > 1 else None
     x, y = _synthetic(n)
@@ -77,10 +90,14 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1) -> tupl
         module.compile_step(tc.compile_mode)
     window = max(1, b.steps // b.repeats)
     marks: list[float] = []
+    done: list[None] = []
 
     class Timer(Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
-            i = batch_idx + 1 - b.warmup_steps
+            # Steps counted here, not batch_idx: the pool is cycled, and batch_idx restarts
+            # with every epoch.
+            done.append(None)
+            i = len(done) - b.warmup_steps
             if i >= 0 and i % window == 0:
                 if device.type == "cuda":
                     torch.cuda.synchronize()  # only at window edges, not per step
@@ -92,7 +109,7 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1) -> tupl
                             r"`val_dataloader`")
     trainer = pl.Trainer(accelerator=accelerator, devices=1,
                          precision=resolve_precision(tc.precision, accelerator),
-                         max_steps=b.warmup_steps + b.steps, logger=False,
+                         max_steps=b.warmup_steps + b.steps, max_epochs=-1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False,
                          enable_model_summary=False, callbacks=[Timer()],
                          num_sanity_val_steps=0, limit_val_batches=0)
@@ -155,16 +172,64 @@ def bench_eval(module, cfg: ExperimentConfig, b: BenchConfig) -> dict:
             "sweep_images": b.sweep_images, "eval_batch_size": bs}
 
 
+class BenchError(UserError):
+    """A benchmark input that cannot run (e.g. a --notebook script that fails)."""
+
+
+_NOTEBOOK_FIELDS = ("train_img_per_s", "eval_img_per_s")
+
+
+def check_notebook(script: str | None, data_dir: str | None) -> None:
+    """Stop before anything is timed where --notebook and --notebook-data cannot run."""
+    example = ("e.g. tar -xf ../shared/data/cifar10-jpeg.tar -C /tmp; then --notebook-data "
+               "/tmp/cifar10-jpeg")
+    if data_dir is not None and not script:
+        raise BenchError(f"--notebook-data {data_dir} is used only with --notebook SCRIPT "
+                         "(e.g. ../shared/bench/notebook_pipeline.py): add it, or drop "
+                         "--notebook-data")
+    if not script:
+        return
+    if not data_dir:
+        raise BenchError(f"--notebook needs --notebook-data DIR, an extracted image folder ({example})")
+    path = Path(script)
+    if not path.is_file():  # follows links; a folder, FIFO or device is not a script
+        what = "does not exist" if not path.exists() else "is not a regular file"
+        raise BenchError(f"--notebook {script} {what}: pass the notebook pipeline script, "
+                         "e.g. ../shared/bench/notebook_pipeline.py")
+    if not (Path(data_dir) / "train").is_dir():  # the pipeline reads train/<class>/*
+        raise BenchError(f"--notebook-data {data_dir} is not an extracted image folder with "
+                         f"a train/ folder ({example})")
+
+
 def run_notebook(script: str, data_dir: str, b: BenchConfig) -> dict:
-    """The practical notebook's own pipeline (shared/bench/notebook_pipeline.py), for comparison."""
+    """The practical notebook's own pipeline (shared/bench/notebook_pipeline.py), for comparison.
+    It runs as a separate program, so whatever it prints or however it fails becomes one
+    BenchError line, never a traceback of ours."""
     cmd = [sys.executable, script, data_dir, "--steps", str(b.steps), "--warmup",
            str(b.warmup_steps), "--angles", str(min(b.sweep_angles, 4))]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    lines = [l for l in proc.stdout.splitlines() if l.startswith("{")]
-    if proc.returncode != 0 or not lines:
-        raise RuntimeError(f"the notebook pipeline failed ({' '.join(cmd)}): "
-                           f"{proc.stderr.strip().splitlines()[-1] if proc.stderr.strip() else ''}")
-    return json.loads(lines[-1])
+    proc = subprocess.run(cmd, capture_output=True, text=True, errors="replace",
+                          stdin=subprocess.DEVNULL)
+    found = None
+    for line in reversed(proc.stdout.splitlines()):
+        try:
+            found = json.loads(line)
+        except ValueError:
+            continue
+        break
+    ok = (isinstance(found, dict)
+          and all(isinstance(found.get(k), (int, float)) and not isinstance(found.get(k), bool)
+                  and math.isfinite(found[k]) and found[k] > 0 for k in _NOTEBOOK_FIELDS))
+    if proc.returncode != 0 or not ok:
+        why = (proc.stderr.strip().splitlines() or ["no error message"])[-1][:300]
+        if proc.returncode == 0:
+            why = f"it printed no JSON line with positive {' and '.join(_NOTEBOOK_FIELDS)}"
+        raise BenchError(f"the notebook pipeline {script} failed (exit {proc.returncode}: "
+                         f"{why}): check the script and --notebook-data {data_dir}")
+    sweep = found.get("sweep_36_angles_s")
+    if not (isinstance(sweep, (int, float)) and not isinstance(sweep, bool)
+            and math.isfinite(sweep) and sweep > 0):
+        found["sweep_36_angles_s"] = None  # no usable sweep time: no sweep speed-up
+    return found
 
 
 # Competitors for `bench --load`: what shares a student's laptop while reportgen trains.

@@ -353,7 +353,8 @@ def bench(config: Optional[Path] = ConfigOpt, device: Optional[str] = DeviceOpt,
               False, "--load", help="Time training idle, then next to a busy loop and next to "
               "a second PyTorch job (a busy laptop); no evaluation or sweep.")) -> None:
     """Time training, evaluation and the 36-angle rotation sweep on this machine."""
-    from .bench import BenchConfig, format_load_table, format_table, run_bench, run_load_bench
+    from .bench import (BenchConfig, check_notebook, format_load_table, format_table, run_bench,
+                        run_load_bench)
 
     if side_by_side is not None and side_by_side < 0:
         _fail(f"--side-by-side {side_by_side}: use 0 (skip) or a number of runs")
@@ -365,9 +366,10 @@ def bench(config: Optional[Path] = ConfigOpt, device: Optional[str] = DeviceOpt,
     if sweep_angles > 36:
         _fail(f"--sweep-angles {sweep_angles}: the sweep has 36 angles (0, 10, ..., 350): "
               "use at most 36")
-    if notebook and not (notebook_data and Path(notebook_data).is_dir()):
-        _fail("--notebook needs --notebook-data DIR, an extracted image folder (e.g. "
-              "tar -xf ../shared/data/cifar10-jpeg.tar -C /tmp; then /tmp/cifar10-jpeg)")
+    if load and (notebook or notebook_data or side_by_side):
+        _fail("--load times training alone (idle and next to other programs): run "
+              "--notebook or --side-by-side in a separate `reportgen bench`")
+    _run(check_notebook, notebook, notebook_data)
     cfg = _run(load_config, config, device=device, sets=set_)
     b = BenchConfig(warmup_steps=warmup, steps=steps, repeats=repeats, eval_images=eval_images,
                     sweep_angles=sweep_angles, sweep_images=sweep_images)

@@ -47,6 +47,66 @@ def test_bench_table_and_bad_input():
     assert r.exit_code == 2 and "--notebook-data" in r.output
 
 
+def test_bench_cycles_a_bounded_pool_of_images(monkeypatch):
+    """--steps sets the benchmark's length, not its memory: the synthetic images are a pool
+    cycled epoch after epoch, and every timing window is counted across the epochs."""
+    from reportgen import bench
+    from reportgen.config import load_experiment
+
+    made = []
+    real = bench._synthetic
+    monkeypatch.setattr(bench, "_synthetic", lambda n, seed=0: made.append(n) or real(n, seed))
+    monkeypatch.setattr(bench, "POOL_IMAGES", 12)  # 3 batches of 4 per epoch
+    cfg = load_experiment(None, {"train.batch_size": 4, "train.device": "cpu",
+                                 "model.params": {"num_classes": 10, "num_blocks": [1, 1],
+                                                  "c_hidden": [8, 16]}})
+    res = bench.bench_training(cfg, bench.BenchConfig(warmup_steps=2, steps=9, repeats=3))[0]
+    assert made == [12] and len(res["train_repeats"]) == 3  # 11 steps over 4 epochs
+    assert bench._pool_size(4, 10**20) == 12 and bench._pool_size(4, 2) == 8
+    assert bench._pool_size(100, 3) == 100  # a batch larger than the pool: one batch
+
+
+def test_bench_refuses_a_notebook_it_cannot_run(tmp_path):
+    """--notebook and --notebook-data are checked before anything is timed, and a script that
+    fails, or prints no usable numbers, is one error line naming it."""
+    data = tmp_path / "images"
+    (data / "train").mkdir(parents=True)
+    fast = ["--steps", "1", "--warmup", "1", "--repeats", "1", "--eval-images", "8",
+            "--sweep-angles", "1", "--sweep-images", "8", "--side-by-side", "0", "--set",
+            "train.batch_size=4", "--set",
+            "model.params={num_classes=10, num_blocks=[1, 1], c_hidden=[8, 16]}"]
+    cases = {"missing.py": "does not exist", ".": "is not a regular file"}
+    for name, why in cases.items():
+        r = runner.invoke(app, ["bench", "--notebook", str(tmp_path / name), "--notebook-data",
+                                str(data)])
+        assert r.exit_code == 2 and why in r.output, r.output
+    script = tmp_path / "nb.py"
+    script.write_text("print('{}')\n")
+    r = runner.invoke(app, ["bench", "--notebook", str(script), "--notebook-data", str(tmp_path)])
+    assert r.exit_code == 2 and "train/" in r.output
+    r = runner.invoke(app, ["bench", "--notebook-data", str(data)])
+    assert r.exit_code == 2 and "only with --notebook" in r.output
+    r = runner.invoke(app, ["bench", "--load", "--side-by-side", "2"])
+    assert r.exit_code == 2 and "--load times training alone" in r.output
+    for text, why in (("import sys; sys.exit('broken pipeline')\n", "exit 1: broken pipeline"),
+                      ("print('{\"train_img_per_s\": 5}')\n", "no JSON line with positive"),
+                      ("print('{\"train_img_per_s\": 5, \"eval_img_per_s\": -1}')\n",
+                       "no JSON line with positive")):
+        script.write_text(text)
+        r = runner.invoke(app, ["bench", *fast, "--notebook", str(script), "--notebook-data",
+                                str(data)])
+        assert r.exit_code == 2 and why in r.output and str(script) in r.output, r.output
+        assert r.exception is None or isinstance(r.exception, SystemExit)
+    script.write_text("print('{\"train_img_per_s\": 5, \"eval_img_per_s\": 7, "
+                      "\"sweep_36_angles_s\": \"x\"}')\n")
+    r = runner.invoke(app, ["bench", *fast, "--json", "--notebook", str(script),
+                            "--notebook-data", str(data)])
+    assert r.exit_code == 0, r.output
+    res = json.loads(next(l for l in r.stdout.splitlines() if l.startswith("{")))
+    assert res["notebook"]["sweep_36_angles_s"] is None and "speedup_sweep" not in res
+    assert res["speedup_train"] == pytest.approx(res["train_img_per_s"] / 5)
+
+
 def test_bench_load_times_idle_and_each_competitor(monkeypatch):
     """--load: idle, then next to each competitor, each a live process while it is timed."""
     import subprocess
