@@ -104,6 +104,11 @@ def load_config(config: Optional[Path], data: Optional[str] = None, out: Optiona
     for text in sets or []:
         key, value = parse_override(text)
         overrides[key] = value
+    if data is not None and not data.strip():
+        # `--data "$DIR"` with DIR unset: without this, the default ./data (and a download
+        # into it) would stand in for the copy the user meant to name.
+        raise ConfigError(f"--data {data!r} is empty: name the CIFAR-10 folder or archive, or "
+                          "leave --data out to use $REPORTGEN_DATA or ./data")
     for key, value in (("data.source", data), ("out_dir", out), ("data.subset", subset),
                        ("train.device", device), ("train.devices", devices),
                        ("train.strategy", strategy)):

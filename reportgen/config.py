@@ -56,6 +56,21 @@ def check(ok: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"{key} = {value!r} is not allowed: use {allowed}")
 
 
+INT64_MIN, INT64_MAX = -2**63, 2**63 - 1  # TOML's integers, and torch's and numpy's
+
+# Training runs in float32 (or narrower), where a rate or a decay outside this range becomes
+# infinite or zero: lr = 1e300 stopped with a RuntimeError inside the optimiser, 1e-300 left
+# the weights untouched.
+F32_TINY, F32_MAX = 1.1754943508222875e-38, 3.4028234663852886e38  # smallest normal, largest
+RATE_RANGE = "a positive number in float32's range, 1.2e-38 to 3.4e38"
+DECAY_RANGE = "0 or a positive number in float32's range, 1.2e-38 to 3.4e38"
+
+
+def is_rate(v: float, zero_ok: bool = False) -> bool:
+    """True where v is a learning rate or decay that float32 training keeps as it is."""
+    return (zero_ok and v == 0) or F32_TINY <= v <= F32_MAX
+
+
 @dataclass(frozen=True)
 class DataConfig:
     source: str = ""  # CIFAR-10 path (folder, .tar/.tar.gz/.zip); "" = $REPORTGEN_DATA or ./data
@@ -106,10 +121,10 @@ class OptimConfig:
         from .optimizers import OPTIMIZERS, allowed
 
         check(self.name in OPTIMIZERS, "optim.name", self.name, allowed())
-        check(math.isfinite(self.lr) and self.lr > 0, "optim.lr", self.lr, "a positive number")
+        check(is_rate(self.lr), "optim.lr", self.lr, RATE_RANGE)
         check(0 <= self.momentum < 1, "optim.momentum", self.momentum, "in [0, 1)")
-        check(math.isfinite(self.weight_decay) and self.weight_decay >= 0, "optim.weight_decay",
-              self.weight_decay, "a finite number >= 0")
+        check(is_rate(self.weight_decay, zero_ok=True), "optim.weight_decay", self.weight_decay,
+              DECAY_RANGE)
         check(all(m > 0 for m in self.milestones)
               and all(a < b for a, b in zip(self.milestones, self.milestones[1:])),
               "optim.milestones", list(self.milestones),
@@ -294,11 +309,20 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         raise ConfigError(f"{key} must be true or false, got {value!r}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
+            # TOML integers are 64-bit, and so are torch's and numpy's: a larger one ended in
+            # an OverflowError or a ValueError deep inside a stage.
+            if not INT64_MIN <= value <= INT64_MAX:
+                raise ConfigError(f"{key} = {_short(value)} is out of range: use an integer that "
+                                  "fits in 64 bits (below 2**63)")
             return value
         raise ConfigError(f"{key} must be an integer, got {value!r}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
-            return float(value)
+            try:
+                return float(value)
+            except OverflowError:
+                raise ConfigError(f"{key} = {_short(value)} is out of range: use a number below "
+                                  "1.8e308") from None
         raise ConfigError(f"{key} must be a number, got {value!r}")
     if tp is str:
         if isinstance(value, str):
@@ -308,6 +332,12 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key} must be a string, got {value!r}")
     return value
+
+
+def _short(value: int) -> str:
+    """An integer as typed, or its size where it is too long to read in one line."""
+    text = str(value)
+    return text if len(text) <= 30 else f"{text[:6]}... ({len(text.lstrip('-'))} digits)"
 
 
 def _complete_model(value: Any, default: Any) -> Any:

@@ -15,6 +15,16 @@ def test_a_user_error_is_one_line():
     assert r.output.strip() == "error: train.epochs = 0 is not allowed: use a positive integer"
 
 
+@pytest.mark.parametrize("command", ["train", "rotation", "shuffle", "all"])
+def test_an_empty_data_option_is_refused_not_read_as_the_default(command, tmp_path, monkeypatch):
+    """`--data "$DIR"` with DIR unset must not fall back to ./data (and download into it)."""
+    monkeypatch.chdir(tmp_path)
+    for value in ("", "  "):
+        r = runner.invoke(app, [command, "--data", value, "--plan", "--out", "o"])
+        assert r.exit_code == 2 and f"--data {value!r} is empty" in r.output, r.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no data/, no o/
+
+
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_debug_shows_the_traceback_of_a_user_error(how, monkeypatch):
     args = ["train", "--epochs", "0"]

@@ -65,6 +65,26 @@ def test_unknown_key_is_named(tmp_path):
     # a GPU or packages (FSDP, DeepSpeed): refused before any work, not a traceback in fit.
     ("train.strategy", "ddp_spawn", "train.strategy = 'ddp_spawn' is not allowed: use auto, or ddp"),
     ("train.strategy", "fsdp", "train.strategy = 'fsdp'"),
+    # Integers past 64 bits (TOML's, torch's and numpy's limit) ended in an OverflowError or
+    # a ValueError inside a stage; rates outside float32's range in a RuntimeError inside
+    # the optimiser (lr = 1e300) or in training that never moved (lr = 1e-300).
+    ("train.eval_batch_size", 2**64, r"train.eval_batch_size = 18446744073709551616 is out of "
+                                     r"range: use an integer that fits in 64 bits"),
+    ("optim.milestones", [1, 2**63], "optim.milestones = 9223372036854775808 is out of range"),
+    ("train.epochs", -2**63 - 1, "train.epochs = -9223372036854775809 is out of range"),
+    ("optim.lr", 10**400, r"optim.lr = 100000\.\.\. \(401 digits\) is out of range"),
+    ("optim.lr", 1e300, "optim.lr = 1e\\+300 is not allowed: use a positive number in "
+                        "float32's range"),
+    ("optim.lr", 1e-300, "optim.lr = 1e-300 is not allowed"),
+    ("optim.weight_decay", 1e39, "optim.weight_decay = 1e\\+39 is not allowed: use 0 or"),
+    ("shuffle.mlp_lr", 1e300, "shuffle.mlp_lr = 1e\\+300 is not allowed"),
+    ("shuffle.mlp_weight_decay", 1e-40, "shuffle.mlp_weight_decay = 1e-40 is not allowed"),
+    ("shuffle.mlp.params.hidden", [2**64], "model.params.hidden = \\[18446744073709551616\\] "
+                                           "is out of range"),
+    ("shuffle.mlp.params.hidden", [2**62], "at most 1,048,576 each"),
+    ("model.params.num_blocks", [1, 2**62], "at most 1,048,576 each"),
+    ("model.params.num_blocks", [5000, 5001], "makes 10,001 layers: use at most 10,000"),
+    ("rotation.equivariant.params.num_classes", 2**40, "use an integer from 2 to 1,048,576"),
     ("out_dir", "", "out_dir = '' is not allowed: use a folder, e.g. output"),
     ("figures_dir", "  ", "figures_dir = '  ' is not allowed"),
 ])

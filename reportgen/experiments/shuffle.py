@@ -10,11 +10,11 @@ neighbouring pixels belong together. Results: `shuffle.json`, `shuffle.csv` and
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from ..config import MAX_SEEDS, ConfigError, ExperimentConfig, ModelConfig, check
+from ..config import (DECAY_RANGE, MAX_SEEDS, RATE_RANGE, ConfigError, ExperimentConfig,
+                      ModelConfig, check, is_rate)
 from ..files import read_text
 from ..training import RunSpec
 from .base import Prepared, Study, register_study
@@ -51,10 +51,9 @@ class ShuffleConfig:
               "an integer in [0, 2**32)")
         check(self.mlp_optimizer in OPTIMIZERS, "shuffle.mlp_optimizer", self.mlp_optimizer,
               allowed())
-        check(math.isfinite(self.mlp_lr) and self.mlp_lr > 0, "shuffle.mlp_lr", self.mlp_lr,
-              "a positive number")
-        check(math.isfinite(self.mlp_weight_decay) and self.mlp_weight_decay >= 0,
-              "shuffle.mlp_weight_decay", self.mlp_weight_decay, "a finite number >= 0")
+        check(is_rate(self.mlp_lr), "shuffle.mlp_lr", self.mlp_lr, RATE_RANGE)
+        check(is_rate(self.mlp_weight_decay, zero_ok=True), "shuffle.mlp_weight_decay",
+              self.mlp_weight_decay, DECAY_RANGE)
         for v in self.mlp_seeds:
             check(isinstance(v, int) and 0 <= v < 2**32, "shuffle.mlp_seeds", v,
                   "integers in [0, 2**32)")

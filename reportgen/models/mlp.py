@@ -12,7 +12,7 @@ import torch
 from torch import nn
 
 from ..config import ConfigError
-from .registry import positive_ints, register_model
+from .registry import MAX_WIDTH, check_depth, positive_ints, register_model
 
 ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
@@ -45,7 +45,9 @@ class MLP(nn.Module):
 def _check(params: dict) -> None:
     hidden, act = params["hidden"], params["activation"]
     if not (isinstance(hidden, (list, tuple)) and (len(hidden) == 0 or positive_ints(hidden))):
-        raise ConfigError(f"model.hidden = {hidden!r}: use a list of positive layer widths")
+        raise ConfigError(f"model.hidden = {hidden!r}: use a list of positive layer widths, "
+                          f"at most {MAX_WIDTH:,} each")
+    check_depth("hidden", hidden, len(hidden))
     if act not in ACTIVATIONS:
         raise ConfigError(f"model.activation = {act!r}: use one of {', '.join(ACTIVATIONS)}")
 

@@ -65,17 +65,36 @@ def check_model(name: str, params: dict[str, Any]) -> None:
     if unknown:
         raise ConfigError(f"model {name!r} has no setting {unknown[0]!r}: "
                           f"allowed are {', '.join(allowed)}")
+    for key, value in params.items():
+        for v in value if isinstance(value, (list, tuple)) else [value]:
+            if isinstance(v, int) and not -2**63 <= v < 2**63:  # torch sizes are 64-bit
+                raise ConfigError(f"model.params.{key} = {value!r} is out of range: use "
+                                  "integers that fit in 64 bits (below 2**63)")
     full = with_defaults(name, params)
     nc = full.get("num_classes", 10)
-    if not (isinstance(nc, int) and not isinstance(nc, bool) and nc >= 2):
-        raise ConfigError(f"model.num_classes = {nc!r}: use an integer >= 2")
+    if not (isinstance(nc, int) and not isinstance(nc, bool) and 2 <= nc <= MAX_WIDTH):
+        raise ConfigError(f"model.num_classes = {nc!r}: use an integer from 2 to {MAX_WIDTH:,}")
     entry.check(full)
 
 
+# Bounds on a network's shape, far past any CIFAR model, that keep it countable: building
+# 2**62 blocks (even on the meta device, to count their weights) never ended, and widths
+# past about 2**60 overflowed torch's size arithmetic with a RuntimeError.
+MAX_WIDTH = 2**20  # channels or units of one layer
+MAX_LAYERS = 10_000  # blocks (or hidden layers) of one network, in all
+
+
 def positive_ints(value: Any) -> bool:
-    """A non-empty list of positive integers (layer widths, block counts)."""
+    """A non-empty list of positive integers, none above MAX_WIDTH (widths, block counts)."""
     return (isinstance(value, (list, tuple)) and len(value) > 0
-            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value))
+            and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= MAX_WIDTH
+                    for v in value))
+
+
+def check_depth(key: str, value: Any, layers: int) -> None:
+    if layers > MAX_LAYERS:
+        raise ConfigError(f"model.{key} = {value!r} makes {layers:,} layers: use at most "
+                          f"{MAX_LAYERS:,} in all")
 
 
 def check_groups(params: dict) -> None:
@@ -83,7 +102,8 @@ def check_groups(params: dict) -> None:
     nb, ch = params["num_blocks"], params["c_hidden"]
     if not positive_ints(nb) or not positive_ints(ch):
         raise ConfigError(f"model.num_blocks = {nb!r} and model.c_hidden = {ch!r} must be "
-                          "non-empty lists of positive integers")
+                          f"non-empty lists of positive integers, at most {MAX_WIDTH:,} each")
+    check_depth("num_blocks", nb, sum(nb))
     if len(nb) != len(ch):
         raise ConfigError(f"model.num_blocks has {len(nb)} groups but model.c_hidden has "
                           f"{len(ch)}: give one channel count per group")
