@@ -29,6 +29,68 @@ class ConfigError(UserError, ValueError):
     """A bad value in an experiment file or on the command line (the message names the key)."""
 
 
+# --- TOML from files we did not write --------------------------------------------------------
+# tomllib recurses once per nested array or inline table (100,000 of them: RecursionError),
+# and keeps every prefix of a dotted key (a.a.a... with 100,000 parts: tens of GiB, and the
+# kernel killed the process). Both are counted before the parser sees the text.
+MAX_TOML_NESTING = 64  # arrays and tables inside one another, or parts of one dotted key
+
+
+def toml_shape_problem(text: str) -> str | None:
+    """Where `text` nests deeper than MAX_TOML_NESTING, the line and what; else None. Strings
+    and comments are skipped as TOML reads them; the parser then checks everything else."""
+    depth = parts = 0
+    line, i, n = 1, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c in "\"'":
+            quote = text[i:i + 3] if text[i:i + 3] in ('"""', "'''") else c
+            j = i + len(quote)
+            while j < n and not text.startswith(quote, j):
+                if c == '"' and text[j] == "\\":
+                    j += 1  # an escaped character, perhaps a quote
+                elif text[j] == "\n" and len(quote) == 1:
+                    break  # one-line strings end at the line's end (the parser says why)
+                j += 1
+            line += text.count("\n", i, j)
+            i = j + len(quote)
+            continue
+        if c == "#":
+            j = text.find("\n", i)
+            i = n if j < 0 else j
+            continue
+        if c == ".":
+            parts += 1
+            if parts >= MAX_TOML_NESTING:
+                return f"line {line} has a key of more than {MAX_TOML_NESTING} dotted parts"
+        elif c in "[{":
+            depth += 1
+            parts = 0
+            if depth > MAX_TOML_NESTING:
+                return (f"line {line} nests arrays or tables more than {MAX_TOML_NESTING} "
+                        "deep")
+        elif c in "]}":
+            depth = max(depth - 1, 0)
+            parts = 0
+        elif c in "=,\n":
+            parts = 0
+            line += c == "\n"
+        i += 1
+    return None
+
+
+def parse_toml(text: str) -> dict:
+    """tomllib.loads, after toml_shape_problem. Raises ValueError (TOMLDecodeError, or an
+    integer longer than Python converts: 4,300 digits) for anything it cannot read."""
+    problem = toml_shape_problem(text)
+    if problem:
+        raise ValueError(problem)
+    try:
+        return tomllib.loads(text)
+    except RecursionError as e:  # not reachable after the shape check; kept as a last guard
+        raise ValueError("nested too deeply") from e
+
+
 def is_path_component(name: str) -> bool:
     """A single, ordinary file name: nothing written under it can leave its folder."""
     return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
@@ -443,9 +505,12 @@ def parse_override(text: str) -> tuple[str, Any]:
         raise ConfigError(f"--set {text!r}: the key {key.strip()!r} is empty or has an empty "
                           "part; write it as key=value, e.g. --set optim.lr=0.05")
     try:
-        value = tomllib.loads(f"v = {val}")["v"]
+        value = parse_toml(f"v = {val}")["v"]
     except tomllib.TOMLDecodeError:
-        value = val
+        value = val  # not TOML: a plain string, e.g. --set report.author=Ada Lovelace
+    except ValueError as e:  # TOML too deep, or an integer too long to read
+        raise ConfigError(f"--set {key.strip()}=...: the value cannot be read ({e}): shorten "
+                          "it") from None
     return key.strip(), value
 
 
@@ -463,8 +528,8 @@ def load_experiment(path: str | Path | None, overrides: Mapping[str, Any] = ()) 
             raise ConfigError(f"experiment file {p} cannot be read ({e}): pass --config with "
                               "one of experiments/*.toml") from e
         try:
-            raw = tomllib.loads(text)
-        except tomllib.TOMLDecodeError as e:
+            raw = parse_toml(text)
+        except ValueError as e:
             raise ConfigError(f"experiment file {p} is not valid TOML ({e}): fix the line named")
     for key, value in dict(overrides).items():
         set_dotted(raw, key, value)

@@ -78,7 +78,9 @@ def read_json(path: Path, command: str):
         raise MissingResults(f"{path} is missing: run `reportgen {command}` first")
     try:
         return json.loads(read_text(path, 256 << 20))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    # ValueError: not UTF-8, not JSON, an integer of over 4,300 digits; RecursionError:
+    # arrays nested thousands deep. Either is a damaged file, not a bug.
+    except (OSError, ValueError, RecursionError) as e:
         raise MissingResults(f"{path} is damaged ({e}): run `reportgen {command}` again") from e
 
 
@@ -167,7 +169,7 @@ class OutputLock:
             try:
                 other = json.loads(read_text(self.owner, 1 << 16))
                 who = f"pid {other['pid']}: {other['command']}"
-            except (OSError, ValueError, KeyError, TypeError):
+            except (OSError, ValueError, KeyError, TypeError, RecursionError):
                 who = "its details are not written yet"
             raise Busy(f"{self.dir} is in use by another reportgen ({who}): wait for it to "
                        "finish, or pass another --out") from None

@@ -13,7 +13,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from .config import ConfigError, text_problem, tomllib
+from .config import ConfigError, parse_toml, text_problem
 from .files import read_text
 
 SECTIONS = ("abstract", "introduction", "method", "results", "discussion", "conclusion")
@@ -25,8 +25,8 @@ def read_user_text(path: str) -> dict[str, str]:
         return {}
     p = Path(path)
     try:
-        raw = tomllib.loads(read_text(p))
-    except (OSError, tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+        raw = parse_toml(read_text(p))
+    except (OSError, ValueError) as e:  # ValueError: TOML, UTF-8, nesting, long integers
         raise ConfigError(f"report.user_text {p} cannot be read as TOML ({e}): fix it or set "
                           "report.user_text = \"\"") from e
     unknown = sorted(set(raw) - set(SECTIONS))

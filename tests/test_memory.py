@@ -124,7 +124,7 @@ def test_a_batch_that_cannot_fit_stops_before_the_plan_times_anything(tiny, monk
 
 @pytest.mark.parametrize("setting,name", [
     ("model.params={num_classes=10, num_blocks=[1, 1], c_hidden=[8, 1000000]}", "preact_resnet"),
-    ("shuffle.mlp.params.hidden=[1000000000000]", "mlp"),
+    ("shuffle.mlp.params.hidden=[1048576, 1048576]", "mlp"),  # widths at the bound
 ])
 def test_a_model_too_large_to_build_is_named_before_anything_is_allocated(tiny, setting, name):
     """Building such a model failed in the allocator, read as "use smaller batches"; its

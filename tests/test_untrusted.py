@@ -579,3 +579,60 @@ def test_a_finished_run_without_its_best_checkpoint_says_which_run_to_train_anew
     r = runner.invoke(app, ["rotation", *overrides_to_args(overrides)])
     assert r.exit_code == 0, r.output
     assert (run / "checkpoints" / "best.ckpt").is_file()
+
+
+def test_toml_and_json_nested_too_deep_or_with_huge_integers_give_one_line(tmp_path):
+    """Files a user names, read by Python's parsers: 100,000 nested arrays were a
+    RecursionError traceback, a dotted key of 100,000 parts made tomllib take tens of GiB
+    (the kernel killed the process), and an integer of 5,000 digits a ValueError traceback."""
+    deep = "[" * 100_000 + "]" * 100_000
+    dotted = ".".join(["a"] * 20_000) + " = 1"  # 100,000 took tens of GiB
+    toml_cases = {"arrays.toml": f"[train]\nepochs = {deep}\n",
+                  "dotted.toml": dotted + "\n",
+                  "tables.toml": "x = " + "{b = " * 5000 + "1" + "}" * 5000 + "\n",
+                  "digits.toml": "[train]\nepochs = " + "1" * 5000 + "\n"}
+    for name, text in toml_cases.items():
+        path = tmp_path / name
+        path.write_text(text)
+        for args, what in ((["train", "--config", str(path)], "is not valid TOML"),
+                           (["all", "--set", f'report.user_text="{path}"'],
+                            "cannot be read as TOML")):
+            r = runner.invoke(app, [*args, "--plan"])
+            assert r.exit_code == 2 and r.output.startswith("error: "), (name, r.output)
+            assert what in r.output and len(r.output.strip().splitlines()) == 1, r.output
+    for value in (deep, "1" * 5000, "{" + dotted + "}"):
+        r = runner.invoke(app, ["train", "--plan", "--set", f"train.epochs={value}"])
+        assert r.exit_code == 2 and "--set train.epochs=...: the value cannot be read" in r.output
+    for text in (deep, "[" + "1" * 5000 + "]"):
+        perm = tmp_path / "perm.json"
+        perm.write_text(text)
+        r = runner.invoke(app, ["shuffle", "--plan", "--set", f'shuffle.perm_file="{perm}"'])
+        assert r.exit_code == 2 and "perm.json cannot be read as JSON" in r.output, r.output
+        # The same files as results reportgen reads back: damaged, in one line, not trusted.
+        from reportgen.files import MissingResults, read_json
+        from reportgen.training.rundir import read_results
+
+        with pytest.raises(MissingResults, match="perm.json is damaged"):
+            read_json(perm, "train")
+        (tmp_path / "run").mkdir(exist_ok=True)
+        (tmp_path / "run" / "results.json").write_text(text)
+        assert read_results(tmp_path / "run") is None
+
+
+def test_the_toml_nesting_check_skips_strings_and_comments():
+    """Dots, brackets and quotes inside strings and comments are text, not structure: a
+    student's paragraphs pass, and the parser's answer is unchanged."""
+    from reportgen.config import MAX_TOML_NESTING, parse_toml, toml_shape_problem
+
+    prose = "e.g. [a {b} c]. " * 500
+    text = (f'a = """{prose}\n"quoted \\""" end."""\nb = \'{prose}\'\nc = "{prose} \\" ."\n'
+            f"d = '''{prose}'''\n# {prose}\n[t.u.v]\nw = [[1.5, 2.5], {{x.y = 3}}]\n")
+    assert toml_shape_problem(text) is None
+    from reportgen.config import tomllib
+
+    assert parse_toml(text) == tomllib.loads(text)
+    ok = ".".join(["k"] * MAX_TOML_NESTING) + " = [" + "[" * (MAX_TOML_NESTING - 2) + "]" * \
+        (MAX_TOML_NESTING - 1)
+    assert toml_shape_problem(ok) is None and parse_toml(ok)
+    assert "line 3 has a key of more than 64" in toml_shape_problem(
+        'a = "x"\n\n' + ".".join(["k"] * (MAX_TOML_NESTING + 1)) + " = 1")

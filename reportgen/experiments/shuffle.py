@@ -73,7 +73,7 @@ def load_permutation(cfg: ExperimentConfig):
     p = Path(sc.perm_file)
     try:
         values = json.loads(read_text(p))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except (OSError, ValueError, RecursionError) as e:  # as files.read_json
         raise ConfigError(f"shuffle.perm_file {p} cannot be read as JSON ({e}): point it at a "
                           "permutation.json written by `reportgen shuffle`") from e
     if not (isinstance(values, list) and all(isinstance(v, int) for v in values)):

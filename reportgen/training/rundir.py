@@ -101,7 +101,7 @@ def read_results(run_dir: Path) -> dict | None:
         return None
     try:
         res = json.loads(read_text(p))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    except (OSError, ValueError, RecursionError):  # as files.read_json
         return None
     if not is_sealed(res) or res.get("version") != RESULTS_VERSION:
         return None
