@@ -40,7 +40,7 @@ _UNICODE = {
     "∃": r"$\exists$", "∉": r"$\notin$", "⊂": r"$\subset$", "⊆": r"$\subseteq$",
     "∪": r"$\cup$", "∩": r"$\cap$", "ℕ": r"$\mathbb{N}$", "ℤ": r"$\mathbb{Z}$",
 }
-_SAFE_MATH = re.compile(r"\\([A-Za-z]+)")
+_COMMAND = re.compile(r"\\([A-Za-z]+|.)", re.S)  # a control word, or a control symbol
 
 
 class LatexError(RuntimeError):
@@ -75,13 +75,39 @@ def escape(text: str) -> str:
 
 
 def safe_math(tex: str) -> bool:
-    """Math from the student's text is passed to LaTeX only if every command in it is one the
-    HTML renderer knows (no \\input, \\write, \\def, ...)."""
-    from .usertext import _SYMBOLS
+    """Math from the student's text is passed to LaTeX only where it is safe and compiles as the
+    HTML shows it; otherwise it is printed as text. Safe: every command one the HTML renderer
+    knows (no \\input, \\write, \\def, ...), and no `^^`, which TeX reads before any command
+    (`^^5c` is a backslash, so `^^5cinput` would be \\input). Compiles: ASCII only (utf8
+    inputenc sets no Greek letter in math), no bare %, # or & (a % comments out the closing
+    $), braces balanced and at most MAX_MATH_NESTING deep, each \\left with its \\right, and
+    no \\\\ (a line break ends inline math)."""
+    from .usertext import _SYMBOLS, MAX_MATH_NESTING
 
     allowed = set(_SYMBOLS) | {"frac", "dfrac", "tfrac", "sqrt", "mathrm", "text", "mathbf",
                                "mathit", "mathbb", "operatorname", "textrm", "left", "right"}
-    return all(m.group(1) in allowed for m in _SAFE_MATH.finditer(tex)) and "\\\\" not in tex
+    if not tex.isascii() or "^^" in tex:
+        return False
+    depth, sides, i = 0, 0, 0
+    while i < len(tex):
+        c = tex[i]
+        if c == "\\":
+            m = _COMMAND.match(tex, i)
+            name = m.group(1) if m else ""
+            if name == "\\" or not name or (name.isalpha() and name not in allowed):
+                return False
+            sides += {"left": 1, "right": -1}.get(name, 0)
+            if sides < 0:
+                return False
+            i = m.end()
+            continue
+        if c in "%#&":
+            return False
+        depth += {"{": 1, "}": -1}.get(c, 0)
+        if not 0 <= depth <= MAX_MATH_NESTING:
+            return False
+        i += 1
+    return depth == 0 and sides == 0
 
 
 # --- a small DOM of the rendered report ---------------------------------------------------------

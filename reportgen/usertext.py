@@ -90,39 +90,49 @@ def _group(s: str, i: int) -> tuple[str, int]:
     return s[i], i + 1
 
 
-def _atom(arg: str) -> str:
+# Groups inside one another in the student's math, beyond which the rest is shown as written:
+# the renderer recurses once per group ($x^{x^{...}}$ 3,000 deep was a RecursionError), and
+# the LaTeX export passes such math through only within this depth.
+MAX_MATH_NESTING = 16
+
+
+def _atom(arg: str, depth: int) -> str:
     """An argument of a fraction: parenthesised unless it is a single symbol."""
-    body = tex_to_html(arg)
+    body = tex_to_html(arg, depth)
     return body if len(arg.strip()) <= 1 or re.fullmatch(r"\\[A-Za-z]+", arg.strip()) else f"({body})"
 
 
-def tex_to_html(tex: str) -> str:
-    """A legible HTML rendering of simple TeX math; anything unknown is shown as written."""
+def tex_to_html(tex: str, depth: int = 0) -> str:
+    """A legible HTML rendering of simple TeX math; anything unknown is shown as written, and
+    so is whatever lies more than MAX_MATH_NESTING groups deep."""
+    if depth > MAX_MATH_NESTING:
+        return html.escape(tex)
+    inner = depth + 1
     out, i = [], 0
     while i < len(tex):
         c = tex[i]
         if c in "^_":
             arg, i = _group(tex, i + 1)
             tag = "sup" if c == "^" else "sub"
-            out.append(f"<{tag}>{tex_to_html(arg)}</{tag}>")
+            out.append(f"<{tag}>{tex_to_html(arg, inner)}</{tag}>")
         elif c == "{" or c == "}":
             arg, i = _group(tex, i) if c == "{" else ("", i + 1)
-            out.append(tex_to_html(arg))
+            out.append(tex_to_html(arg, inner))
         elif c == "\\":
             m = re.match(r"\\([A-Za-z]+|.)?", tex[i:], flags=re.S)
             name, i = m.group(1) or "", i + len(m.group(0))
             if name in ("frac", "dfrac", "tfrac"):
                 num, i = _group(tex, i)
                 den, i = _group(tex, i)
-                out.append(f"{_atom(num)}/{_atom(den)}")
+                out.append(f"{_atom(num, inner)}/{_atom(den, inner)}")
             elif name == "sqrt":
                 arg, i = _group(tex, i)
-                out.append(f"√({tex_to_html(arg)})")
+                out.append(f"√({tex_to_html(arg, inner)})")
             elif name in ("mathrm", "text", "operatorname", "mathbf", "mathit", "textrm"):
                 arg, i = _group(tex, i)
                 tag = {"mathbf": "b", "mathit": "i"}.get(name, "span")
                 cls = ' class="upright"' if tag == "span" else ""
-                out.append(f"<{tag}{cls}>{html.escape(arg) if name.startswith('text') else tex_to_html(arg)}</{tag}>")
+                out.append(f"<{tag}{cls}>{html.escape(arg) if name.startswith('text') else tex_to_html(arg, inner)}</{tag}>")
             elif name == "mathbb":
                 arg, i = _group(tex, i)
                 out.append({"R": "ℝ", "N": "ℕ", "Z": "ℤ", "E": "𝔼", "P": "ℙ"}.get(arg, html.escape(arg)))

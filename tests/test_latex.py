@@ -30,6 +30,16 @@ def test_only_known_math_passes_through():
     assert not safe_math(r"a \\ b")
 
 
+@pytest.mark.parametrize("tex", [
+    "^^5cinput{/etc/passwd}",  # TeX reads ^^5c as a backslash before any command: \input
+    "x^^y", "a % b", "a # b", "a & b",  # a % would comment out the closing $
+    "x{", "x}", "}{", r"\left( x", r"\right) x \left(", "α + 1", "{" * 17 + "}" * 17, "a\\",
+])
+def test_math_that_is_unsafe_or_cannot_compile_is_text(tex):
+    assert not safe_math(tex)
+    assert safe_math(r"\left( \frac{a}{b} \right) \% \{x\} " + "{" * 16 + "}" * 16)
+
+
 def test_figures_tables_references_and_citations_become_latex():
     html = ('<body><h2>Results</h2><p>See Figure&nbsp;\x01ref:figure/acc\x02 and Table&nbsp;'
             '\x01ref:table/t\x02 \x01cite:he2016deep,lippe2022\x02.</p>'
@@ -61,7 +71,9 @@ def test_tex_export_compiles_with_the_same_numbers(tiny, tmp_path):
     overrides, out = tiny
     user = tmp_path / "mine.toml"
     user.write_text("discussion = '''Specials: 100% & $5 #1 a_b ~x {y} and *emph* with "
-                    "$\\alpha^2 \\leq 1$ and $\\input{/etc/passwd}$.\n\n- item one\n- item_two'''\n")
+                    "$\\alpha^2 \\leq 1$ and $\\input{/etc/passwd}$ and $^^5cinput{/etc/passwd}$ "
+                    "and $a % b$ and $x{$ and $\\left( x$ and $α$ and "
+                    "$" + "x^{" * 40 + "1" + "}" * 40 + "$.\n\n- item one\n- item_two'''\n")
     overrides = {**overrides, "report.user_text": str(user),
                  "report.title": "Specials % _ & # in a title",
                  "report.formats": ["pdf", "tex"]}
@@ -70,6 +82,7 @@ def test_tex_export_compiles_with_the_same_numbers(tiny, tmp_path):
     latex = out / "latex"
     tex = (latex / "report.tex").read_text()
     assert r"$\alpha^2 \leq 1$" in tex and r"\input{" not in tex  # unknown commands are text
+    assert "^^" not in tex and "$a % b$" not in tex  # unsafe or uncompilable math is text
     assert "Specials \\% \\_ \\& \\# in a title" in tex
     assert all(f"{{figures/{p.name}}}" in tex for p in (latex / "figures").iterdir())
     assert "@misc{he2016identity" in (latex / "references.bib").read_text()

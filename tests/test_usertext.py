@@ -49,6 +49,18 @@ def test_malformed_math_never_raises(tex):
     assert isinstance(tex_to_html(tex), str) and isinstance(to_html(f"${tex}$"), str)
 
 
+def test_math_nested_thousands_deep_is_shown_not_a_recursion_error():
+    """$x^{x^{...}}$ 3,000 deep was a RecursionError; beyond MAX_MATH_NESTING groups the rest
+    is shown as written."""
+    from reportgen.usertext import MAX_MATH_NESTING
+
+    for tex in ("x^{" * 3000 + "1" + "}" * 3000, "{" * 20000, r"\frac{" * 3000):
+        out = to_html(f"${tex}$")
+        assert out.count("<sup>") <= MAX_MATH_NESTING + 1 and "{" in out
+    nested = "x^{" * MAX_MATH_NESTING + "1" + "}" * MAX_MATH_NESTING
+    assert tex_to_html(nested).count("<sup>") == MAX_MATH_NESTING and "{" not in tex_to_html(nested)
+
+
 def test_read_user_text(tmp_path):
     f = tmp_path / "mine.toml"
     f.write_text('results = """Para one.\n\nPara *two*."""\nconclusion = "  "\n')
