@@ -26,6 +26,9 @@ def atomic_write(path: Path, write: Callable[[Path], None],
     """
     path = Path(path)
     tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+    # Anything already at the temporary name (left by a crash, or a link planted in a copied
+    # output folder) is removed, so the writer creates a new file instead of following it.
+    tmp.unlink(missing_ok=True)
     try:
         write(tmp)
         with open(tmp, "rb+") as f:
@@ -35,6 +38,22 @@ def atomic_write(path: Path, write: Callable[[Path], None],
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+
+
+class LinkedFolder(UserError):
+    """A folder reportgen writes into (or deletes from) is a symbolic link."""
+
+
+def require_real_folders(*paths: Path) -> None:
+    """Refuse folders inside the output folder that are symbolic links: a copied output folder
+    with `runs/<run> -> ~/thesis` would have had checkpoints and results written there, and
+    `--retrain` would have deleted `~/thesis/checkpoints`. The output folder itself may be a
+    link; what is inside it must be real."""
+    for p in paths:
+        if p.is_symlink():
+            raise LinkedFolder(f"{p} is a symbolic link (to {os.readlink(p)}): reportgen writes "
+                               "runs only into real folders inside the output folder; remove "
+                               "the link (or pass another --out)")
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:

@@ -636,3 +636,47 @@ def test_the_toml_nesting_check_skips_strings_and_comments():
     assert toml_shape_problem(ok) is None and parse_toml(ok)
     assert "line 3 has a key of more than 64" in toml_shape_problem(
         'a = "x"\n\n' + ".".join(["k"] * (MAX_TOML_NESTING + 1)) + " = 1")
+
+
+@pytest.mark.parametrize("link", ["run", "checkpoints", "runs"])
+def test_linked_folders_in_a_copied_output_folder_are_never_written_or_deleted(trained, tmp_path,
+                                                                              link):
+    """A copied output folder whose run (or its checkpoints, or runs/) is a link elsewhere:
+    `--retrain` deleted the target's checkpoints/ and results.json, and training wrote there."""
+    overrides, out, run = trained
+    victim = tmp_path / "thesis"
+    (victim / "checkpoints").mkdir(parents=True)
+    (victim / "checkpoints" / "keep.txt").write_text("precious")
+    (victim / "results.json").write_text("{}")
+    if link == "run":
+        run.rename(tmp_path / "moved")
+        run.symlink_to(victim)
+    elif link == "checkpoints":
+        import shutil
+
+        shutil.rmtree(run / "checkpoints")
+        (run / "checkpoints").symlink_to(victim / "checkpoints")
+    else:
+        (out / "runs").rename(tmp_path / "moved")
+        (out / "runs").symlink_to(victim)
+    before = sorted(p.relative_to(victim) for p in victim.rglob("*"))
+    for cmd in (["train", "--retrain"], ["train"], ["rotation"], ["all", "--plan"]):
+        r = runner.invoke(app, [cmd[0], *overrides_to_args(overrides), *cmd[1:]])
+        assert r.exit_code == 2 and "is a symbolic link (to " in r.output, (cmd, r.output)
+        assert len(r.output.strip().splitlines()) == 1
+    assert sorted(p.relative_to(victim) for p in victim.rglob("*")) == before
+    assert (victim / "checkpoints" / "keep.txt").read_text() == "precious"
+
+
+def test_a_link_at_a_temporary_name_is_replaced_not_followed(tmp_path):
+    import os
+
+    from reportgen.files import atomic_write_text
+
+    target = tmp_path / "elsewhere.txt"
+    target.write_text("precious")
+    path = tmp_path / "results.json"
+    (tmp_path / f".results.tmp{os.getpid()}.json").symlink_to(target)
+    atomic_write_text(path, "{}")
+    assert target.read_text() == "precious" and path.read_text() == "{}"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.txt", "results.json"]

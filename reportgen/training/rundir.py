@@ -18,7 +18,7 @@ import torch
 
 from ..config import (DataConfig, ModelConfig, OptimConfig, TrainConfig, digest,
                       is_path_component, to_dict)
-from ..files import atomic_write_text, file_sha256, is_sealed, read_text
+from ..files import atomic_write_text, file_sha256, is_sealed, read_text, require_real_folders
 from .errors import TrainingError
 
 RESULTS_VERSION = 1
@@ -57,7 +57,9 @@ class RunSpec:
     def run_dir(self, out_dir: str | Path) -> Path:
         if not is_path_component(self.label):  # labels come from code: a bug, not input
             raise ValueError(f"run label {self.label!r} is not a plain file name")
-        return Path(out_dir) / "runs" / f"{self.label}-{self.key()}"
+        path = Path(out_dir) / "runs" / f"{self.label}-{self.key()}"
+        require_real_folders(path.parent, path, path / "checkpoints")
+        return path
 
     def write_config(self, run_dir: Path) -> None:
         """config.json (and permutation.json): what the run directory holds, in plain files."""
