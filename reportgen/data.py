@@ -185,16 +185,40 @@ def _safe_member(name: str, archive: Path) -> PurePosixPath:
     return member
 
 
+# A CIFAR-10 image is a few KB in any format; a larger "image" is not one. Checked before it
+# is read: a 64 GiB sparse file in the folder, or a zip member that inflates to gigabytes,
+# filled the memory before its decoding could fail.
+MAX_IMAGE_BYTES = 1 << 20
+
+
+def image_place(name: str) -> tuple[str, str] | None:
+    """(split, class) of an image at [any leading folders/]train|test/<class>/<file>, or None
+    for any other file (skipped, never read)."""
+    parts = PurePosixPath(name).parts
+    for k in range(len(parts) - 2):
+        if parts[k] in ("train", "test") and len(parts) - k == 3:
+            return (parts[k], parts[k + 1]) if parts[-1].lower().endswith(IMAGE_SUFFIXES) else None
+    return None
+
+
+def _require_image_size(name: str, size: int) -> None:
+    if size > MAX_IMAGE_BYTES:
+        raise DataError(f"{name} holds {size:,} bytes, more than any 32x32 image needs "
+                        f"({MAX_IMAGE_BYTES:,} at most): remove or replace it")
+
+
 def _iter_archive(p: Path) -> Iterator[tuple[str, bytes]]:
-    """(member name, bytes) of every regular file in a tar or zip archive, read to the
-    archive's true end: a tar must close with its end-of-archive marker, and a compressed
-    stream is read to its trailer so that its checksum is verified."""
+    """(member name, bytes) of every image member (`image_place`) of a tar or zip archive,
+    read to the archive's true end: a tar must close with its end-of-archive marker, and a
+    compressed stream is read to its trailer so that its checksum is verified."""
     try:
         if p.name.lower().endswith(".zip"):
             with zipfile.ZipFile(p) as z:
                 for info in z.infolist():
                     _safe_member(info.filename, p)
-                    if not info.is_dir():
+                    if not info.is_dir() and image_place(info.filename):
+                        # zipfile reads no more than the declared size, so this bounds it
+                        _require_image_size(f"{p}:{info.filename}", info.file_size)
                         yield info.filename, z.read(info)  # checks each member's CRC-32
             return
         with tarfile.open(p) as t:
@@ -203,7 +227,8 @@ def _iter_archive(p: Path) -> Iterator[tuple[str, bytes]]:
                 if m.issym() or m.islnk():
                     raise DataError(f"{p} has a link member {m.name!r}: refusing to follow it; "
                                     "use a trusted copy of CIFAR-10")
-                if m.isfile():
+                if m.isfile() and image_place(m.name):
+                    _require_image_size(f"{p}:{m.name}", m.size)
                     f = t.extractfile(m)
                     data = f.read() if f else b""
                     if len(data) != m.size:
@@ -231,9 +256,13 @@ def _one_line(e: BaseException) -> str:
 
 
 def _iter_folder(root: Path) -> Iterator[tuple[str, bytes]]:
+    """(relative name, bytes) of every image file (`image_place`) under root; FIFOs, devices
+    and sockets are skipped (is_file), and no file larger than an image is read."""
     for q in sorted(root.rglob("*")):
-        if q.is_file():
-            yield q.relative_to(root).as_posix(), q.read_bytes()
+        name = q.relative_to(root).as_posix()
+        if image_place(name) and q.is_file():
+            _require_image_size(name, q.stat().st_size)
+            yield name, q.read_bytes()
 
 
 def _decode(blob: bytes, name: str) -> torch.Tensor:
@@ -266,13 +295,9 @@ def read_image_folder(p: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     items = _iter_archive(p) if p.is_file() else _iter_folder(_find_image_root(p) or p)
     found: dict[str, dict[str, list[tuple[str, bytes]]]] = {"train": {}, "test": {}}
     for name, blob in items:
-        parts = PurePosixPath(name).parts
-        # Accept any leading folder (e.g. cifar10-jpeg/) before train|test/<class>/<file>.
-        for k in range(len(parts) - 2):
-            if parts[k] in found and len(parts) - k == 3:
-                if parts[-1].lower().endswith(IMAGE_SUFFIXES):
-                    found[parts[k]].setdefault(parts[k + 1], []).append((name, blob))
-                break
+        # Any leading folder (e.g. cifar10-jpeg/) may come before train|test/<class>/<file>.
+        split, cls = image_place(name)
+        found[split].setdefault(cls, []).append((name, blob))
     out = []
     for split in ("train", "test"):
         classes = set(found[split])

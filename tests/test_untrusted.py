@@ -228,6 +228,54 @@ def test_image_bombs_and_empty_files_are_named(image_folder, tmp_path):
     assert "BytesIO" not in str(e.value) and "0x" not in str(e.value)
 
 
+def test_files_too_large_to_be_an_image_are_named_before_they_are_read(image_folder, tmp_path,
+                                                                       monkeypatch):
+    """A 64 GiB sparse "image" in the folder, or an archive member that inflates to more than
+    any 32x32 image needs, filled the memory before decoding could fail; files that are not
+    images (notes, a model) are skipped without being read."""
+    import tarfile
+    import zipfile
+
+    from reportgen import data as D
+
+    read = []
+    real = pathlib.Path.read_bytes
+    monkeypatch.setattr(pathlib.Path, "read_bytes", lambda p: read.append(p.name) or real(p))
+    with open(image_folder / "train" / "notes.bin", "wb") as f:  # not an image: never read
+        f.truncate(64 << 30)
+    D.read_image_folder(image_folder)
+    assert read and "notes.bin" not in read
+    big = image_folder / "train" / "cat" / "0001.png"
+    with open(big, "wb") as f:
+        f.truncate(64 << 30)
+    with pytest.raises(D.DataError, match=r"train/cat/0001.png holds 68,719,476,736 bytes, more "
+                                          r"than any 32x32 image needs \(1,048,576 at most\)"):
+        D.read_image_folder(image_folder)
+    big.unlink()
+    (image_folder / "train" / "notes.bin").unlink()
+    zeros = b"\0" * (D.MAX_IMAGE_BYTES + 1)
+    zpath = tmp_path / "bomb.zip"
+    with zipfile.ZipFile(zpath, "w", zipfile.ZIP_DEFLATED) as z:
+        for q in sorted(image_folder.rglob("*")):
+            if q.is_file():
+                z.write(q, q.relative_to(image_folder).as_posix())
+        z.writestr("train/cat/bomb.png", zeros)
+    with zipfile.ZipFile(zpath) as z:  # small on disk, large inflated
+        assert z.getinfo("train/cat/bomb.png").compress_size < 16 << 10
+    with pytest.raises(D.DataError, match=r"bomb.zip:train/cat/bomb.png holds 1,048,577 bytes"):
+        D.read_image_folder(zpath)
+    tpath = tmp_path / "big.tar.gz"
+    with tarfile.open(tpath, "w:gz") as t:
+        t.add(image_folder, arcname=".")
+        info = tarfile.TarInfo("train/cat/big.png")
+        info.size = len(zeros)
+        import io
+
+        t.addfile(info, io.BytesIO(zeros))
+    with pytest.raises(D.DataError, match=r"big.tar.gz:train/cat/big.png holds 1,048,577 bytes"):
+        D.read_image_folder(tpath)
+
+
 def test_stdout_holds_only_results(tiny):
     """Progress goes to stderr: a script that captures stdout gets the results lines only."""
     import subprocess
