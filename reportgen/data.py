@@ -23,7 +23,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .config import DataConfig
+from .config import DataConfig, text_problem
 from .errors import UserError
 from .files import atomic_write
 
@@ -426,11 +426,18 @@ def _read_cache(cache: Path, key: str, path: Path, log) -> Cifar10 | None:
 def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print) -> Cifar10:
     """Find, decode (once) and return CIFAR-10; raises DataError with what to do."""
     path, explicit = resolve_source(cfg.source, env)
+    # How the user named it, in every message: the option, or the environment variable.
+    named = f"--data {path}" if cfg.source or not explicit else f"REPORTGEN_DATA={path}"
+    if explicit and not cfg.source:
+        problem = text_problem(str(path))
+        if problem:
+            raise DataError(f"REPORTGEN_DATA={str(path)!r} contains {problem}: fix the "
+                            "variable, or pass --data")
     if explicit and not path.exists():
-        raise DataError(f"--data {path} does not exist: pass the folder or archive that holds "
+        raise DataError(f"{named} does not exist: pass the folder or archive that holds "
                         "CIFAR-10 (e.g. ../shared/data/cifar10-jpeg.tar)")
     if path.exists() and not (path.is_dir() or path.is_file()):
-        raise DataError(f"--data {path} is neither a folder nor a file (a FIFO, a device or a "
+        raise DataError(f"{named} is neither a folder nor a file (a FIFO, a device or a "
                         "socket): pass the folder or archive that holds CIFAR-10 (e.g. "
                         "../shared/data/cifar10-jpeg.tar)")
     cache_dir = Path(cfg.cache_dir)
@@ -446,9 +453,9 @@ def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print) -> Cifar10
     if kind == "missing" and explicit:
         if path.is_dir() and ((path / "train").is_dir() or (path / "test").is_dir()):
             lacking = "test/" if (path / "train").is_dir() else "train/"
-            raise DataError(f"--data {path} lacks {lacking}: an image folder needs both "
+            raise DataError(f"{named} lacks {lacking}: an image folder needs both "
                             "train/<class>/ and test/<class>/ (nothing was downloaded)")
-        raise DataError(f"--data {path} holds no CIFAR-10: it needs train/<class>/ and "
+        raise DataError(f"{named} holds no CIFAR-10: it needs train/<class>/ and "
                         "test/<class>/ image folders, cifar-10-batches-py/ or "
                         "cifar-10-python.tar.gz (nothing is downloaded into a folder you name; "
                         "without --data reportgen downloads into ./data)")

@@ -123,6 +123,24 @@ def test_env_variable_gives_default_source(image_folder, tmp_path):
     assert D.resolve_source("x", {"REPORTGEN_DATA": "y"})[0] == Path("x")
 
 
+def test_errors_name_the_environment_variable_that_chose_the_source(tmp_path):
+    """A source from REPORTGEN_DATA is named as that variable, not as an --data never typed;
+    a control character in it is refused like one in any setting."""
+    import os
+
+    base = DataConfig(cache_dir=str(tmp_path / "cache"))
+    for value, what in ((str(tmp_path / "nope"), "does not exist"),
+                        (os.devnull, "is neither a folder nor a file"),
+                        (str(tmp_path), "holds no CIFAR-10")):
+        with pytest.raises(D.DataError, match=f"^REPORTGEN_DATA={value} {what}"):
+            D.load_cifar10(base, env={"REPORTGEN_DATA": value})
+    with pytest.raises(D.DataError, match=r"^REPORTGEN_DATA='/tmp/a\\x01b' contains the control "
+                                          r"character U\+0001"):
+        D.load_cifar10(base, env={"REPORTGEN_DATA": "/tmp/a\x01b"})
+    with pytest.raises(D.DataError, match=f"^--data {tmp_path / 'x'} does not exist"):
+        D.load_cifar10(cfg(tmp_path / "x", tmp_path), env={"REPORTGEN_DATA": os.devnull})
+
+
 def test_missing_explicit_path(tmp_path):
     with pytest.raises(D.DataError, match="does not exist"):
         D.load_cifar10(cfg(tmp_path / "nope", tmp_path), env={})
