@@ -19,6 +19,11 @@ from .files import read_text
 SECTIONS = ("abstract", "introduction", "method", "results", "discussion", "conclusion")
 
 
+# The student's text in all sections together. 118,000 characters made 36 pages in 11 s;
+# the 16 MiB a text file may hold would have kept WeasyPrint busy for most of an hour.
+MAX_USER_CHARS = 200_000
+
+
 def read_user_text(path: str) -> dict[str, str]:
     """Section name -> the Markdown text as written; {} when no file is set."""
     if not path:
@@ -47,6 +52,10 @@ def read_user_text(path: str) -> dict[str, str]:
             raise ConfigError(f"report.user_text {p}: {k} has an image ({image!r}): the report "
                               "holds only the figures its studies draw; describe it in words, "
                               "or link to it with [text](https://...)")
+    total = sum(len(v) for v in raw.values())
+    if total > MAX_USER_CHARS:
+        raise ConfigError(f"report.user_text {p} holds {total:,} characters of text: use at "
+                          f"most {MAX_USER_CHARS:,} (about 60 pages) in all sections")
     return {k: v.strip() for k, v in raw.items() if v.strip()}
 
 

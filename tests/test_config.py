@@ -85,6 +85,9 @@ def test_unknown_key_is_named(tmp_path):
     ("model.params.num_blocks", [1, 2**62], "at most 1,048,576 each"),
     ("model.params.num_blocks", [5000, 5001], "makes 10,001 layers: use at most 10,000"),
     ("rotation.equivariant.params.num_classes", 2**40, "use an integer from 2 to 1,048,576"),
+    ("report.title", "T" * 301, "report.title has 301 characters: use at most 300"),
+    ("report.author", "A" * 201, "report.author has 201 characters: use at most 200"),
+    ("report.course", "C" * 10**5, "report.course has 100,000 characters"),
     ("out_dir", "", "out_dir = '' is not allowed: use a folder, e.g. output"),
     ("figures_dir", "  ", "figures_dir = '  ' is not allowed"),
 ])

@@ -72,6 +72,15 @@ def test_read_user_text(tmp_path):
     f.write_text("results = 3\n")
     with pytest.raises(ConfigError, match="results must be a string"):
         read_user_text(str(f))
+    # Text beyond MAX_USER_CHARS in all sections together is refused, not typeset for an hour.
+    from reportgen.usertext import MAX_USER_CHARS
+
+    half = "w " * (MAX_USER_CHARS // 4)
+    f.write_text(f'results = "{half}"\ndiscussion = "{half}"\n')
+    assert len(read_user_text(str(f))["results"]) == MAX_USER_CHARS // 2 - 1
+    f.write_text(f'results = "{half}"\ndiscussion = "{half}x"\n')
+    with pytest.raises(ConfigError, match=r"holds 200,001 characters of text: use at most 200,000"):
+        read_user_text(str(f))
 
 
 def test_user_text_with_control_characters_is_refused(tmp_path):
