@@ -5,6 +5,7 @@ stages. Every check happens here, before any work starts, and every error names 
 """
 from __future__ import annotations
 
+import collections.abc
 import dataclasses
 import hashlib
 import json
@@ -357,7 +358,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return from_dict(tp, value, key)
     if tp is Any:
         return value
-    if origin in (typing.Mapping, dict) or tp is Mapping:
+    if origin in (typing.Mapping, collections.abc.Mapping, dict) or tp is Mapping:
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key} must be a table, got {value!r}")
         return dict(value)

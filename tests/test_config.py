@@ -88,6 +88,11 @@ def test_unknown_key_is_named(tmp_path):
     ("report.title", "T" * 301, "report.title has 301 characters: use at most 300"),
     ("report.author", "A" * 201, "report.author has 201 characters: use at most 200"),
     ("report.course", "C" * 10**5, "report.course has 100,000 characters"),
+    # A model's params are a table: 'x' ended in a ValueError traceback from dict(), 1 in
+    # "'int' object is not iterable", and [] passed as the builder's defaults.
+    ("shuffle.mlp.params", "x", "shuffle.mlp.params must be a table, got 'x'"),
+    ("model.params", 1, "model.params must be a table, got 1"),
+    ("rotation.equivariant.params", [], "rotation.equivariant.params must be a table, got"),
     ("out_dir", "", "out_dir = '' is not allowed: use a folder, e.g. output"),
     ("figures_dir", "  ", "figures_dir = '  ' is not allowed"),
 ])
