@@ -190,7 +190,8 @@ def check_notebook(script: str | None, data_dir: str | None) -> None:
     if not script:
         return
     if not data_dir:
-        raise BenchError(f"--notebook needs --notebook-data DIR, an extracted image folder ({example})")
+        raise BenchError("--notebook needs --notebook-data DIR, an extracted image folder "
+                         f"({example})")
     path = Path(script)
     if not path.is_file():  # follows links; a folder, FIFO or device is not a script
         what = "does not exist" if not path.exists() else "is not a regular file"

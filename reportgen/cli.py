@@ -140,8 +140,16 @@ def _locked(cfg: ExperimentConfig):
     """Hold the output folder's lock while the block writes into it."""
     from .files import OutputLock
 
+    from .experiments import figures_path
+    from .figures import require_figures_dir
+
     lock = OutputLock(cfg.out_dir)
     _run(lock.__enter__)
+    try:  # every command that takes the lock may draw figures: check before any training
+        _run(require_figures_dir, figures_path(cfg))
+    except BaseException:
+        lock.__exit__(None, None, None)
+        raise
     try:
         yield lock
     finally:

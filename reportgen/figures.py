@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .errors import UserError
 from .files import MissingResults
 
 SPLIT_NAMES = {"val": "validation", "test": "test"}
@@ -30,6 +31,10 @@ def figure_files(figures_dir: Path, name: str) -> list[Path]:
     return [figures_dir / f"{name}.{ext}" for ext in ("png", "svg")]
 
 
+class FiguresDirError(UserError):
+    """The figures folder cannot be made or written."""
+
+
 class FigureError(MissingResults):
     """A study did not write a figure it declares."""
 
@@ -39,6 +44,20 @@ def source_stamp(figures_dir: Path, study_name: str) -> Path:
     return Path(figures_dir) / f".{study_name}.source"
 
 
+def require_figures_dir(figures_dir: Path) -> None:
+    """Stop before any training where the figures folder could not be made: its nearest
+    existing part must be a writable folder."""
+    import os
+
+    p = Path(figures_dir)
+    while not p.exists() and not p.is_symlink() and p != p.parent:
+        p = p.parent
+    if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
+        why = "not a folder" if not p.is_dir() else "not writable"
+        raise FiguresDirError(f"cannot write figures to {figures_dir} ({p} is {why}): choose a "
+                              "writable figures_dir, e.g. --set figures_dir=figures")
+
+
 def draw_study(study, results_dir: Path, figures_dir: Path) -> list[Path]:
     """Draw one study's figures from its results; every declared figure must be written.
     A stamp next to them records the results folder, so a report never embeds figures drawn
@@ -46,6 +65,11 @@ def draw_study(study, results_dir: Path, figures_dir: Path) -> list[Path]:
     from .files import atomic_write_text
 
     results = study.load(results_dir)
+    try:
+        Path(figures_dir).mkdir(parents=True, exist_ok=True)
+    except OSError as e:  # a file in the way, a read-only place: before, the bare errno line
+        raise FiguresDirError(f"cannot write figures to {figures_dir} ({e.strerror or e}): "
+                              "choose a writable figures_dir, e.g. --set figures_dir=figures")
     stale = {f: f.stat().st_mtime_ns for n in study.figures for f in figure_files(figures_dir, n)
              if f.is_file()}
     study.draw(results, results_dir, figures_dir)

@@ -141,7 +141,8 @@ def tex_to_html(tex: str, depth: int = 0) -> str:
                 arg, i = _group(tex, i)
                 tag = {"mathbf": "b", "mathit": "i"}.get(name, "span")
                 cls = ' class="upright"' if tag == "span" else ""
-                out.append(f"<{tag}{cls}>{html.escape(arg) if name.startswith('text') else tex_to_html(arg, inner)}</{tag}>")
+                body = html.escape(arg) if name.startswith("text") else tex_to_html(arg, inner)
+                out.append(f"<{tag}{cls}>{body}</{tag}>")
             elif name == "mathbb":
                 arg, i = _group(tex, i)
                 out.append({"R": "ℝ", "N": "ℕ", "Z": "ℤ", "E": "𝔼", "P": "ℙ"}.get(arg, html.escape(arg)))

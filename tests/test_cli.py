@@ -86,3 +86,22 @@ def test_a_quiet_console(tiny):
     assert "resnet epoch 1/1: train loss" in proc.stderr
     assert "=== Part 1" in proc.stderr and "=== report" in proc.stderr
     assert proc.stdout.strip() == str(out / "report.pdf")
+
+
+def test_a_figures_folder_that_cannot_be_made_stops_before_training(tiny, tmp_path):
+    """A file where the figures folder should be: before, `all` trained every run and then
+    failed with a bare "[Errno 20] Not a directory" line; now every command that writes says
+    so before any training, and `figures` names the setting."""
+    from helpers import overrides_to_args
+
+    overrides, out = tiny
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    for where in (blocker, blocker / "below"):
+        args = [*overrides_to_args({**overrides, "figures_dir": str(where)})]
+        for cmd in (["train"], ["all"], ["train", "--plan"]):
+            r = runner.invoke(app, [*cmd, *args])
+            assert r.exit_code == 2, (cmd, r.output)
+            assert f"cannot write figures to {where}/" in r.output and "is not a folder" in \
+                r.output and "--set figures_dir=" in r.output, r.output
+        assert not (out / "runs").exists()
