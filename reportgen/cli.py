@@ -44,10 +44,23 @@ RetrainOpt = typer.Option(False, "--retrain", help="Train again even if a finish
 _invocation = {"debug": False}  # set by the group callback at the start of every command
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            typer.echo(f"reportgen {version('reportgen')}")
+        except PackageNotFoundError:  # run from a source tree that was never installed
+            typer.echo("reportgen (not installed: pip install -e .)")
+        raise typer.Exit()
+
+
 @app.callback()
 def _group(debug: bool = typer.Option(
-        False, "--debug", help="Show the full traceback of every error (also REPORTGEN_DEBUG=1).")
-           ) -> None:
+        False, "--debug", help="Show the full traceback of every error (also REPORTGEN_DEBUG=1)."),
+           _version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True,
+        help="Print reportgen's version and exit.")) -> None:
     """Run the CNN practical (Practical 2) end to end and write a paper-style report."""
     _invocation["debug"] = debug
 

@@ -105,3 +105,10 @@ def test_a_figures_folder_that_cannot_be_made_stops_before_training(tiny, tmp_pa
             assert f"cannot write figures to {where}/" in r.output and "is not a folder" in \
                 r.output and "--set figures_dir=" in r.output, r.output
         assert not (out / "runs").exists()
+
+
+def test_version_prints_the_installed_version():
+    from importlib.metadata import version
+
+    r = runner.invoke(app, ["--version"])
+    assert r.exit_code == 0 and r.output.strip() == f"reportgen {version('reportgen')}"
