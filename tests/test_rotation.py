@@ -98,6 +98,8 @@ def test_single_checkpoint_sweep(swept, tmp_path):
     (["--angles", "0,720"], "between -360 and 360"),
     (["--angles", ","], "non-empty list"),
     (["--set", "rotation.interpolation=\"cubic\""], "bilinear or nearest"),
+    (["--angles", ",".join(str(k / 20) for k in range(7201))],  # 0.05-degree steps
+     "rotation.angles holds 7,200 distinct angles: use at most 3,600 (0.1-degree steps)"),
 ])
 def test_bad_angles_fail_before_work(tiny, args, message):
     overrides, out = tiny

@@ -38,6 +38,9 @@ def _default_angles() -> tuple[float, ...]:
     return tuple(float(a) for a in range(0, 360, 10))
 
 
+MAX_ANGLES = 3600  # rotation.angles
+
+
 @dataclass(frozen=True)
 class RotationConfig:
     angles: tuple[float, ...] = field(default_factory=_default_angles)  # degrees, counter-clockwise
@@ -63,6 +66,11 @@ class RotationConfig:
         # (A tiny negative angle modulo 360 rounds to 360.0 itself, hence the second modulo.)
         object.__setattr__(self, "angles",
                            tuple(sorted({a % 360 % 360 + 0.0 for a in self.angles})))
+        # Every angle is a sweep over every evaluation image, kept per image: 0.1-degree
+        # steps are far finer than a 32x32 image resolves, and a list past them is a mistake.
+        if len(self.angles) > MAX_ANGLES:
+            raise ConfigError(f"rotation.angles holds {len(self.angles):,} distinct angles: use "
+                              f"at most {MAX_ANGLES:,} (0.1-degree steps)")
         check(self.interpolation in ("bilinear", "nearest"), "rotation.interpolation",
               self.interpolation, "bilinear or nearest")
         check(self.fill in ("mean", "black"), "rotation.fill", self.fill, "mean or black")
