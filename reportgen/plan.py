@@ -63,6 +63,9 @@ def _epochs_done(run_dir: Path, spec) -> int:
         return 0
 
 
+LARGEST_EVAL_SET = 10_000  # CIFAR-10's test images
+
+
 def measure(spec, runs: int = 1) -> tuple[float, float]:
     """Training and evaluation images/s of `spec`'s model on this device: training from a few
     steps (of `runs` runs side by side), timed as training's own side-by-side verdict times
@@ -80,7 +83,10 @@ def measure(spec, runs: int = 1) -> tuple[float, float]:
                         to_dict(spec.train.augment), seed=spec.train.seed)
     module = module.to(torch_device(resolve_accelerator(spec.train.device)))
     bs = eval_batch_size(spec.train, module.device)
-    x, y = _synthetic(max(2 * bs, 512), seed=1)
+    # Two batches, but never more images than the largest set a study evaluates at once
+    # (CIFAR-10's test set): train.eval_batch_size = 100000 made 200,000 synthetic images
+    # here, one forward pass of which the kernel's OOM killer ended.
+    x, y = _synthetic(min(max(2 * bs, 512), LARGEST_EVAL_SET), seed=1)
     score(module, x[:bs], y[:bs], bs)  # warm-up
     t0 = time.perf_counter()
     score(module, x, y, bs)

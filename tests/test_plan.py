@@ -90,3 +90,23 @@ def test_plan_groups_runs_as_each_study_trains_them(tiny):
     html = " ".join((out / "report.html").read_text().split())
     assert "as one computation (one network whose layers are grouped convolutions" in html
     assert "vectorised" not in html
+
+
+def test_plan_times_evaluation_on_at_most_the_largest_evaluation_set(tiny, monkeypatch):
+    """train.eval_batch_size = 100000 made the plan score 200,000 synthetic images in one
+    pass, and the kernel's OOM killer ended the command; a batch never needs more images than
+    the largest set a study evaluates (CIFAR-10's 10,000 test images)."""
+    from reportgen import bench, plan
+
+    made = []
+    real = bench._synthetic
+    monkeypatch.setattr(bench, "_synthetic", lambda n, seed=0: made.append(n) or real(n, seed))
+    # Not scored here: a regression must fail this test, not feed 200,000 images to a model.
+    from reportgen import evaluation
+
+    monkeypatch.setattr(evaluation, "score", lambda module, x, y, bs, **kw: None)
+    overrides, out = tiny
+    r = runner.invoke(app, ["train", "--plan", *overrides_to_args(
+        {**overrides, "train.eval_batch_size": 100_000})])
+    assert r.exit_code == 0, r.output
+    assert made and max(made) == plan.LARGEST_EVAL_SET == 10_000

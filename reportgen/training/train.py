@@ -208,8 +208,10 @@ def train_loader(splits: Splits, cfg: TrainConfig, device: torch.device):
     dl = batches(splits.train_x.to(device), splits.train_y.to(device), cfg.batch_size,
                  shuffle_seed=cfg.seed, drop_last=True)
     if len(dl) == 0:
-        raise TrainingError(f"{len(splits.train_x)} training images are fewer than one batch "
-                            f"of {cfg.batch_size}: use a larger --subset or a smaller batch")
+        n = len(splits.train_x)
+        raise TrainingError(f"{n} training image{'s are' if n != 1 else ' is'} fewer than one "
+                            f"batch of {cfg.batch_size}: use a larger --subset or a smaller batch "
+                            f"(--set train.batch_size={n})")
     return dl
 
 
