@@ -151,10 +151,9 @@ def load_config(config: Optional[Path], data: Optional[str] = None, out: Optiona
 @contextmanager
 def _locked(cfg: ExperimentConfig):
     """Hold the output folder's lock while the block writes into it."""
-    from .files import OutputLock
-
     from .experiments import figures_path
     from .figures import require_figures_dir
+    from .files import OutputLock
 
     lock = OutputLock(cfg.out_dir)
     _run(lock.__enter__)
