@@ -7,6 +7,7 @@ throughput does not depend on their content, and the benchmark needs no data set
 """
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import platform
@@ -55,8 +56,9 @@ def _require_memory(cfg: ExperimentConfig, b: BenchConfig, runs: int) -> None:
 
     memory.require(cfg.model, cfg.train, resolve_accelerator(cfg.train.device), runs,
                    what=f"--side-by-side {runs}",
-                   per_batch_image=-(-_pool_size(cfg.train.batch_size, b.warmup_steps + b.steps)
-                                     * memory.IMAGE_BYTES // cfg.train.batch_size))
+                   per_batch_image=math.ceil(
+                       _pool_size(cfg.train.batch_size, b.warmup_steps + b.steps)
+                       * memory.IMAGE_BYTES / cfg.train.batch_size))
 
 
 def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1) -> tuple[dict, object]:
@@ -90,14 +92,13 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1) -> tupl
         module.compile_step(tc.compile_mode)
     window = max(1, b.steps // b.repeats)
     marks: list[float] = []
-    done: list[None] = []
+    steps = itertools.count(1)
 
     class Timer(Callback):
         def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
             # Steps counted here, not batch_idx: the pool is cycled, and batch_idx restarts
             # with every epoch.
-            done.append(None)
-            i = len(done) - b.warmup_steps
+            i = next(steps) - b.warmup_steps
             if i >= 0 and i % window == 0:
                 if device.type == "cuda":
                     torch.cuda.synchronize()  # only at window edges, not per step
@@ -179,6 +180,11 @@ class BenchError(UserError):
 _NOTEBOOK_FIELDS = ("train_img_per_s", "eval_img_per_s")
 
 
+def _positive(v) -> bool:
+    """A finite positive number in the pipeline's JSON (not a bool, a string or NaN)."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v > 0
+
+
 def check_notebook(script: str | None, data_dir: str | None) -> None:
     """Stop before anything is timed where --notebook and --notebook-data cannot run."""
     example = ("e.g. tar -xf ../shared/data/cifar10-jpeg.tar -C /tmp; then --notebook-data "
@@ -217,18 +223,14 @@ def run_notebook(script: str, data_dir: str, b: BenchConfig) -> dict:
         except ValueError:
             continue
         break
-    ok = (isinstance(found, dict)
-          and all(isinstance(found.get(k), (int, float)) and not isinstance(found.get(k), bool)
-                  and math.isfinite(found[k]) and found[k] > 0 for k in _NOTEBOOK_FIELDS))
+    ok = isinstance(found, dict) and all(_positive(found.get(k)) for k in _NOTEBOOK_FIELDS)
     if proc.returncode != 0 or not ok:
         why = (proc.stderr.strip().splitlines() or ["no error message"])[-1][:300]
         if proc.returncode == 0:
             why = f"it printed no JSON line with positive {' and '.join(_NOTEBOOK_FIELDS)}"
         raise BenchError(f"the notebook pipeline {script} failed (exit {proc.returncode}: "
                          f"{why}): check the script and --notebook-data {data_dir}")
-    sweep = found.get("sweep_36_angles_s")
-    if not (isinstance(sweep, (int, float)) and not isinstance(sweep, bool)
-            and math.isfinite(sweep) and sweep > 0):
+    if not _positive(found.get("sweep_36_angles_s")):
         found["sweep_36_angles_s"] = None  # no usable sweep time: no sweep speed-up
     return found
 

@@ -86,10 +86,7 @@ def parse_toml(text: str) -> dict:
     problem = toml_shape_problem(text)
     if problem:
         raise ValueError(problem)
-    try:
-        return tomllib.loads(text)
-    except RecursionError as e:  # not reachable after the shape check; kept as a last guard
-        raise ValueError("nested too deeply") from e
+    return tomllib.loads(text)
 
 
 def is_path_component(name: str) -> bool:
@@ -358,7 +355,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return from_dict(tp, value, key)
     if tp is Any:
         return value
-    if origin in (typing.Mapping, collections.abc.Mapping, dict) or tp is Mapping:
+    if origin in (collections.abc.Mapping, dict) or tp is Mapping:  # Mapping[...]'s origin
         if not isinstance(value, Mapping):
             raise ConfigError(f"{key} must be a table, got {value!r}")
         return dict(value)

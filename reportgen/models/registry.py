@@ -11,7 +11,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..config import ConfigError
+from ..config import INT64_MAX, INT64_MIN, ConfigError
 
 
 @dataclass(frozen=True)
@@ -67,7 +67,7 @@ def check_model(name: str, params: dict[str, Any]) -> None:
                           f"allowed are {', '.join(allowed)}")
     for key, value in params.items():
         for v in value if isinstance(value, (list, tuple)) else [value]:
-            if isinstance(v, int) and not -2**63 <= v < 2**63:  # torch sizes are 64-bit
+            if isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX:  # torch sizes are 64-bit
                 raise ConfigError(f"model.params.{key} = {value!r} is out of range: use "
                                   "integers that fit in 64 bits (below 2**63)")
     full = with_defaults(name, params)
