@@ -146,11 +146,11 @@ def bench_side_by_side(cfg: ExperimentConfig, b: BenchConfig, runs: int, alone: 
 
 
 def bench_eval(module, cfg: ExperimentConfig, b: BenchConfig) -> dict:
-    from .evaluation import score
+    from .evaluation import batch_that_fits, score
     from .experiments.rotation import sweep
     from .training import eval_batch_size
 
-    bs = eval_batch_size(cfg.train, module.device)
+    bs = batch_that_fits(module, eval_batch_size(cfg.train, module.device))  # as scored
     x, y = _synthetic(b.eval_images, seed=1)
     score(module, x[:bs * 2], y[:bs * 2], bs)  # warm-up
     rates = []

@@ -219,7 +219,8 @@ MAX_SEEDS = 1000  # train.seeds, shuffle.mlp_seeds, --seeds: each seed is a full
 class TrainConfig:
     epochs: int = 100  # notebook: 100 for the report
     batch_size: int = 128
-    eval_batch_size: int = 0  # evaluation only, no effect on results; 0 = 64 on CPU, 1024 on GPU
+    eval_batch_size: int = 0  # evaluation only, no effect on results; 0 = 64 on CPU, 1024 on GPU;
+    # shrunk to what fits in memory at the time (memory.eval_batch_that_fits)
     seed: int = 42
     # One run per seed for every model of every study; () = just `seed`. `--seeds N` on the
     # command line sets seed, seed+1, ..., seed+N-1.

@@ -62,6 +62,23 @@ def _turned(transform: Transform | None, k: int) -> Transform | None:
     return lambda z: torch.rot90(transform(z) if transform else z, k, dims=(-2, -1))
 
 
+def _workers(device: torch.device) -> int:
+    return torch.get_num_threads() if device.type == "cpu" else 1
+
+
+def batch_that_fits(module, batch_size: int) -> int:
+    """The evaluation batch `score` uses: `batch_size`, or less where its concurrent batches
+    would not fit in memory. Scores do not depend on the batch, and a forward pass too large
+    for the machine ends in the kernel's OOM killer (no message) or a CUDA error."""
+    from .config import ModelConfig
+    from .training import memory
+
+    hp, device = module.hparams, module.device
+    return memory.eval_batch_that_fits(ModelConfig(hp.model_name, dict(hp.model_params)),
+                                       batch_size, "gpu" if device.type == "cuda" else "cpu",
+                                       concurrent=_workers(device))
+
+
 def score(module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
           transform: Transform | None = None, net: torch.nn.Module | None = None,
           keep_predictions: bool = False, tta: bool = False) -> Scores:
@@ -106,8 +123,9 @@ def score(module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,
         return (torch.bincount(yb[pred == yb], minlength=k), torch.bincount(yb, minlength=k),
                 p.double().sum(), pred.to(torch.uint8) if keep_predictions else None)
 
+    workers = _workers(device)
+    batch_size = batch_that_fits(module, batch_size)
     starts = range(0, len(x), batch_size)
-    workers = torch.get_num_threads() if device.type == "cpu" else 1
     if workers > 1 and len(starts) > 1:
         with _intra_op_threads(1), ThreadPoolExecutor(workers) as pool:
             parts = list(pool.map(one, starts))

@@ -248,3 +248,77 @@ def test_ddp_processes_on_the_cpu_each_need_their_own_memory(monkeypatch):
     memory.require(cfg.model, cfg.train, "gpu")  # a card per process
     monkeypatch.setenv("LOCAL_RANK", "1")
     memory.require(cfg.model, cfg.train, "cpu")
+
+
+EVAL_PEAK = """
+import json, resource, sys, torch
+from reportgen.cli import load_config
+from reportgen.config import to_dict
+from reportgen.evaluation import score
+from reportgen.training import Classifier, memory
+torch.set_num_threads(1)
+budget = int(sys.argv[1])
+if budget:
+    memory.available = lambda accelerator: budget
+cfg = load_config(None, sets=[])
+torch.manual_seed(0)  # the same weights in both processes
+m = Classifier(cfg.model.name, dict(cfg.model.params), to_dict(cfg.optim), to_dict(cfg.train.augment))
+g = torch.Generator().manual_seed(0)
+x = torch.randint(0, 256, (2048, 3, 32, 32), dtype=torch.uint8, generator=g)
+y = torch.randint(0, 10, (2048,), generator=g)
+memory.profile(cfg.model)  # its probe's memory is not the evaluation's
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+s = score(m, x, y, 2048, keep_predictions=True)
+peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 - before
+print(json.dumps({"peak": peak, "correct": s.per_class_correct, "pred": s.pred.tolist()}))
+"""
+
+
+def _eval_peak(budget: int) -> dict:
+    proc = subprocess.run([sys.executable, "-c", EVAL_PEAK, str(budget)], capture_output=True,
+                          text=True, cwd=ROOT, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    return json.loads(proc.stdout.splitlines()[-1])
+
+
+def test_an_evaluation_batch_larger_than_memory_shrinks_to_fit_with_the_same_scores():
+    """train.eval_batch_size larger than memory holds: the practical's ResNet scores 2,048
+    images in one batch only where that fits; with 160 MiB free it takes smaller batches,
+    stays within them, and predicts every image exactly as the single batch did."""
+    budget = 160 * 2**20
+    whole, shrunk = _eval_peak(0), _eval_peak(budget)
+    assert whole["peak"] > 2 * budget, whole["peak"]  # the one batch would not have fitted
+    assert shrunk["peak"] < budget, shrunk["peak"]
+    assert shrunk["pred"] == whole["pred"] and shrunk["correct"] == whole["correct"]
+
+
+def test_evaluation_batches_leave_room_for_training_and_every_run_side_by_side(monkeypatch):
+    cfg = load_config(None, sets=[])
+    per_image, _ = memory.profile(cfg.model)
+    _with_free(monkeypatch, int(1000 * per_image))
+    assert memory.eval_batch_that_fits(cfg.model, 64, "cpu") == 64  # the default fits as asked
+    assert memory.eval_batch_that_fits(cfg.model, 5000, "cpu") == 1000
+    assert memory.eval_batch_that_fits(cfg.model, 5000, "cpu", concurrent=4) == 250
+    assert memory.eval_batch_that_fits(cfg.model, 5000, "cpu",
+                                       reserved=int(600 * per_image)) == 400
+    # Nothing left: one image at a time rather than no evaluation; unknown memory: as asked.
+    assert memory.eval_batch_that_fits(cfg.model, 5000, "cpu", reserved=2**40) == 1
+    _with_free(monkeypatch, None)
+    assert memory.eval_batch_that_fits(cfg.model, 5000, "cpu") == 5000
+
+
+def test_validation_during_training_takes_batches_that_fit_beside_it(monkeypatch):
+    from types import SimpleNamespace
+
+    from reportgen.training.train import val_loader
+
+    cfg = load_config(None, sets=["train.eval_batch_size=4096"])
+    splits = SimpleNamespace(val_x=torch.zeros(100, 3, 32, 32, dtype=torch.uint8),
+                             val_y=torch.zeros(100, dtype=torch.int64))
+    per_image, _ = memory.profile(cfg.model)
+    training = memory.training_bytes(cfg.model, cfg.train.batch_size, 2)
+    _with_free(monkeypatch, training + int(6.5 * per_image))
+    # Two runs side by side evaluate each batch twice: three images, not six, per batch.
+    assert val_loader(splits, cfg.train, torch.device("cpu"), cfg.model, 2).batch_size == 3
+    _with_free(monkeypatch, None)
+    assert val_loader(splits, cfg.train, torch.device("cpu"), cfg.model).batch_size == 4096

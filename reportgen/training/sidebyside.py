@@ -581,7 +581,7 @@ def train_group(specs: list[RunSpec], splits: Splits, out_dir: str | Path, *,
         num_sanity_val_steps=0, enable_model_summary=False, deterministic=False)
     device = data_device(accelerator)
     train = [train_loader(splits, s.train, device) for s in specs]
-    wall = fit(trainer, module, train, val_loader(splits, cfg, device),
+    wall = fit(trainer, module, train, val_loader(splits, cfg, device, specs[0].model, len(specs)),
                _ResumeIO.SENTINEL if stacked is not None else None,
                lambda: (f"training of {len(specs)} runs side by side was interrupted: run the "
                         "same command again to resume each from its last.ckpt"))

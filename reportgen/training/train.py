@@ -215,8 +215,15 @@ def train_loader(splits: Splits, cfg: TrainConfig, device: torch.device):
     return dl
 
 
-def val_loader(splits: Splits, cfg: TrainConfig, device: torch.device):
-    return batches(splits.val_x.to(device), splits.val_y.to(device), eval_batch_size(cfg, device))
+def val_loader(splits: Splits, cfg: TrainConfig, device: torch.device, model_cfg,
+               runs: int = 1):
+    """The validation batches of `runs` runs of `model_cfg` training side by side: at most
+    as many images as fit next to training's own memory (memory.eval_batch_that_fits)."""
+    accelerator = "gpu" if device.type == "cuda" else "cpu"
+    bs = memory.eval_batch_that_fits(
+        model_cfg, eval_batch_size(cfg, device), accelerator, concurrent=runs,
+        reserved=memory.training_bytes(model_cfg, cfg.batch_size, runs))
+    return batches(splits.val_x.to(device), splits.val_y.to(device), bs)
 
 
 def fit(trainer: pl.Trainer, module: pl.LightningModule, train, val, resume: Path | str | None,
@@ -251,7 +258,7 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, train, val, resume: Pat
 def _fit(s: _Setup, spec: RunSpec, splits: Splits, run_dir: Path) -> float:
     device = data_device(s.accelerator)
     return fit(s.trainer, s.module, train_loader(splits, spec.train, device),
-               val_loader(splits, spec.train, device), s.resume, lambda: resume_hint(run_dir))
+               val_loader(splits, spec.train, device, spec.model), s.resume, lambda: resume_hint(run_dir))
 
 
 def _close_progress_bars(trainer: pl.Trainer) -> None:
