@@ -405,6 +405,13 @@ def check_counts(parts, path: Path, partial: bool) -> None:
                                 "data.partial = true to use a partial copy")
 
 
+def _save(blob: dict, path: Path) -> None:
+    # Through a file object that Python opens: given a path, torch.save opens it itself and a
+    # folder it cannot write to (data.cache_dir = '/proc') is a RuntimeError, not an OSError.
+    with open(path, "wb") as f:
+        torch.save(blob, f)
+
+
 def _read_cache(cache: Path, key: str, path: Path, log) -> Cifar10 | None:
     """The cached tensors of source `path`, or None (a damaged cache is reported and ignored)."""
     if not cache.is_file():
@@ -483,7 +490,7 @@ def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print) -> Cifar10
             "train_x": parts[0], "train_y": parts[1], "test_x": parts[2], "test_y": parts[3]}
     try:
         cache_dir.mkdir(parents=True, exist_ok=True)
-        atomic_write(cache, lambda tmp: torch.save(blob, tmp))
+        atomic_write(cache, lambda tmp: _save(blob, tmp))
     except OSError as e:  # a cache is a convenience: say so and go on
         log(f"could not write the cache {cache} ({e}); the next run will decode again")
     return Cifar10(*parts, source=str(path), digest=digest, form=form)

@@ -3,6 +3,7 @@ import io
 import os
 import tarfile
 import zipfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -162,6 +163,21 @@ def test_cache_is_used_and_rebuilt_when_damaged(image_folder, tmp_path, monkeypa
     msgs = []
     again = D.load_cifar10(c, env={}, log=msgs.append)
     assert again.digest == first.digest and any("unusable" in m for m in msgs)
+
+
+@pytest.mark.parametrize("where", ["/proc", "/dev/null", "{tmp}/file"])
+def test_a_cache_folder_that_cannot_be_written_is_reported_and_skipped(image_folder, tmp_path,
+                                                                       where):
+    """data.cache_dir = '/proc' (a folder no file can be created in) ended in torch.save's
+    RuntimeError traceback; '/dev/null' and a regular file, in mkdir's error. The cache is a
+    convenience: the data still load, and the message names the cache."""
+    (tmp_path / "file").write_text("x")
+    c = replace(cfg(image_folder, tmp_path), cache_dir=where.format(tmp=tmp_path))
+    msgs = []
+    ds = D.load_cifar10(c, env={}, log=msgs.append)
+    check_tiny(ds)
+    assert any(m.startswith("could not write the cache") and "decode again" in m for m in msgs)
+    assert (tmp_path / "file").read_text() == "x"
 
 
 def test_missing_and_unknown_classes(image_folder, tmp_path):
