@@ -166,3 +166,29 @@ def test_rotation_models_and_tta_are_checked():
         load_config(None, sets=['rotation.tta=["augmented"]', 'rotation.models=["plain"]'])
     with pytest.raises(ConfigError, match="unknown model 'p8'"):
         load_config(None, sets=['rotation.equivariant={name="p8", params={}}'])
+
+
+@pytest.mark.parametrize("name", ["preact_resnet", "resnet", "mlp"])
+def test_only_a_p4_model_can_be_the_equivariant_one(name):
+    """rotation.equivariant.name = 'mlp' trained an MLP that the report then described as
+    group convolutions over p4, invariant to 90° turns by construction."""
+    from reportgen.cli import load_config
+    from reportgen.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"rotation.equivariant.name = '\w+' is not allowed: "
+                                          r"use a p4-equivariant model: p4_preact_resnet"):
+        load_config(None, sets=[f'rotation.equivariant={{name="{name}", params={{}}}}'])
+
+
+def test_every_model_registered_as_p4_invariant_is_invariant_to_90_degree_turns():
+    from reportgen.models import MODELS
+
+    flagged = [n for n, m in MODELS.items() if m.p4_invariant]
+    assert flagged == ["p4_preact_resnet"]
+    for name in flagged:
+        torch.manual_seed(0)
+        net = build_model(name, c_hidden=[4, 6, 8]).double().eval()
+        x = torch.randn(2, 3, 32, 32, dtype=torch.double)
+        with torch.no_grad():
+            for k in (1, 2, 3):
+                assert torch.allclose(net(rot(x, k)), net(x), atol=1e-10, rtol=0), (name, k)

@@ -16,6 +16,7 @@ from typing import Callable
 
 from .. import analysis
 from ..config import ConfigError, ExperimentConfig, ModelConfig, check
+from ..models import MODELS
 from ..training import RunSpec
 from .base import Prepared, Study, register_study
 from .part1 import baseline_spec, run_label
@@ -83,6 +84,11 @@ class RotationConfig:
               f"a non-empty list of distinct names among {', '.join(ROLES)}")
         check(set(self.tta) <= set(self.models) and len(set(self.tta)) == len(self.tta),
               "rotation.tta", list(self.tta), "names from rotation.models")
+        # The report describes this model's group convolutions and calls it invariant to 90°
+        # turns by construction: an MLP or a plain ResNet here would make those claims false.
+        invariant = sorted(n for n, m in MODELS.items() if m.p4_invariant)
+        check(MODELS[self.equivariant.name].p4_invariant, "rotation.equivariant.name",
+              self.equivariant.name, f"a p4-equivariant model: {', '.join(invariant)}")
 
 
 def equivariant_spec(cfg: ExperimentConfig, data_digest: str) -> RunSpec:

@@ -25,6 +25,9 @@ class ModelEntry:
     cite: tuple[str, ...]  # reference keys (reportgen.references) of the paper(s) it follows
     check: Callable[[dict], None]  # raises ConfigError for parameters it cannot build with
     channels_last: Callable[[dict], bool]  # whether to run it in channels_last memory format
+    # Its logits are invariant to 90° turns by construction (p4 group convolutions): only such
+    # a model may be Part 2's "equivariant" one, whose report section says so.
+    p4_invariant: bool = False
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -32,14 +35,15 @@ MODELS: dict[str, ModelEntry] = {}
 
 def register_model(name: str, *, label: str, title: str, description: str, details: str = "",
                    cite: tuple[str, ...] = (), check: Callable[[dict], None] | None = None,
-                   channels_last: Callable[[dict], bool] | None = None):
+                   channels_last: Callable[[dict], bool] | None = None,
+                   p4_invariant: bool = False):
     """Decorator: register `builder` under `name` with its description and policies."""
     def deco(builder):
         if name in MODELS:
             raise ValueError(f"model {name!r} is registered twice")
         MODELS[name] = ModelEntry(name, builder, label, title, description, details, tuple(cite),
                                   check or (lambda params: None),
-                                  channels_last or (lambda params: False))
+                                  channels_last or (lambda params: False), p4_invariant)
         return builder
     return deco
 
