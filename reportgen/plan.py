@@ -97,6 +97,7 @@ def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None
               log=print) -> Plan:
     """The plan of running the studies `chosen` (in order) on `prepared` data."""
     from .training import device_description, memory, read_results, resolve_accelerator
+    from .training.train import require_one_batch
 
     s = prepared.splits
     sizes = {"val": len(s.val_x), "test": len(s.test_x)}
@@ -145,6 +146,8 @@ def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None
         for j in g:
             pending[j].together = len(g)
         timed.setdefault((_model_key(pending[g[0]].spec), len(g)), pending[g[0]].spec)
+    for run in pending:  # what training would refuse, refused before anything is timed
+        require_one_batch(run.train_images, run.spec.train)
     for (_, runs), spec in timed.items():  # a batch that cannot fit: no plan can run
         memory.require(spec.model, spec.train, resolve_accelerator(spec.train.device), runs)
     log(f"planning: timing a few training steps of {len(specs)} model(s) on this device ...")

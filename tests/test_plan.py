@@ -110,3 +110,16 @@ def test_plan_times_evaluation_on_at_most_the_largest_evaluation_set(tiny, monke
         {**overrides, "train.eval_batch_size": 100_000})])
     assert r.exit_code == 0, r.output
     assert made and max(made) == plan.LARGEST_EVAL_SET == 10_000
+
+
+def test_a_plan_refuses_what_training_would_refuse(tiny):
+    """--subset 1 at batch 10: the plan printed "1 epoch x 1 images" and an estimate, then the
+    training it promised stopped on "fewer than one batch". Now the plan says so itself, and
+    `all` stops before it trains anything."""
+    overrides, out = tiny
+    for command in (["train", "--plan"], ["all"]):
+        r = runner.invoke(app, [*command, *overrides_to_args(overrides), "--subset", "9"])
+        assert r.exit_code == 2, r.output
+        assert ("error: 9 training images are fewer than one batch of 10: use a larger --subset "
+                "or a smaller batch (--set train.batch_size=9)") in r.output
+        assert "train images/s" not in r.output and not (out / "runs").exists()

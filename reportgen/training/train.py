@@ -30,8 +30,8 @@ from .callbacks import EpochMetrics, ValidateLastEpoch, VerifiedCheckpointIO
 from .errors import Interrupted, TrainingError
 from .module import Classifier
 from .rundir import (PREDICTIONS, RESULTS_VERSION, RunSpec, check_output_space,
-                     device_description, load_checkpoint_dict, read_results,
-                     resume_hint, resume_point, versions)
+                     device_description, load_checkpoint_dict, load_classifier,
+                     read_results, resume_hint, resume_point, versions)
 
 
 # --- devices -------------------------------------------------------------------------------
@@ -203,16 +203,19 @@ def data_device(accelerator: str) -> torch.device:
     return torch.device("cpu")
 
 
-def train_loader(splits: Splits, cfg: TrainConfig, device: torch.device):
-    """The training batches of the run with `cfg.seed`: its own order, epoch by epoch."""
-    dl = batches(splits.train_x.to(device), splits.train_y.to(device), cfg.batch_size,
-                 shuffle_seed=cfg.seed, drop_last=True)
-    if len(dl) == 0:
-        n = len(splits.train_x)
+def require_one_batch(n: int, cfg: TrainConfig) -> None:
+    """Training drops the last partial batch: fewer images than one batch train nothing."""
+    if n < cfg.batch_size:
         raise TrainingError(f"{n} training image{'s are' if n != 1 else ' is'} fewer than one "
                             f"batch of {cfg.batch_size}: use a larger --subset or a smaller batch "
                             f"(--set train.batch_size={n})")
-    return dl
+
+
+def train_loader(splits: Splits, cfg: TrainConfig, device: torch.device):
+    """The training batches of the run with `cfg.seed`: its own order, epoch by epoch."""
+    require_one_batch(len(splits.train_x), cfg)
+    return batches(splits.train_x.to(device), splits.train_y.to(device), cfg.batch_size,
+                   shuffle_seed=cfg.seed, drop_last=True)
 
 
 def val_loader(splits: Splits, cfg: TrainConfig, device: torch.device, model_cfg,
@@ -300,8 +303,7 @@ def finish_run(spec: RunSpec, splits: Splits, run_dir: Path, *, best: Path, rows
     cfg = spec.train
     log(f"evaluating {best.name} of {spec.label} (seed {cfg.seed}) on the validation and test "
         "images ...")
-    model = Classifier.load_from_checkpoint(best, map_location="cpu", weights_only=True)
-    model = model.to(torch_device(accelerator))
+    model = load_classifier(best, torch_device(accelerator))
     bs = eval_batch_size(cfg, model.device)
     val, test = _score_and_keep(model, splits, run_dir, bs)
     images_per_s = sorted(r["images_per_s"] for r in rows)[len(rows) // 2]  # median epoch
