@@ -61,6 +61,63 @@ def test_planted_checkpoint_option_runs_nothing(tiny, tmp_path):
     assert r.exit_code == 2 and "model.ckpt is damaged or not a reportgen checkpoint" in r.output
 
 
+def test_a_checkpoint_whose_settings_ask_for_a_huge_network_builds_nothing(trained, tmp_path,
+                                                                          monkeypatch):
+    """A 62 KB checkpoint whose settings named a ResNet with 12,000 channels: Lightning
+    built and initialised it, and the kernel's OOM killer ended `rotation --checkpoint`
+    (exit 137 after 82 s). The settings must describe the weights the file holds, tensor by
+    tensor, before any network is built (here 600 channels)."""
+    from reportgen import models
+    from reportgen.training import module
+
+    overrides, out, run = trained
+    ck = torch.load(run / "checkpoints" / "best.ckpt", weights_only=True)
+    # Wide enough to be refused, small enough that a regression fails here instead of
+    # exhausting the test machine's memory.
+    ck["hyper_parameters"]["model_params"]["c_hidden"] = [600, 600]
+    evil = tmp_path / "evil.ckpt"
+    torch.save(ck, evil)
+    built = []
+    real = models.build_model
+
+    def build(name, **params):
+        built.append(torch.empty(0).device.type)
+        return real(name, **params)
+
+    monkeypatch.setattr(models, "build_model", build)
+    monkeypatch.setattr(module, "build_model", build)
+    r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint", str(evil)])
+    assert r.exit_code == 2, r.output
+    assert ("evil.ckpt is damaged or not a reportgen checkpoint (its settings describe 38 "
+            "tensors of ") in r.output and "of other shapes" in r.output
+    assert built == ["meta"]  # counted on the meta device, never allocated
+
+
+def test_a_resume_checkpoint_with_weights_of_other_shapes_is_named(trained):
+    overrides, out, run = trained
+    (run / "results.json").unlink()  # unfinished: the next command resumes from last.ckpt
+    last = run / "checkpoints" / "last.ckpt"
+    ck = torch.load(last, weights_only=True)
+    name = next(k for k in ck["state_dict"] if k.endswith("weight"))
+    ck["state_dict"][name] = ck["state_dict"][name].flatten()
+    torch.save(ck, last)
+    r = runner.invoke(app, ["train", *overrides_to_args(overrides)])
+    assert r.exit_code == 2, r.output
+    assert ("last.ckpt is damaged or not a reportgen checkpoint (its settings describe "
+            "38 tensors of ") in r.output and "Traceback" not in r.output
+
+
+def test_a_checkpoint_too_large_for_the_memory_free_now_is_named(trained, monkeypatch):
+    from reportgen.training import memory
+
+    overrides, out, run = trained
+    monkeypatch.setattr(memory, "host_available", lambda: 1000)
+    r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint",
+                            str(run / "checkpoints" / "best.ckpt")])
+    assert r.exit_code == 2, r.output
+    assert "to load, more than the 0 MiB available on this machine: free memory" in r.output
+
+
 def test_lightning_resume_path_loads_weights_only(tmp_path):
     """`fit(ckpt_path=...)` reads the checkpoint again through the run's CheckpointIO."""
     from reportgen.training import VerifiedCheckpointIO

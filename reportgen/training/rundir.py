@@ -8,6 +8,7 @@ a changed one never picks up a stale checkpoint.
 from __future__ import annotations
 
 import json
+import math
 import os
 import platform
 import shutil
@@ -138,11 +139,46 @@ def check_output_space(run_dir: Path, n_params: int, epochs: int) -> None:
                             f"{need / 2**20:.0f} MiB: free some space or choose another --out")
 
 
-def load_checkpoint_dict(path: Path) -> dict:
+def load_checkpoint_dict(path: Path, mmap: bool = False) -> dict:
     """A checkpoint's contents, read with `weights_only=True`: tensors and plain values only,
     so a planted file (a pickle whose `__reduce__` runs code) fails to load instead of running.
-    Every load of a checkpoint in reportgen goes through this or passes weights_only=True."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    Every load of a checkpoint in reportgen goes through this or passes weights_only=True.
+    `mmap`: the tensors stay in the file until read (for looking at their shapes)."""
+    return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+
+
+class _Mismatch(ValueError):
+    """A checkpoint's settings and weights disagree (the message says how)."""
+
+
+def _check_weights(ck: dict, path: Path) -> None:
+    """Refuse a checkpoint whose settings describe another network than the weights it holds,
+    before that network is built: a 62 KB file whose settings asked for a ResNet with 12,000
+    channels made Lightning allocate and initialise it, and the kernel's OOM killer ended the
+    command (exit 137, no message). Every tensor's name and shape are compared on the meta
+    device, which allocates nothing (weights of other shapes also failed only after the
+    network was built); a network that does match is checked against the memory free now."""
+    from ..models import build_model, check_model
+    from . import memory
+
+    hp = ck["hyper_parameters"]
+    name, params = hp["model_name"], dict(hp["model_params"])
+    check_model(name, params)
+    with torch.device("meta"):
+        shapes = {f"model.{k}": tuple(t.shape)
+                  for k, t in build_model(name, **params).state_dict().items()}
+    weights = ck["state_dict"]
+    held = sum(t.numel() for k, t in weights.items() if k.startswith("model."))
+    if {k: tuple(t.shape) for k, t in weights.items() if k.startswith("model.")} != shapes:
+        described = sum(math.prod(v) for v in shapes.values())
+        raise _Mismatch(f"its settings describe {len(shapes):,} tensors of {described:,} "
+                        f"weights, it holds {held:,} weights of other shapes")
+    free = memory.host_available()
+    if free is not None and 3 * 4 * held > free:  # the file's tensors, the network, a copy
+        raise TrainingError(f"checkpoint {path} holds a network of {held:,} weights, about "
+                            f"{memory.gib(12 * held)} to load, more than the "
+                            f"{memory.gib(free)} available on this machine: free memory, or "
+                            "load it on a machine with more")
 
 
 def _check_checkpoint(path: Path, spec: RunSpec) -> int:
@@ -153,9 +189,14 @@ def _check_checkpoint(path: Path, spec: RunSpec) -> int:
         ok = hp["model_name"] == spec.model.name and dict(hp["model_params"]) == to_dict(
             spec.model.params)
         epoch = int(ck["epoch"])
+        if ok:
+            _check_weights(ck, path)
+    except TrainingError:
+        raise
     except Exception as e:
         raise TrainingError(f"checkpoint {path} is damaged or not a reportgen checkpoint "
-                            f"({type(e).__name__}): delete it to continue from an earlier "
+                            f"({e if isinstance(e, _Mismatch) else type(e).__name__}): delete "
+                            "it to continue from an earlier "
                             "checkpoint, or pass --retrain to start this run again") from e
     if not ok:
         raise TrainingError(f"checkpoint {path} belongs to another model "
@@ -212,9 +253,12 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
                             f"checkpoint {path} {what}: run `reportgen train` first, or pass "
                             "a checkpoint file")
     try:
+        _check_weights(load_checkpoint_dict(path, mmap=True), path)
         model = Classifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    except TrainingError:
+        raise
     except Exception as e:
         raise TrainingError(f"checkpoint {path} is damaged or not a reportgen checkpoint "
-                            f"({type(e).__name__}): "
+                            f"({e if isinstance(e, _Mismatch) else type(e).__name__}): "
                             + (anew or "run `reportgen train --retrain`")) from e
     return model.to(torch.device(device))
