@@ -121,3 +121,6 @@ def test_bad_checkpoints(tiny, tmp_path):
     torch.save({"state_dict": {}, "weights": torch.zeros(3)}, foreign)
     r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint", str(foreign)])
     assert r.exit_code == 2 and "foreign.ckpt is damaged or not a reportgen checkpoint" in r.output
+    # `--checkpoint "$CKPT"` with CKPT unset: named as empty, not as the folder ".".
+    r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint", " "])
+    assert r.exit_code == 2 and "error: --checkpoint ' ' is empty: name a checkpoint file" in r.output

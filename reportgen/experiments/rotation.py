@@ -315,6 +315,9 @@ class Rotation(Study):
         if checkpoint is not None:
             from ..training import load_classifier
 
+            if not checkpoint.strip():  # `--checkpoint "$CKPT"` with CKPT unset read as "."
+                raise ConfigError(f"--checkpoint {checkpoint!r} is empty: name a checkpoint "
+                                  "file, e.g. OUT/runs/<run>/checkpoints/best.ckpt")
             load_classifier(checkpoint)  # a bad checkpoint fails before the data is read
 
     def run(self, cfg, prepared: Prepared, *, retrain=False, log=print,
