@@ -301,6 +301,9 @@ class ReportConfig:
             if len(value) > most:
                 raise ConfigError(f"report.{key} has {len(value):,} characters: use at most "
                                   f"{most} (it is a line of the title page)")
+        # A report without a title has an empty title page and an empty PDF title.
+        check(bool(self.title.strip()), "report.title", self.title,
+              f"a title, or leave it out for the default {ReportConfig.title!r}")
         check(len(self.formats) > 0 and set(self.formats) <= {"pdf", "tex"}, "report.formats",
               list(self.formats), 'a non-empty list of "pdf" and "tex"')
         check(self.page_limit >= 0, "report.page_limit", self.page_limit,

@@ -278,6 +278,10 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
             drawn_from = read_text(stamp, 1 << 16)
         except (OSError, UnicodeDecodeError):  # missing, or not what `figures` writes
             drawn_from = None
+        if st.figures and drawn_from is None and not stamp.exists():
+            raise MissingResults(
+                f"the figures of {st.name} are not in {figures_dir}: run `reportgen figures` "
+                "with the same --config and --out first")
         if st.figures and drawn_from != str(Path(results).resolve()):
             raise MissingResults(
                 f"the figures of {st.name} in {figures_dir} were drawn from "

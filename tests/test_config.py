@@ -87,6 +87,9 @@ def test_unknown_key_is_named(tmp_path):
     ("rotation.equivariant.params.num_classes", 2**40, "use an integer from 2 to 1,048,576"),
     ("report.title", "T" * 301, "report.title has 301 characters: use at most 300"),
     ("report.author", "A" * 201, "report.author has 201 characters: use at most 200"),
+    # `--title ""` made a title page and a PDF title with nothing in them.
+    ("report.title", " ", "report.title = ' ' is not allowed: use a title, or leave it out for "
+                          "the default 'Convolutional Neural Networks on CIFAR-10'"),
     ("report.course", "C" * 10**5, "report.course has 100,000 characters"),
     # A model's params are a table: 'x' ended in a ValueError traceback from dict(), 1 in
     # "'int' object is not iterable", and [] passed as the builder's defaults.

@@ -189,3 +189,9 @@ def test_a_report_shows_only_its_own_figures(built, tmp_path):
     r = runner.invoke(app, ["report", *overrides_to_args(overrides)])
     assert r.exit_code == 2 and "were drawn from" in r.output and "reportgen figures" in r.output
     assert not (other / "report.pdf").exists()
+    # No figures at all: said so, not "drawn from unknown results".
+    r = runner.invoke(app, ["report", *overrides_to_args(
+        {**overrides, "figures_dir": str(tmp_path / "none")})])
+    assert r.exit_code == 2, r.output
+    assert (f"the figures of part1 are not in {tmp_path / 'none' / 'practical2'}: run "
+            "`reportgen figures` with the same --config and --out first") in r.output
