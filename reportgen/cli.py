@@ -6,6 +6,7 @@ reads and writes files, so each command can be rerun alone.
 """
 from __future__ import annotations
 
+import errno
 import inspect
 import json
 import os
@@ -78,6 +79,33 @@ def _log(msg: str) -> None:
     typer.echo(msg, err=True)
 
 
+# The operating system's own errors, raised where no stage wrapped them in advice; a stage's
+# OSError that names its file and what to do is a subclass or carries its own message.
+OS_ERRORS = (OSError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
+             FileExistsError)
+_ADVICE = {errno.ENAMETOOLONG: "use a shorter name (255 bytes per file or folder name, 4,096 "
+                               "per path)",
+           errno.ENOSPC: "free disk space, or choose another --out",
+           errno.EDQUOT: "free disk space, or choose another --out",
+           errno.EROFS: "the file system is read-only: choose another location",
+           errno.EACCES: "you may not write there: choose another location",
+           errno.EPERM: "you may not write there: choose another location",
+           errno.ENOTDIR: "a file stands where a folder is needed: move it, or choose another "
+                          "location",
+           errno.EISDIR: "a folder stands where a file is needed: move it, or choose another "
+                         "location",
+           errno.ELOOP: "symbolic links there point in a loop: remove them"}
+
+
+def _os_error(e: OSError) -> str:
+    """An operating-system error as the file it concerns and what to do about it."""
+    advice = _ADVICE.get(e.errno)
+    if advice is None or e.strerror is None:
+        return str(e)
+    where = f" ({e.filename})" if e.filename else ""
+    return f"{e.strerror}{where}: {advice}"
+
+
 def _run(fn, *args, **kwargs):
     """Call a stage. An error the user can fix becomes one `error:` line and a non-zero exit;
     anything else is a bug and keeps its traceback (every error does, with --debug)."""
@@ -93,7 +121,7 @@ def _run(fn, *args, **kwargs):
         if isinstance(e, KeyboardInterrupt):
             _fail("interrupted (Ctrl-C or SIGTERM): run the same command again to continue "
                   "where it stopped; finished runs and epochs are kept", 130)
-        _fail(str(e).replace("\n", " "))
+        _fail((_os_error(e) if type(e) in OS_ERRORS else str(e)).replace("\n", " "))
     except RuntimeError as e:  # torch.OutOfMemoryError (without importing torch here), and
         # the CPU allocator's failure, a plain RuntimeError
         if _debug() or (type(e).__name__ != "OutOfMemoryError"

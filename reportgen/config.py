@@ -89,10 +89,15 @@ def parse_toml(text: str) -> dict:
     return tomllib.loads(text)
 
 
+NAME_BYTES = 100  # a folder name reportgen makes: file systems allow 255 bytes
+
+
 def is_path_component(name: str) -> bool:
-    """A single, ordinary file name: nothing written under it can leave its folder."""
+    """A single, ordinary file name of at most NAME_BYTES bytes: nothing written under it can
+    leave its folder, and every file system can hold it."""
     return (isinstance(name, str) and name not in ("", ".", "..") and "/" not in name
-            and "\\" not in name and "\0" not in name and name.strip() == name)
+            and "\\" not in name and "\0" not in name and name.strip() == name
+            and len(name.encode("utf-8", "surrogatepass")) <= NAME_BYTES)
 
 
 def text_problem(text: str) -> str | None:
@@ -334,7 +339,8 @@ class ExperimentConfig:
 
     def __post_init__(self):
         check(is_path_component(self.name), "name", self.name,
-              "a plain folder name (no '/', '\\', '.' or '..'): results go to OUT/<name>/")
+              f"a plain folder name of at most {NAME_BYTES} bytes (no '/', '\\', '.' or "
+              "'..'): results go to OUT/<name>/")
         for key in ("out_dir", "figures_dir"):
             # An empty --out "$DIR" (DIR unset) would quietly write into the current folder.
             check(getattr(self, key).strip() != "", key, getattr(self, key),

@@ -112,3 +112,19 @@ def test_version_prints_the_installed_version():
 
     r = runner.invoke(app, ["--version"])
     assert r.exit_code == 0 and r.output.strip() == f"reportgen {version('reportgen')}"
+
+
+def test_operating_system_errors_say_what_to_do():
+    import errno
+
+    from reportgen.cli import _os_error
+
+    assert _os_error(OSError(errno.ENOSPC, "No space left on device", "/o/runs/x")) == (
+        "No space left on device (/o/runs/x): free disk space, or choose another --out")
+    assert _os_error(PermissionError(errno.EACCES, "Permission denied")) == (
+        "Permission denied: you may not write there: choose another location")
+    # A message a stage wrote, or an error without advice, stays as it is.
+    assert _os_error(OSError("it is a FIFO, not a regular file")) == \
+        "it is a FIFO, not a regular file"
+    assert _os_error(OSError(errno.EIO, "Input/output error", "/x")) == \
+        "[Errno 5] Input/output error: '/x'"

@@ -363,6 +363,7 @@ def _bad_inputs(tmp_path, folder):
     (wrong / "practical2").mkdir(parents=True)
     for name in ("part1", "rotation", "shuffle"):
         (wrong / "practical2" / f"{name}.json").write_text("{}")
+    long = "x" * 300  # past the 255 bytes a file or folder name may have
     data = ["--data", str(folder), "--set", "data.partial=true", "--set", "data.val_size=10",
             "--out", str(tmp_path / "o")]
     return [
@@ -388,6 +389,14 @@ def _bad_inputs(tmp_path, folder):
         (["report", "--out", str(wrong)], "part1.json does not hold part1's results (its field 'study'"),
         (["all", "--set", f'report.user_text="{tmp_path / "mine.toml"}"'], "mine.toml cannot be read"),
         (["bench", "--steps", "0"], "--steps 0"),
+        # A name longer than a file system allows: the error said only "[Errno 36] File name
+        # too long: '...'"; now it names what to do.
+        (["train", *data, "--set", f"figures_dir='{tmp_path / long}'"],
+         f"File name too long ({tmp_path / long}/practical2): use a shorter name (255 bytes"),
+        (["train", "--data", str(tmp_path / long)], f"File name too long ({tmp_path / long})"),
+        (["train", "--config", str(tmp_path / long)], "use a shorter name"),
+        (["train", *data, "--set", f"name='{'n' * 101}'"],
+         "use a plain folder name of at most 100 bytes"),
     ]
 
 
