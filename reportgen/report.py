@@ -115,7 +115,9 @@ def duration(seconds) -> str:
         return f"{s} s"
     if s < 3600:
         return f"{s // 60} min {s % 60} s"
-    return f"{s // 3600} h {s % 3600 // 60} min"
+    if s < 100 * 3600:
+        return f"{s // 3600} h {s % 3600 // 60} min"
+    return f"{s // 86400:,} d {s % 86400 // 3600} h"  # not "34139 h 45 min"
 
 
 def and_list(items) -> str:

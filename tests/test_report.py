@@ -195,3 +195,11 @@ def test_a_report_shows_only_its_own_figures(built, tmp_path):
     assert r.exit_code == 2, r.output
     assert (f"the figures of part1 are not in {tmp_path / 'none' / 'practical2'}: run "
             "`reportgen figures` with the same --config and --out first") in r.output
+
+
+def test_durations_read_at_every_scale():
+    from reportgen.report import duration
+
+    assert [duration(s) for s in (4.4, 75, 3 * 3600 + 59, 99 * 3600 + 61,
+                                  100 * 3600, 34139 * 3600 + 45 * 60)] == [
+        "4 s", "1 min 15 s", "3 h 0 min", "99 h 1 min", "4 d 4 h", "1,422 d 11 h"]
