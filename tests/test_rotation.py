@@ -124,3 +124,22 @@ def test_bad_checkpoints(tiny, tmp_path):
     # `--checkpoint "$CKPT"` with CKPT unset: named as empty, not as the folder ".".
     r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint", " "])
     assert r.exit_code == 2 and "error: --checkpoint ' ' is empty: name a checkpoint file" in r.output
+
+
+def test_a_checkpoint_of_another_number_of_classes_is_refused(tiny, tmp_path):
+    """A consistent checkpoint of a 5-class network was swept against CIFAR-10's 10 labels."""
+    from reportgen.models import build_model
+
+    overrides, out = tiny
+    params = {"num_classes": 5, "num_blocks": [1, 1], "c_hidden": [4, 8]}
+    model = build_model("preact_resnet", **params)
+    ckpt = tmp_path / "five.ckpt"
+    torch.save({"pytorch-lightning_version": "2.6.0",
+                "hyper_parameters": {"model_name": "preact_resnet", "model_params": params,
+                                     "optim": {}, "augment": {}},
+                "state_dict": {f"model.{k}": v for k, v in model.state_dict().items()}}, ckpt)
+    r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint", str(ckpt)])
+    assert r.exit_code == 2, r.output
+    assert ("five.ckpt holds a model of 5 classes, but CIFAR-10 has 10: pass a checkpoint "
+            "trained on CIFAR-10") in r.output
+    assert not (out / "practical2" / "rotation.json").exists()

@@ -318,7 +318,16 @@ class Rotation(Study):
             if not checkpoint.strip():  # `--checkpoint "$CKPT"` with CKPT unset read as "."
                 raise ConfigError(f"--checkpoint {checkpoint!r} is empty: name a checkpoint "
                                   "file, e.g. OUT/runs/<run>/checkpoints/best.ckpt")
-            load_classifier(checkpoint)  # a bad checkpoint fails before the data is read
+            from ..data import CLASSES
+            from ..models import with_defaults
+
+            module = load_classifier(checkpoint)  # a bad checkpoint fails before the data is read
+            hp = module.hparams
+            nc = with_defaults(hp.model_name, dict(hp.model_params))["num_classes"]
+            if nc != len(CLASSES):  # its accuracies would be counted against the wrong labels
+                raise ConfigError(f"checkpoint {checkpoint} holds a model of {nc} classes, but "
+                                  f"CIFAR-10 has {len(CLASSES)}: pass a checkpoint trained on "
+                                  "CIFAR-10")
 
     def run(self, cfg, prepared: Prepared, *, retrain=False, log=print,
             checkpoint: str | None = None, **options) -> dict:
