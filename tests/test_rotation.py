@@ -97,6 +97,8 @@ def test_single_checkpoint_sweep(swept, tmp_path):
     (["--angles", "0,ten"], "--angles '0,ten': give numbers"),
     (["--angles", "0,720"], "between -360 and 360"),
     (["--angles", ","], "non-empty list"),
+    # Only the upright images: the report compared "rotated angles" of which there were none.
+    (["--angles", "0,360,-360"], "use at least one angle other than 0 (0° is always swept"),
     (["--set", "rotation.interpolation=\"cubic\""], "bilinear or nearest"),
     (["--angles", ",".join(str(k / 20) for k in range(7201))],  # 0.05-degree steps
      "rotation.angles holds 7,200 distinct angles: use at most 3,600 (0.1-degree steps)"),
@@ -143,3 +145,12 @@ def test_a_checkpoint_of_another_number_of_classes_is_refused(tiny, tmp_path):
     assert ("five.ckpt holds a model of 5 classes, but CIFAR-10 has 10: pass a checkpoint "
             "trained on CIFAR-10") in r.output
     assert not (out / "practical2" / "rotation.json").exists()
+
+
+def test_the_upright_images_are_always_swept():
+    """Without 0° the report spoke of "its value at 0°", which no sweep had measured."""
+    from reportgen.cli import load_config
+
+    assert load_config(None, sets=["rotation.angles=[45]"]).rotation.angles == (0.0, 45.0)
+    assert load_config(None, sets=["rotation.angles=[359.9, 90]"]).rotation.angles == (
+        0.0, 90.0, 359.9)

@@ -65,8 +65,13 @@ class RotationConfig:
         # One rotation per orientation, in the figure's order: -30 is 330, 360 is 0 (drawn at
         # both ends of the curve anyway), and an angle listed twice is swept once.
         # (A tiny negative angle modulo 360 rounds to 360.0 itself, hence the second modulo.)
+        # 0° is always swept: every angle is compared with the upright image. Without it (or
+        # with nothing else) the report spoke of "its value at 0°" that no sweep measured and of
+        # a mean over rotated angles of none.
         object.__setattr__(self, "angles",
-                           tuple(sorted({a % 360 % 360 + 0.0 for a in self.angles})))
+                           tuple(sorted({0.0} | {a % 360 % 360 + 0.0 for a in self.angles})))
+        check(len(self.angles) > 1, "rotation.angles", [0],
+              "at least one angle other than 0 (0° is always swept: it is the reference)")
         # Every angle is a sweep over every evaluation image, kept per image: 0.1-degree
         # steps are far finer than a 32x32 image resolves, and a list past them is a mistake.
         if len(self.angles) > MAX_ANGLES:
