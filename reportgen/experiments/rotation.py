@@ -84,9 +84,12 @@ class RotationConfig:
               list(self.splits), 'a non-empty list of "val" and "test"')
         check(0 < self.aug_degrees <= 180, "rotation.aug_degrees", self.aug_degrees,
               "between 0 (exclusive) and 180")
-        check(len(self.models) > 0 and len(set(self.models)) == len(self.models)
+        # Every other model is compared with the plain one (and the report calls it that):
+        # without it, `models = ["augmented"]` ended the report in a KeyError.
+        check("plain" in self.models and len(set(self.models)) == len(self.models)
               and set(self.models) <= set(ROLES), "rotation.models", list(self.models),
-              f"a non-empty list of distinct names among {', '.join(ROLES)}")
+              f"a list of distinct names among {', '.join(ROLES)} that includes plain (the "
+              "others are compared with it)")
         check(set(self.tta) <= set(self.models) and len(set(self.tta)) == len(self.tta),
               "rotation.tta", list(self.tta), "names from rotation.models")
         # The report describes this model's group convolutions and calls it invariant to 90°
