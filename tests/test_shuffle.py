@@ -108,3 +108,17 @@ def test_bad_permutation_seed(tiny):
     r = runner.invoke(app, ["shuffle", *overrides_to_args(overrides), "--set",
                             "shuffle.perm_seed=-5"])
     assert r.exit_code == 2 and "shuffle.perm_seed = -5" in r.output
+
+
+@pytest.mark.parametrize("name", ["preact_resnet", "p4_preact_resnet"])
+def test_the_second_model_of_part_3_must_be_an_mlp(tiny, name):
+    """A ResNet as shuffle.mlp trained first, then stopped on "shuffle.json lacks runs of two
+    models"; its report would have described an MLP's layers."""
+    overrides, out = tiny
+    overrides = {**overrides, "shuffle.mlp": {"name": name, "params": {
+        "num_classes": 10, "num_blocks": [1, 1], "c_hidden": [4, 8]}}}
+    r = runner.invoke(app, ["shuffle", *overrides_to_args(overrides)])
+    assert r.exit_code == 2, r.output
+    assert (f"shuffle.mlp.name = '{name}' is not allowed: use mlp (Part 3 compares the network "
+            "with a multi-layer perceptron)") in r.output
+    assert not (out / "runs").exists()

@@ -46,6 +46,10 @@ class ShuffleConfig:
         from ..optimizers import OPTIMIZERS, allowed
 
         check(self.epochs > 0, "shuffle.epochs", self.epochs, "a positive integer")
+        # Part 3 contrasts the network with a model that has no notion of neighbouring pixels,
+        # and its report describes the MLP's layers: a ResNet here was reported as an MLP.
+        check(self.mlp.name == "mlp", "shuffle.mlp.name", self.mlp.name,
+              "mlp (Part 3 compares the network with a multi-layer perceptron)")
         # torch's CPU generator keeps only a seed's low 32 bits (see data.split_seed).
         check(0 <= self.perm_seed < 2**32, "shuffle.perm_seed", self.perm_seed,
               "an integer in [0, 2**32)")
