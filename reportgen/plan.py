@@ -66,10 +66,11 @@ def _epochs_done(run_dir: Path, spec) -> int:
 LARGEST_EVAL_SET = 10_000  # CIFAR-10's test images
 
 
-def measure(spec, runs: int = 1) -> tuple[float, float]:
+def measure(spec, runs: int = 1, train: bool = True) -> tuple[float | None, float]:
     """Training and evaluation images/s of `spec`'s model on this device: training from a few
     steps (of `runs` runs side by side), timed as training's own side-by-side verdict times
-    them and shared with it; evaluation from one pass."""
+    them and shared with it (None with `train` False: only sweeps will use the model);
+    evaluation from one pass."""
     from .bench import _synthetic
     from .config import to_dict
     from .evaluation import score
@@ -78,7 +79,8 @@ def measure(spec, runs: int = 1) -> tuple[float, float]:
 
     # Eager steps: compiling here would cost more than the estimate is worth (and the
     # compile checks belong to training, which refuses unsafe cases with a clear error).
-    train_rate = throughput(replace(spec, train=replace(spec.train, compile=False)), runs)
+    train_rate = (throughput(replace(spec, train=replace(spec.train, compile=False)), runs)
+                  if train else None)
     module = Classifier(spec.model.name, dict(spec.model.params), to_dict(spec.optim),
                         to_dict(spec.train.augment), seed=spec.train.seed)
     module = module.to(torch_device(resolve_accelerator(spec.train.device)))
@@ -150,10 +152,17 @@ def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None
         require_one_batch(run.train_images, run.spec.train)
     for (_, runs), spec in timed.items():  # a batch that cannot fit: no plan can run
         memory.require(spec.model, spec.train, resolve_accelerator(spec.train.device), runs)
-    log(f"planning: timing a few training steps of {len(specs)} model(s) on this device ...")
+    # A model that only sweeps (every run of it reused) needs no training steps timed: they
+    # cost seconds on every rerun that only rebuilds the report.
+    training = {_model_key(r.spec) for r in pending}
+    n_train = len({key for key, _ in timed if key in training})
+    log(f"planning: timing a few training steps of {n_train} model(s) on this device ..."
+        if n_train else f"planning: timing the evaluation of {len(specs)} model(s) on this "
+        "device ...")
     for (key, runs), spec in timed.items():
         try:
-            plan.rates[key if runs == 1 else f"{key} x{runs}"] = measure(spec, runs)
+            plan.rates[key if runs == 1 else f"{key} x{runs}"] = measure(spec, runs,
+                                                                         key in training)
         except Exception as e:  # the estimate is a courtesy: training reports real errors
             log(f"planning: could not time {spec.label} ({type(e).__name__}); no estimate")
             plan.unknown = True

@@ -33,7 +33,18 @@ def test_plan_lists_the_runs_then_trains_exactly_those(tiny):
     trained = {p.name for p in (out / "runs").iterdir()}
     assert trained == set(first)
     assert "the plan estimated" in r.output
-    r = runner.invoke(app, ["all", *args, "--plan"])
+    from reportgen.training import sidebyside
+
+    def no_training(*a, **k):
+        raise AssertionError("timed training steps with every run reused")
+
+    real, sidebyside.throughput = sidebyside.throughput, no_training
+    try:  # every run reused: only the sweeps' evaluation is timed
+        r = runner.invoke(app, ["all", *args, "--plan"])
+    finally:
+        sidebyside.throughput = real
+    assert r.exit_code == 0, r.output
+    assert "planning: timing the evaluation of 1 model(s)" in r.output  # both ResNets
     again = _planned(r.stdout)
     assert set(again) == trained and set(again.values()) == {"reuse"}
     assert "nothing to train" in r.stdout.splitlines()[0] or "0 runs to train" in r.stdout
