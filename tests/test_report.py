@@ -133,6 +133,11 @@ def test_method_names_the_data_set_not_this_machine(built):
 def test_html_is_written_next_to_pdf(built):
     html = (built["out"] / "report.html").read_text()
     assert html.count("<figure") == len(FIGURES) and "data:image/png;base64," in html
+    # The Statistics paragraph names the interval beside McNemar's test, and which decides.
+    words = " ".join(html.split())
+    assert "McNemar's exact test [" in words and "with the paired Wald interval" in words
+    assert "the Wald interval can exclude 0 while the exact test does not; the test decides" \
+        in words
 
 
 @pytest.mark.slow
