@@ -122,3 +122,15 @@ def test_the_second_model_of_part_3_must_be_an_mlp(tiny, name):
     assert (f"shuffle.mlp.name = '{name}' is not allowed: use mlp (Part 3 compares the network "
             "with a multi-layer perceptron)") in r.output
     assert not (out / "runs").exists()
+
+
+def test_an_mlp_without_hidden_layers_is_described_as_a_linear_classifier(tiny):
+    """shuffle.mlp.params.hidden = [] printed "hidden layers of  units with ELU"."""
+    overrides, out = tiny
+    overrides = {**overrides, "shuffle.mlp": {"name": "mlp", "params": {"hidden": []}},
+                 "shuffle.mlp_seeds": [42]}
+    r = runner.invoke(app, ["all", *overrides_to_args(overrides)])
+    assert r.exit_code == 0, r.output
+    words = " ".join((out / "report.html").read_text().split())
+    assert "an MLP (flattened pixels, no hidden layer: a linear classifier, trained with" in words
+    assert "units with" not in words
