@@ -261,7 +261,8 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, train, val, resume: Pat
 def _fit(s: _Setup, spec: RunSpec, splits: Splits, run_dir: Path) -> float:
     device = data_device(s.accelerator)
     return fit(s.trainer, s.module, train_loader(splits, spec.train, device),
-               val_loader(splits, spec.train, device, spec.model), s.resume, lambda: resume_hint(run_dir))
+               val_loader(splits, spec.train, device, spec.model), s.resume,
+               lambda: resume_hint(run_dir))
 
 
 def _close_progress_bars(trainer: pl.Trainer) -> None:
