@@ -79,10 +79,7 @@ def _log(msg: str) -> None:
     typer.echo(msg, err=True)
 
 
-# The operating system's own errors, raised where no stage wrapped them in advice; a stage's
-# OSError that names its file and what to do is a subclass or carries its own message.
-OS_ERRORS = (OSError, FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError,
-             FileExistsError)
+# What to do about the operating system's own errors, raised where no stage put them in words.
 _ADVICE = {errno.ENAMETOOLONG: "use a shorter name (255 bytes per file or folder name, 4,096 "
                                "per path)",
            errno.ENOSPC: "free disk space, or choose another --out",
@@ -98,7 +95,8 @@ _ADVICE = {errno.ENAMETOOLONG: "use a shorter name (255 bytes per file or folder
 
 
 def _os_error(e: OSError) -> str:
-    """An operating-system error as the file it concerns and what to do about it."""
+    """An operating-system error as the file it concerns and what to do about it; one
+    without advice here (or with a stage's own message, which has no strerror) as it is."""
     advice = _ADVICE.get(e.errno)
     if advice is None or e.strerror is None:
         return str(e)
@@ -121,7 +119,7 @@ def _run(fn, *args, **kwargs):
         if isinstance(e, KeyboardInterrupt):
             _fail("interrupted (Ctrl-C or SIGTERM): run the same command again to continue "
                   "where it stopped; finished runs and epochs are kept", 130)
-        _fail((_os_error(e) if type(e) in OS_ERRORS else str(e)).replace("\n", " "))
+        _fail((_os_error(e) if isinstance(e, OSError) else str(e)).replace("\n", " "))
     except RuntimeError as e:  # torch.OutOfMemoryError (without importing torch here), and
         # the CPU allocator's failure, a plain RuntimeError
         if _debug() or (type(e).__name__ != "OutOfMemoryError"

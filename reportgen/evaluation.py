@@ -73,10 +73,10 @@ def batch_that_fits(module, batch_size: int) -> int:
     from .config import ModelConfig
     from .training import memory
 
-    hp, device = module.hparams, module.device
+    hp = module.hparams
     return memory.eval_batch_that_fits(ModelConfig(hp.model_name, dict(hp.model_params)),
-                                       batch_size, "gpu" if device.type == "cuda" else "cpu",
-                                       concurrent=_workers(device))
+                                       batch_size, module.device,
+                                       concurrent=_workers(module.device))
 
 
 def score(module, x: torch.Tensor, y: torch.Tensor, batch_size: int = 256,

@@ -293,18 +293,18 @@ def test_an_evaluation_batch_larger_than_memory_shrinks_to_fit_with_the_same_sco
 
 
 def test_evaluation_batches_leave_room_for_training_and_every_run_side_by_side(monkeypatch):
-    cfg = load_config(None, sets=[])
+    cfg, cpu = load_config(None, sets=[]), torch.device("cpu")
     per_image, _ = memory.profile(cfg.model)
     _with_free(monkeypatch, int(1000 * per_image))
-    assert memory.eval_batch_that_fits(cfg.model, 64, "cpu") == 64  # the default fits as asked
-    assert memory.eval_batch_that_fits(cfg.model, 5000, "cpu") == 1000
-    assert memory.eval_batch_that_fits(cfg.model, 5000, "cpu", concurrent=4) == 250
-    assert memory.eval_batch_that_fits(cfg.model, 5000, "cpu",
+    assert memory.eval_batch_that_fits(cfg.model, 64, cpu) == 64  # the default fits as asked
+    assert memory.eval_batch_that_fits(cfg.model, 5000, cpu) == 1000
+    assert memory.eval_batch_that_fits(cfg.model, 5000, cpu, concurrent=4) == 250
+    assert memory.eval_batch_that_fits(cfg.model, 5000, cpu,
                                        reserved=int(600 * per_image)) == 400
     # Nothing left: one image at a time rather than no evaluation; unknown memory: as asked.
-    assert memory.eval_batch_that_fits(cfg.model, 5000, "cpu", reserved=2**40) == 1
+    assert memory.eval_batch_that_fits(cfg.model, 5000, cpu, reserved=2**40) == 1
     _with_free(monkeypatch, None)
-    assert memory.eval_batch_that_fits(cfg.model, 5000, "cpu") == 5000
+    assert memory.eval_batch_that_fits(cfg.model, 5000, cpu) == 5000
 
 
 def test_validation_during_training_takes_batches_that_fit_beside_it(monkeypatch):

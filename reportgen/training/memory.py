@@ -229,10 +229,10 @@ def require(model_cfg, train_cfg, accelerator: str, runs: int = 1, what: str = "
         f"available {here}: {fix}")
 
 
-def eval_batch_that_fits(model_cfg, batch_size: int, accelerator: str,
+def eval_batch_that_fits(model_cfg, batch_size: int, device: torch.device,
                          concurrent: int = 1, reserved: int = 0) -> int:
     """The largest evaluation batch, up to `batch_size`, of which `concurrent` forward passes
-    at once fit in the memory available now, less `reserved` bytes that something else (a
+    at once fit in the memory of `device` available now, less `reserved` bytes that something else (a
     run's training) will take; `batch_size` where that cannot be told.
 
     Evaluation keeps no activations for a backward pass, so the training profile overstates
@@ -241,7 +241,7 @@ def eval_batch_that_fits(model_cfg, batch_size: int, accelerator: str,
     batch, so a smaller one only costs time. (Before, `train.eval_batch_size = 10000` with the
     ResNet 8x wider, c_hidden = [128, 256, 512], scored the 10,000 test images in one pass
     that peaked at 23 GiB resident on a 24 GiB machine; now 2.9 GiB, in 229 s, not 275 s.)"""
-    free = available(accelerator)
+    free = available("gpu" if device.type == "cuda" else "cpu")
     if free is None:
         return batch_size
     per_image, _ = profile(model_cfg)

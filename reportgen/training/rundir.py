@@ -173,10 +173,10 @@ def _check_weights(ck: dict, path: Path) -> None:
         described = sum(math.prod(v) for v in shapes.values())
         raise _Mismatch(f"its settings describe {len(shapes):,} tensors of {described:,} "
                         f"weights, it holds {held:,} weights of other shapes")
-    free = memory.host_available()
-    if free is not None and 3 * 4 * held > free:  # the file's tensors, the network, a copy
+    free, need = memory.host_available(), 3 * 4 * held  # the file's, the network's, a copy
+    if free is not None and need > free:
         raise TrainingError(f"checkpoint {path} holds a network of {held:,} weights, about "
-                            f"{memory.gib(12 * held)} to load, more than the "
+                            f"{memory.gib(need)} to load, more than the "
                             f"{memory.gib(free)} available on this machine: free memory, or "
                             "load it on a machine with more")
 

@@ -222,9 +222,8 @@ def val_loader(splits: Splits, cfg: TrainConfig, device: torch.device, model_cfg
                runs: int = 1):
     """The validation batches of `runs` runs of `model_cfg` training side by side: at most
     as many images as fit next to training's own memory (memory.eval_batch_that_fits)."""
-    accelerator = "gpu" if device.type == "cuda" else "cpu"
     bs = memory.eval_batch_that_fits(
-        model_cfg, eval_batch_size(cfg, device), accelerator, concurrent=runs,
+        model_cfg, eval_batch_size(cfg, device), device, concurrent=runs,
         reserved=memory.training_bytes(model_cfg, cfg.batch_size, runs))
     return batches(splits.val_x.to(device), splits.val_y.to(device), bs)
 
