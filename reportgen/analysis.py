@@ -6,8 +6,11 @@ Two sources of uncertainty are kept apart and both reported:
 * **sampling**: the evaluation set is a finite sample of images. An accuracy on N images
   carries a Wilson score interval (Wilson 1927); a difference between two models, or one
   model under two conditions, measured on the *same* images is paired: McNemar's exact test
-  on the discordant images (McNemar 1947) when one run stands on each side, else a paired
-  interval over per-image differences.
+  on the discordant images (McNemar 1947) with Newcombe's hybrid score interval for paired
+  proportions (Newcombe 1998, method 10) when one run stands on each side, else a paired
+  interval over per-image differences. Where every image differs by the same amount there is
+  no spread to estimate a t-interval from: the sign-flip test and the arms' Wilson intervals
+  combined as Newcombe's with no correlation assumed take over, so no interval has width 0.
 * **training randomness**: with two or more seeds, the seeds' spread gives a t-interval on
   the mean, and it is added to the sampling variance of a comparison (Welch-Satterthwaite
   degrees of freedom).
@@ -56,6 +59,40 @@ def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
+def newcombe_paired(a: int, b: int, c: int, d: int) -> tuple[float, float]:
+    """Newcombe's (1998) hybrid score interval, method 10, for p1 - p2 on paired 0/1 data: a
+    images both got right, b only the first, c only the second, d neither. Unlike the Wald
+    interval it keeps a width when no image is discordant (b = c = 0)."""
+    n = a + b + c + d
+    p1, p2 = (a + b) / n, (a + c) / n
+    l1, u1 = wilson(a + b, n)
+    l2, u2 = wilson(a + c, n)
+    margins = (a + b) * (c + d) * (a + c) * (b + d)
+    # The correlation of the two marginal proportions, with Newcombe's continuity correction
+    # on a positive one (it can only shrink it, which widens the interval).
+    cross = a * d - b * c
+    cross = max(cross - n / 2, 0.0) if cross > 0 else cross
+    phi = cross / math.sqrt(margins) if margins else 0.0
+    delta = math.sqrt(max((p1 - l1) ** 2 - 2 * phi * (p1 - l1) * (u2 - p2) + (u2 - p2) ** 2, 0.0))
+    eps = math.sqrt(max((u1 - p1) ** 2 - 2 * phi * (u1 - p1) * (p2 - l2) + (p2 - l2) ** 2, 0.0))
+    return p1 - p2 - delta, p1 - p2 + eps
+
+
+def _square_and_add(arms: Sequence[tuple[float, np.ndarray]], n: int) -> tuple[float, float]:
+    """An interval for sum_k w_k * mean_k from each arm's Wilson interval, combined by
+    Newcombe's square-and-add with no correlation assumed, which for arms measured on the
+    same images errs wide."""
+    est, down, up = 0.0, 0.0, 0.0
+    for w, v in arms:
+        m = float(v.mean())
+        lo, hi = wilson(m * n, n)
+        below, above = abs(w) * (m - lo), abs(w) * (hi - m)
+        est += w * m
+        down += (below if w > 0 else above) ** 2
+        up += (above if w > 0 else below) ** 2
+    return est - math.sqrt(down), est + math.sqrt(up)
+
+
 def mcnemar(b: int, c: int) -> float:
     """Two-sided exact McNemar p-value: b images only the first got right, c only the second."""
     from scipy.stats import binomtest
@@ -84,8 +121,10 @@ def compare(arms: Sequence[tuple[float, np.ndarray]]) -> dict:
 
     Each arm is (weight, values) with values of shape [seeds, images]: correctness (0/1) or a
     per-image mean of correctness (e.g. over rotated angles). Two single-seed 0/1 arms with
-    weights +1 and -1 get McNemar's exact test and the paired (Wald) interval; anything else
+    weights +1 and -1 get McNemar's exact test and Newcombe's paired interval; anything else
     a paired interval over images, widened by the seeds' spread where an arm has two or more.
+    When every image's difference is the same and the seeds agree (nothing to estimate a
+    spread from), the exact sign-flip test over images and the square-and-add interval.
     Returns the difference (as a fraction), its interval, the p-value, the test's name, and
     `significant` (p < ALPHA).
     """
@@ -103,10 +142,10 @@ def compare(arms: Sequence[tuple[float, np.ndarray]]) -> dict:
         (wa, a), (_, b_) = arms
         a, b_ = (a[0], b_[0]) if wa > 0 else (b_[0], a[0])
         b, c = int(((a == 1) & (b_ == 0)).sum()), int(((a == 0) & (b_ == 1)).sum())
-        se = math.sqrt(max(b + c - (b - c) ** 2 / n, 0.0)) / n
-        half = _z() * se
+        both = int(((a == 1) & (b_ == 1)).sum())
+        lo, hi = newcombe_paired(both, b, c, n - both - b - c)
         p = mcnemar(b, c)
-        return {"diff": est, "lo": est - half, "hi": est + half, "p": p,
+        return {"diff": est, "lo": lo, "hi": hi, "p": p,
                 "significant": p < ALPHA, "test": "McNemar's exact test",
                 "discordant": [b, c], "n": n, "seeds": seeds}
     # Variance components: images (paired), then each arm's seeds.
@@ -117,9 +156,14 @@ def compare(arms: Sequence[tuple[float, np.ndarray]]) -> dict:
             parts.append((w * w * float(accs.var(ddof=1)) / len(accs), len(accs) - 1))
     var = sum(p for p, _ in parts)
     se = math.sqrt(var)
-    if se == 0:
-        return {"diff": est, "lo": est, "hi": est, "p": 1.0 if est == 0 else 0.0,
-                "significant": est != 0, "test": _test_name(seeds), "n": n, "seeds": seeds}
+    if se < 1e-12:  # float noise of identical values is not a spread
+        # Every image differs by est: of the 2^n sign patterns only all-plus and all-minus
+        # reach |est|, so the exact sign-flip test gives p = 2 / 2^n (1 when est is 0).
+        p = 1.0 if est == 0 else min(1.0, 2.0 ** (1 - n))
+        lo, hi = _square_and_add(arms, n)
+        return {"diff": est, "lo": min(lo, est), "hi": max(hi, est), "p": p,
+                "significant": p < ALPHA, "test": "exact sign-flip test over images",
+                "n": n, "seeds": seeds}
     df = var * var / sum(p * p / k for p, k in parts if k > 0 and p > 0)
     half = float(t.ppf(1 - ALPHA / 2, df)) * se
     p = float(2 * t.sf(abs(est) / se, df))

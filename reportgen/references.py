@@ -7,6 +7,9 @@ REFERENCES: dict[str, str] = {
                   "Inference. <i>Journal of the American Statistical Association</i> 22(158), 1927.",
     "mcnemar1947": "Q. McNemar. Note on the Sampling Error of the Difference Between Correlated "
                    "Proportions or Percentages. <i>Psychometrika</i> 12(2), 1947.",
+    "newcombe1998": "R. G. Newcombe. Improved Confidence Intervals for the Difference Between "
+                    "Binomial Proportions Based on Paired Data. <i>Statistics in Medicine</i> "
+                    "17(22), 1998.",
     "he2016deep": "K. He, X. Zhang, S. Ren, J. Sun. Deep Residual Learning for Image "
                   "Recognition. <i>CVPR</i>, 2016.",
     "he2016identity": "K. He, X. Zhang, S. Ren, J. Sun. Identity Mappings in Deep Residual "

@@ -110,6 +110,8 @@ def thousands(x) -> str:
 
 
 def duration(seconds) -> str:
+    if seconds < 9.95:  # a tenth of a second is still visible here, not "0 s"
+        return "under 0.1 s" if seconds < 0.05 else f"{seconds:.1f} s"
     s = int(round(seconds))
     if s < 60:
         return f"{s} s"

@@ -45,6 +45,55 @@ def test_a_single_seed_paired_comparison_is_mcnemar_on_the_discordant_images():
     assert flipped["diff"] == pytest.approx(0.08) and flipped["discordant"] == [10, 2]
 
 
+def _wald(a, b, c, d):
+    n = a + b + c + d
+    half = analysis._z() * max(b + c - (b - c) ** 2 / n, 0.0) ** 0.5 / n
+    return (b - c) / n - half, (b - c) / n + half
+
+
+def test_newcombes_paired_interval_covers_where_the_wald_interval_does_not():
+    # Paired 0/1 outcomes on 40 images: both right 0.85, first only 0.10, second only 0.01.
+    # The true difference is 0.09; count how often each interval covers it.
+    rng = np.random.default_rng(0)
+    tables = rng.multinomial(40, [0.85, 0.10, 0.01, 0.04], size=4000)
+    truth = 0.09
+
+    def coverage(interval):
+        return np.mean([lo <= truth <= hi for lo, hi in (interval(*t) for t in tables)])
+
+    assert coverage(analysis.newcombe_paired) >= 0.93
+    assert coverage(_wald) < 0.92  # the reason it was replaced
+
+
+def test_newcombes_paired_interval_on_edge_tables():
+    lo, hi = analysis.newcombe_paired(0, 0, 0, 10)  # no image discordant: never width 0
+    assert lo == pytest.approx(-hi) and hi == pytest.approx(analysis.wilson(0, 10)[1])
+    assert analysis.newcombe_paired(10, 0, 0, 0) == pytest.approx((lo, hi))
+    lo, hi = analysis.newcombe_paired(80, 10, 2, 8)
+    assert lo < 0.08 < hi and 0 < lo
+    assert analysis.newcombe_paired(80, 2, 10, 8) == pytest.approx((-hi, -lo))  # b, c swapped
+    # At large counts it agrees with the Wald interval.
+    assert analysis.newcombe_paired(40000, 3000, 2000, 5000) == pytest.approx(
+        _wald(40000, 3000, 2000, 5000), abs=5e-4)
+
+
+def test_a_comparison_without_spread_keeps_an_interval():
+    # Every image differs by the same amount and the seeds agree: no t-interval, but the
+    # exact sign-flip test and an interval of non-zero width.
+    zeros = np.zeros((2, 10))
+    same = analysis.compare([(1, zeros), (-1, zeros)])
+    assert same["p"] == 1.0 and not same["significant"]
+    assert same["hi"] == pytest.approx(analysis.wilson(0, 10)[1]) == -same["lo"]
+    apart = analysis.compare([(1, np.ones((2, 10))), (-1, zeros)])
+    assert apart["diff"] == 1.0 and apart["p"] == pytest.approx(2 / 2 ** 10) and apart["significant"]
+    assert apart["lo"] < 1.0 == apart["hi"] and apart["test"] == "exact sign-flip test over images"
+    two = analysis.compare([(1, np.ones((2, 2))), (-1, np.zeros((2, 2)))])
+    assert two["p"] == 0.5 and not two["significant"]  # two images cannot show a difference
+    # One arm that scores 0 on every image: the Wilson interval of 0 of 10, not [0, 0].
+    one = analysis.compare([(1, np.zeros((1, 10)))])
+    assert (one["lo"], one["hi"]) == pytest.approx(analysis.wilson(0, 10))
+
+
 def test_seeds_widen_a_comparison():
     rng = np.random.default_rng(0)
     a = (rng.random((1, 2000)) < 0.7).astype(float)

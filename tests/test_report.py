@@ -135,9 +135,9 @@ def test_html_is_written_next_to_pdf(built):
     assert html.count("<figure") == len(FIGURES) and "data:image/png;base64," in html
     # The Statistics paragraph names the interval beside McNemar's test, and which decides.
     words = " ".join(html.split())
-    assert "McNemar's exact test [" in words and "with the paired Wald interval" in words
-    assert "the Wald interval can exclude 0 while the exact test does not; the test decides" \
-        in words
+    assert "McNemar's exact test [" in words
+    assert "with Newcombe's hybrid score interval for paired proportions [" in words
+    assert "the interval can exclude 0 while the exact test does not; the test decides" in words
 
 
 @pytest.mark.slow
@@ -205,6 +205,36 @@ def test_a_report_shows_only_its_own_figures(built, tmp_path):
 def test_durations_read_at_every_scale():
     from reportgen.report import duration
 
-    assert [duration(s) for s in (4.4, 75, 3 * 3600 + 59, 99 * 3600 + 61,
+    assert [duration(s) for s in (0.01, 0.44, 9.96, 75, 3 * 3600 + 59, 99 * 3600 + 61,
                                   100 * 3600, 34139 * 3600 + 45 * 60)] == [
-        "4 s", "1 min 15 s", "3 h 0 min", "99 h 1 min", "4 d 4 h", "1,422 d 11 h"]
+        "under 0.1 s", "0.4 s", "10 s", "1 min 15 s", "3 h 0 min", "99 h 1 min", "4 d 4 h", "1,422 d 11 h"]
+
+
+def test_one_epoch_curves_show_their_points_on_whole_epochs(tiny, monkeypatch):
+    """A line through a single point draws nothing, and an axis around epoch 1 alone would
+    be labelled 0.95 ... 1.05: every curve of a one-epoch run is drawn as markers, and the
+    epoch axes carry whole epochs only."""
+    from reportgen import style
+
+    overrides, _ = tiny
+    for stage in ("train", "shuffle"):
+        r = runner.invoke(app, [stage, *overrides_to_args(overrides)])
+        assert r.exit_code == 0, r.output
+    drawn = {}
+    real_save = style.save
+    monkeypatch.setattr(style, "save", lambda fig, path: (drawn.__setitem__(path.name, fig),
+                                                          real_save(fig, path))[1])
+    r = runner.invoke(app, ["figures", *overrides_to_args(overrides)])
+    assert r.exit_code == 0, r.output
+    # Part 1: training and validation accuracy and loss, and the learning rate; Part 3:
+    # training and validation accuracy of four runs.
+    for name, count in (("part1_learning_curves", 5), ("shuffle_learning_curves", 8)):
+        fig = drawn[name]
+        lines = [ln for ax in fig.axes for ln in ax.get_lines()]
+        assert len(lines) == count
+        assert all(len(ln.get_xdata()) == 1 and ln.get_marker() not in ("None", "", None)
+                   for ln in lines)
+        fig.canvas.draw()
+        for ax in fig.axes:
+            lo, hi = ax.get_xlim()
+            assert [t for t in ax.get_xticks() if lo <= t <= hi] == [1.0]

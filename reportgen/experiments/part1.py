@@ -146,12 +146,18 @@ class Part1(Study):
                     for c in curves:
                         ax.plot(ep[ok], c[ok], "-", lw=0.6, alpha=0.45, color=color)
                     label += f" (mean of {len(ms)} seeds)"
+                if ok.sum() < 2:  # a line through one point draws nothing
+                    fmt = "o" + fmt.lstrip("o")
                 ax.plot(ep[ok], curves.mean(0)[ok], fmt, ms=3, color=color, label=label)
         axes[0].set(xlabel="epoch", ylabel="accuracy (%)", title="Accuracy")
         axes[0].legend()
         axes[1].set(xlabel="epoch", ylabel="cross-entropy", title="Loss")
-        axes[2].plot(ep, m["lr"], color=style.PALETTE["green"], drawstyle="steps-post")
+        axes[2].plot(ep, m["lr"], "o-" if len(ep) < 2 else "-", ms=3,
+                     color=style.PALETTE["green"], drawstyle="steps-post")
         axes[2].set(xlabel="epoch", ylabel="learning rate", title="Learning rate", yscale="log")
+        from matplotlib.ticker import MaxNLocator
+        for ax in axes:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # no epoch 0.95
         fig.tight_layout()
         style.save(fig, figures_dir / "part1_learning_curves")
 

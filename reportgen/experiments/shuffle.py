@@ -302,9 +302,14 @@ class Shuffle(Study):
                 if n > 1:  # every seed thin, their mean on top
                     for c in curves:
                         ax.plot(ep[ok], c[ok], color=kw["color"], ls=kw["ls"], lw=0.5, alpha=0.4)
+                if ok.sum() < 2:  # a line through one point draws nothing
+                    marker = "o"
                 ax.plot(ep[ok], curves.mean(0)[ok], marker=marker, ms=3, **kw)
         axes[0].set(xlabel="epoch", ylabel="accuracy (%)", title="Training accuracy")
         axes[1].set(xlabel="epoch", title="Validation accuracy")
+        from matplotlib.ticker import MaxNLocator
+        for ax in axes:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True, min_n_ticks=1))  # no epoch 0.95
         handles, labels = axes[0].get_legend_handles_labels()
         fig.tight_layout(rect=(0, 0.1, 1, 1))
         fig.legend(handles, labels, loc="lower center", ncol=4, bbox_to_anchor=(0.5, 0.0))
