@@ -189,12 +189,12 @@ def test_rotation_facts_need_the_predictions():
         get_study("rotation").facts(r)
 
 
-def shuffle_result(mlp_shuffled_right):
+def shuffle_result(mlp_shuffled_right, cnn_shuffled_right=np.arange(500)):
     def run(model, shuffled):
         return {"model": model, "title": model.upper(), "shuffled": shuffled, "seeds": [42],
                 "parameters": 1}
 
-    correct = {"resnet": np.arange(800), "resnet-shuffled": np.arange(500),
+    correct = {"resnet": np.arange(800), "resnet-shuffled": cnn_shuffled_right,
                "mlp": np.arange(520), "mlp-shuffled": mlp_shuffled_right}
     arrays = {"labels/val": LABELS.astype(np.uint8), "labels/test": LABELS.astype(np.uint8)}
     for label, idx in correct.items():
@@ -235,7 +235,29 @@ def test_words_flip_when_the_difference_becomes_significant(tmp_path):
     assert "no measurable change" not in text[600]
 
 
-def _discussion(results, figures_dir) -> str:
+def test_words_follow_a_difference_of_changes_in_either_direction(tmp_path):
+    """Shuffling costs the MLP 22 points and the CNN 1: the difference of the changes is
+    significant the other way round, and no part of the report calls it indistinguishable
+    or says the CNN loses more."""
+    results = shuffle_result(np.arange(300), cnn_shuffled_right=np.arange(790))
+    f = get_study("shuffle").facts(results)
+    assert f["difference_of_changes"]["diff"] == pytest.approx(0.21)
+    assert f["difference_of_changes"]["significant"]
+    text = {part: _discussion(results, tmp_path, part)
+            for part in ("abstract", "discussion", "conclusion")}
+    assert "did the CNN less harm than the MLP, the reverse of what" in text["discussion"]
+    assert "the reverse of what the CNN's reliance on neighbouring pixels predicts" \
+        in text["abstract"]
+    assert "did it less harm than it did an MLP (+21.0 points [" in text["conclusion"]
+    for words in text.values():
+        assert "not distinguishable" not in words and "not settled" not in words
+        assert "loses more than the MLP" not in words and "more than an MLP does (" not in words
+    # And the expected direction: the CNN loses 30 points, the MLP 1.
+    expected = _discussion(shuffle_result(np.arange(20, 530)), tmp_path)
+    assert "The CNN loses more than the MLP (difference of the two changes −29.0 points" in expected
+
+
+def _discussion(results, figures_dir, part="discussion") -> str:
     """The shuffle study's discussion paragraph rendered from crafted results."""
     import re
 
@@ -247,4 +269,4 @@ def _discussion(results, figures_dir) -> str:
     env = environment()
     module = env.get_template(st.partial).make_module(
         {"st": st, "r": r, "f": st.facts(r), "numbering": Numbering(figures_dir)})
-    return re.sub(r"\s+", " ", str(module.discussion()))
+    return re.sub(r"\s+", " ", str(getattr(module, part)()))
