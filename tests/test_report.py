@@ -238,3 +238,24 @@ def test_one_epoch_curves_show_their_points_on_whole_epochs(tiny, monkeypatch):
         for ax in fig.axes:
             lo, hi = ax.get_xlim()
             assert [t for t in ax.get_xticks() if lo <= t <= hi] == [1.0]
+
+
+def test_the_augmentation_caption_names_every_transform(tiny):
+    """A run trained with random rotations says so under its augmentation grid too."""
+    from reportgen.experiments import get_study
+    from reportgen.files import read_json
+    from reportgen.report import Numbering, environment
+
+    overrides, out = tiny
+    overrides = {**overrides, "train.augment.rotate_degrees": 30.0}
+    for stage in ("train", "figures"):
+        r = runner.invoke(app, [stage, *overrides_to_args(overrides)])
+        assert r.exit_code == 0, r.output
+    st = get_study("part1")
+    results = read_json(out / "practical2" / "part1.json", "train")
+    module = environment().get_template(st.partial).make_module(
+        {"st": st, "r": results, "f": st.facts(results), "numbering": Numbering(out / "figures" / "practical2"),
+         "page_limit": None})
+    html = " ".join(str(module.method()).split())
+    assert ("as the network sees them: random horizontal flip, random resized crop and random "
+            "rotation in ±30°.") in html
