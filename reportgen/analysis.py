@@ -30,17 +30,17 @@ ALPHA = 0.05  # the significance level of every test, and 1 - the intervals' cov
 CONFIDENCE = 1 - ALPHA
 
 
-def _z() -> float:
+def _z(alpha: float = ALPHA) -> float:
     from scipy.stats import norm
 
-    return float(norm.ppf(1 - ALPHA / 2))
+    return float(norm.ppf(1 - alpha / 2))
 
 
-def wilson(k: float, n: int) -> tuple[float, float]:
+def wilson(k: float, n: int, alpha: float = ALPHA) -> tuple[float, float]:
     """Wilson score interval for k successes in n trials (k may be fractional: a mean)."""
     if n <= 0:
         return (float("nan"), float("nan"))
-    z, p = _z(), k / n
+    z, p = _z(alpha), k / n
     denom = 1 + z * z / n
     centre = (p + z * z / (2 * n)) / denom
     half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
@@ -59,14 +59,15 @@ def t_interval(values: Sequence[float]) -> tuple[float, float, float]:
     return m, m - half, m + half
 
 
-def newcombe_paired(a: int, b: int, c: int, d: int) -> tuple[float, float]:
+def newcombe_paired(a: int, b: int, c: int, d: int,
+                    alpha: float = ALPHA) -> tuple[float, float]:
     """Newcombe's (1998) hybrid score interval, method 10, for p1 - p2 on paired 0/1 data: a
     images both got right, b only the first, c only the second, d neither. Unlike the Wald
     interval it keeps a width when no image is discordant (b = c = 0)."""
     n = a + b + c + d
     p1, p2 = (a + b) / n, (a + c) / n
-    l1, u1 = wilson(a + b, n)
-    l2, u2 = wilson(a + c, n)
+    l1, u1 = wilson(a + b, n, alpha)
+    l2, u2 = wilson(a + c, n, alpha)
     margins = (a + b) * (c + d) * (a + c) * (b + d)
     # The correlation of the two marginal proportions, with Newcombe's continuity correction
     # on a positive one (it can only shrink it, which widens the interval).
@@ -78,14 +79,15 @@ def newcombe_paired(a: int, b: int, c: int, d: int) -> tuple[float, float]:
     return p1 - p2 - delta, p1 - p2 + eps
 
 
-def _square_and_add(arms: Sequence[tuple[float, np.ndarray]], n: int) -> tuple[float, float]:
+def _square_and_add(arms: Sequence[tuple[float, np.ndarray]], n: int,
+                    alpha: float = ALPHA) -> tuple[float, float]:
     """An interval for sum_k w_k * mean_k from each arm's Wilson interval, combined by
     Newcombe's square-and-add with no correlation assumed, which for arms measured on the
     same images errs wide."""
     est, down, up = 0.0, 0.0, 0.0
     for w, v in arms:
         m = float(v.mean())
-        lo, hi = wilson(m * n, n)
+        lo, hi = wilson(m * n, n, alpha)
         below, above = abs(w) * (m - lo), abs(w) * (hi - m)
         est += w * m
         down += (below if w > 0 else above) ** 2
@@ -116,7 +118,7 @@ def accuracy(per_seed: Sequence[float], n: int) -> dict:
     return out
 
 
-def compare(arms: Sequence[tuple[float, np.ndarray]]) -> dict:
+def compare(arms: Sequence[tuple[float, np.ndarray]], looks: int = 1, among: str = "") -> dict:
     """A contrast sum_k w_k * accuracy_k between arms measured on the same images.
 
     Each arm is (weight, values) with values of shape [seeds, images]: correctness (0/1) or a
@@ -127,7 +129,23 @@ def compare(arms: Sequence[tuple[float, np.ndarray]]) -> dict:
     spread from), the exact sign-flip test over images and the square-and-add interval.
     Returns the difference (as a fraction), its interval, the p-value, the test's name, and
     `significant` (p < ALPHA).
+
+    `looks` > 1: the comparison was picked as the extreme of that many candidates (the worst
+    of 35 angles, say), which by itself makes an extreme difference likely. Bonferroni's
+    correction keeps the error rate: the p-value is multiplied by `looks` (at most 1) and the
+    interval is the 1 - ALPHA/looks one; `among` names the candidates in the test's name.
     """
+    out = _compare(arms, ALPHA / looks)
+    if looks > 1:
+        out["p"] = min(1.0, out["p"] * looks)
+        out["significant"] = out["p"] < ALPHA
+        out["test"] += f", Bonferroni-adjusted for {among or f'{looks} candidates'}"
+        out["looks"] = looks
+    return out
+
+
+def _compare(arms: Sequence[tuple[float, np.ndarray]], alpha: float) -> dict:
+    """compare() with intervals of coverage 1 - alpha and unadjusted p-values."""
     from scipy.stats import t
 
     arms = [(float(w), np.atleast_2d(np.asarray(v, dtype=float))) for w, v in arms]
@@ -143,7 +161,7 @@ def compare(arms: Sequence[tuple[float, np.ndarray]]) -> dict:
         a, b_ = (a[0], b_[0]) if wa > 0 else (b_[0], a[0])
         b, c = int(((a == 1) & (b_ == 0)).sum()), int(((a == 0) & (b_ == 1)).sum())
         both = int(((a == 1) & (b_ == 1)).sum())
-        lo, hi = newcombe_paired(both, b, c, n - both - b - c)
+        lo, hi = newcombe_paired(both, b, c, n - both - b - c, alpha)
         p = mcnemar(b, c)
         return {"diff": est, "lo": lo, "hi": hi, "p": p,
                 "significant": p < ALPHA, "test": "McNemar's exact test",
@@ -160,12 +178,12 @@ def compare(arms: Sequence[tuple[float, np.ndarray]]) -> dict:
         # Every image differs by est: of the 2^n sign patterns only all-plus and all-minus
         # reach |est|, so the exact sign-flip test gives p = 2 / 2^n (1 when est is 0).
         p = 1.0 if est == 0 else min(1.0, 2.0 ** (1 - n))
-        lo, hi = _square_and_add(arms, n)
+        lo, hi = _square_and_add(arms, n, alpha)
         return {"diff": est, "lo": min(lo, est), "hi": max(hi, est), "p": p,
                 "significant": p < ALPHA, "test": "exact sign-flip test over images",
                 "n": n, "seeds": seeds}
     df = var * var / sum(p * p / k for p, k in parts if k > 0 and p > 0)
-    half = float(t.ppf(1 - ALPHA / 2, df)) * se
+    half = float(t.ppf(1 - alpha / 2, df)) * se
     p = float(2 * t.sf(abs(est) / se, df))
     return {"diff": est, "lo": est - half, "hi": est + half, "p": p, "significant": p < ALPHA,
             "test": _test_name(seeds), "n": n, "seeds": seeds, "df": df}

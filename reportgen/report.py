@@ -76,15 +76,26 @@ def est(c) -> str:
     return f"{c['diff'] * 100:.1f}% [{lo * 100:.1f}, {hi * 100:.1f}]"
 
 
-def _signed(x: float) -> str:
-    return f"{x * 100:+.1f}".replace("-", "−")
+def _places(c) -> int:
+    """Decimals of percentage points that keep an interval's width visible: 1 as a rule,
+    more for an interval narrower than 0.2 points (not "[−0.0, +0.0]")."""
+    width = (c["hi"] - c["lo"]) * 100
+    return 1 if width >= 0.2 else 2 if width >= 0.02 else 3
+
+
+def _signed(x: float, places: int = 1) -> str:
+    text = f"{x * 100:+.{places}f}"
+    if float(text) == 0:  # no "−0.0" or "+0.0" for a value that rounds to zero
+        text = text[1:]
+    return text.replace("-", "−")
 
 
 def diff(c) -> str:
     """A difference in percentage points with its 95% interval and test."""
     if c is None:
         return "–"
-    return (f"{_signed(c['diff'])} points [{_signed(c['lo'])}, {_signed(c['hi'])}]; "
+    k = _places(c)
+    return (f"{_signed(c['diff'], k)} points [{_signed(c['lo'], k)}, {_signed(c['hi'], k)}]; "
             f"{c['test']}, {_p(c['p'])}")
 
 
@@ -95,9 +106,13 @@ def change(c, up: str = "gains", down: str = "costs") -> str:
         return "–"
     if not c["significant"]:
         return f"makes no measurable difference ({diff(c)})"
-    word = up if c["diff"] > 0 else down
-    lo, hi = sorted((abs(c["lo"]), abs(c["hi"])))
-    return (f"{word} {abs(c['diff']) * 100:.1f} points (95% CI {lo * 100:.1f} to {hi * 100:.1f}; "
+    word, sign = (up, 1) if c["diff"] > 0 else (down, -1)
+    # The interval in the word's direction; an end past 0 (the interval can disagree with
+    # the exact test) keeps its sign.
+    lo, hi = sorted((sign * c["lo"], sign * c["hi"]))
+    k = _places(c)
+    return (f"{word} {abs(c['diff']) * 100:.{k}f} points (95% CI "
+            f"{f'{lo * 100:.{k}f}'.replace('-', '−')} to {hi * 100:.{k}f}; "
             f"{c['test']}, {_p(c['p'])})")
 
 

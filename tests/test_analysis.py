@@ -94,6 +94,45 @@ def test_a_comparison_without_spread_keeps_an_interval():
     assert (one["lo"], one["hi"]) == pytest.approx(analysis.wilson(0, 10))
 
 
+def test_a_difference_picked_as_the_worst_of_many_is_bonferroni_adjusted():
+    # 0 against 7 discordant images: p = 0.016 for one pre-chosen comparison; picked as the
+    # worst of 35 angles it is p = 0.55, and its interval widens to the 1 - 0.05/35 one.
+    a = np.concatenate([np.ones(90), np.zeros(10)])
+    b = np.concatenate([np.ones(83), np.zeros(17)])
+    once = analysis.compare([(1, b), (-1, a)])
+    worst = analysis.compare([(1, b), (-1, a)], looks=35, among="picking the worst of 35 angles")
+    assert once["p"] == pytest.approx(analysis.mcnemar(0, 7)) and once["significant"]
+    assert worst["p"] == pytest.approx(35 * once["p"]) and not worst["significant"]
+    assert worst["lo"] < once["lo"] and worst["hi"] > once["hi"] and worst["diff"] == once["diff"]
+    assert worst["test"] == ("McNemar's exact test, Bonferroni-adjusted for picking the worst "
+                             "of 35 angles")
+    assert (worst["lo"], worst["hi"]) == pytest.approx(
+        analysis.newcombe_paired(83, 0, 7, 10, alpha=0.05 / 35))
+    assert analysis.compare([(1, b), (-1, a)], looks=1000)["p"] == 1.0  # never above 1
+
+
+def test_rotation_facts_adjust_for_the_angle_they_pick(tmp_path):
+    f = get_study("rotation").facts(_sweep({"resnet": ("plain", PLAIN), "aug": (
+        "augmented", [600, 550, 560, 550, 580, 550, 560, 550])}, EIGHT))
+    plain = f["models"]["resnet"]["val"]
+    assert plain["drop_to_worst"]["looks"] == 7  # the worst of the 7 rotated angles
+    assert f["augmentation"]["at_worst"]["looks"] == 7
+    assert "looks" not in f["augmentation"]["at_0"]  # 0° is chosen before looking
+
+
+def test_differences_print_with_the_decimals_their_interval_needs():
+    from reportgen.report import diff
+
+    c = {"diff": 0.00014, "lo": -0.0004, "hi": 0.0007, "test": "t", "p": 0.3}
+    assert diff(c) == "+0.01 points [−0.04, +0.07]; t, p = 0.30"  # not [−0.0, +0.0]
+    c = {"diff": 0.0, "lo": -0.2775, "hi": 0.2775, "test": "t", "p": 1.0}
+    assert diff(c) == "0.0 points [−27.8, +27.8]; t, p = 1.00"
+    c = {"diff": 0.03, "lo": -0.005, "hi": 0.06, "test": "t", "p": 0.04, "significant": True}
+    assert change(c) == "gains 3.0 points (95% CI −0.5 to 6.0; t, p = 0.04)"
+    c = {"diff": -0.6, "lo": -0.639, "hi": -0.556, "test": "t", "p": 1e-5, "significant": True}
+    assert change(c) == "costs 60.0 points (95% CI 55.6 to 63.9; t, p < 0.001)"
+
+
 def test_seeds_widen_a_comparison():
     rng = np.random.default_rng(0)
     a = (rng.random((1, 2000)) < 0.7).astype(float)

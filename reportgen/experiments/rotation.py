@@ -193,6 +193,12 @@ def angle_stats(correct) -> list[dict]:
             for i in range(correct.shape[1])]
 
 
+def picked(candidates: int) -> dict:
+    """compare()'s Bonferroni arguments for an angle picked as the extreme of `candidates`."""
+    return {"looks": candidates, "among": f"picking the worst of {candidates} angles"} \
+        if candidates > 1 else {}
+
+
 def band(stats: list[dict]) -> list:
     """The band drawn around an accuracy curve: the seeds' 95% interval, or with one seed
     the evaluation set's."""
@@ -228,12 +234,14 @@ def model_facts(angles: list[float], classes: list[str], entry: dict, correct,
         idx = labels == c
         return analysis.compare([(1, correct[:, rotated][:, :, idx].mean(1))])
 
-    def vs_zero(idx):  # accuracy at those angles (per image, averaged) minus at 0°, paired
+    def vs_zero(idx, picked_from=1):  # accuracy at those angles (averaged) minus at 0°, paired
         if zero_i is None or not idx:
             return None
-        return analysis.compare([(1, correct[:, idx].mean(1)), (-1, correct[:, zero_i])])
+        return analysis.compare([(1, correct[:, idx].mean(1)), (-1, correct[:, zero_i])],
+                                **picked(picked_from))
 
-    drop = vs_zero([worst_i]) if worst_i != zero_i else None
+    # The worst angle is the lowest of the rotated ones: tested for what it is, an extreme.
+    drop = vs_zero([worst_i], len(rotated)) if worst_i != zero_i else None
     # Between the multiples of 90°: where interpolation and the missing continuous symmetry
     # show for a network that is exactly invariant to 90° turns.
     off = [i for i, a in enumerate(angles) if a % 90 != 0]
@@ -241,7 +249,7 @@ def model_facts(angles: list[float], classes: list[str], entry: dict, correct,
     grid = [at[a]["mean"] for a in (90.0, 180.0, 270.0) if a in at]
     return {
         "dip": None if dip_i is None else {"angle": angles[dip_i], "acc": stats[dip_i],
-                                           "vs_zero": vs_zero([dip_i])},
+                                           "vs_zero": vs_zero([dip_i], len(off))},
         "mean_all": analysis.compare([(1, correct.mean(1))]),
         # Accuracy at 90°, 180° and 270° identical to 0° (an exactly invariant model).
         "grid_equal": zero_i is not None and bool(grid) and all(
@@ -495,12 +503,15 @@ class Rotation(Study):
         def versus(label, other):  # label minus other, paired on the same images
             a, b = correct[label, s], correct[other, s]
 
-            def at(idx):
-                return analysis.compare([(1, a[:, idx].mean(1)), (-1, b[:, idx].mean(1))])
+            def at(idx, picked_from=1):
+                return analysis.compare([(1, a[:, idx].mean(1)), (-1, b[:, idx].mean(1))],
+                                        **picked(picked_from))
 
             return {"split": s, "at_0": at([zero_i]) if zero_i is not None else None,
                     "mean_rotated": at(rotated) if rotated else None,
-                    "mean_all": at(list(range(len(angles)))), "at_worst": at([worst_i])}
+                    "mean_all": at(list(range(len(angles)))),
+                    # The plain network's worst angle, picked from its rotated angles.
+                    "at_worst": at([worst_i], len(rotated))}
 
         out["versus_plain"] = {label: versus(label, out["plain"])
                                for label in models if label != out["plain"]}
