@@ -240,6 +240,28 @@ def model_facts(angles: list[float], classes: list[str], entry: dict, correct,
         return analysis.compare([(1, correct[:, idx].mean(1)), (-1, correct[:, zero_i])],
                                 **picked(picked_from))
 
+    def rises(a):
+        """Whether the local maximum at angle a rises measurably above the lowest accuracy on
+        each side of it (up to the next angle at least as high): a wiggle of a flat curve is
+        not accuracy "coming back up". Both angles are picked from the curve, so Bonferroni
+        over the rotated angles, as for the worst angle."""
+        order = sorted(range(len(angles)), key=lambda j: angles[j] % 360)
+        k = next(p for p, j in enumerate(order) if angles[j] % 360 == a and j in rotated)
+        peak = order[k]
+        for step in (-1, 1):
+            low, j = None, k
+            for _ in range(len(order) - 1):
+                j = (j + step) % len(order)
+                if acc[order[j]] >= acc[peak]:
+                    break
+                if low is None or acc[order[j]] < acc[low]:
+                    low = order[j]
+            c = None if low is None else analysis.compare(
+                [(1, correct[:, peak]), (-1, correct[:, low])], **picked(len(rotated)))
+            if not (c and c["significant"] and c["diff"] > 0):
+                return False
+        return True
+
     # The worst angle is the lowest of the rotated ones: tested for what it is, an extreme.
     drop = vs_zero([worst_i], len(rotated)) if worst_i != zero_i else None
     # Between the multiples of 90°: where interpolation and the missing continuous symmetry
@@ -264,7 +286,8 @@ def model_facts(angles: list[float], classes: list[str], entry: dict, correct,
         "rotated_from": min((angles[i] % 360 for i in rotated), default=None),
         "rotated_to": max((angles[i] % 360 for i in rotated), default=None),
         "at": at, "seeds": int(correct.shape[0]), "n": n,
-        "peaks": [(a, at[a]) for a, _ in analysis.circular_peaks(angles, acc, above)[:3]],
+        "peaks": [(a, at[a]) for a, _ in analysis.circular_peaks(angles, acc, above)
+                  if rises(a)][:3],
         "small_angles": vs_zero(small),
         "robust_classes": [(classes[c], class_rotated(c)) for c in ranked[:2]],
         "fragile_classes": [(classes[c], class_rotated(c)) for c in ranked[-2:][::-1]],
