@@ -240,14 +240,17 @@ def test_one_epoch_curves_show_their_points_on_whole_epochs(tiny, monkeypatch):
             assert [t for t in ax.get_xticks() if lo <= t <= hi] == [1.0]
 
 
-def test_the_augmentation_caption_names_every_transform(tiny):
-    """A run trained with random rotations says so under its augmentation grid too."""
+@pytest.mark.parametrize("epochs", [1, 2])
+def test_the_augmentation_caption_names_every_transform(tiny, epochs):
+    """A run trained with random rotations says so under its augmentation grid too; where
+    several validations chose the checkpoint, the results say the validation number reads
+    high and the test number is the one to quote."""
     from reportgen.experiments import get_study
     from reportgen.files import read_json
     from reportgen.report import Numbering, environment
 
     overrides, out = tiny
-    overrides = {**overrides, "train.augment.rotate_degrees": 30.0}
+    overrides = {**overrides, "train.augment.rotate_degrees": 30.0, "train.epochs": epochs}
     for stage in ("train", "figures"):
         r = runner.invoke(app, [stage, *overrides_to_args(overrides)])
         assert r.exit_code == 0, r.output
@@ -259,3 +262,6 @@ def test_the_augmentation_caption_names_every_transform(tiny):
     html = " ".join(str(module.method()).split())
     assert ("as the network sees them: random horizontal flip, random resized crop and random "
             "rotation in ±30°.") in html
+    words = " ".join(str(module.results()).split())
+    assert ("The validation images chose the checkpoint among 2 validations, so their accuracy "
+            "reads slightly high" in words) == (epochs == 2)

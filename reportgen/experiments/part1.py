@@ -120,6 +120,10 @@ class Part1(Study):
         return {"optimizer": opt.title, "cite": list(opt.cite),
                 "momentum": o["momentum"] if opt.uses_momentum else None,
                 "seeds": len(results["seeds"]),
+                # Validations that competed for the best checkpoint: with more than one, the
+                # validation accuracy is the maximum of several and reads high.
+                "validations": sum(1 for v in results["per_seed"][0]["metrics"]["val_acc"]
+                                   if v is not None and v == v),
                 **{split: analysis.accuracy([r[f"{split}_acc"] for r in results["per_seed"]],
                                             results["data"][f"{split}_images"])
                    for split in ("val", "test")}}
