@@ -246,7 +246,7 @@ def model_facts(angles: list[float], classes: list[str], entry: dict, correct,
         not accuracy "coming back up". Both angles are picked from the curve, so Bonferroni
         over the rotated angles, as for the worst angle."""
         order = sorted(range(len(angles)), key=lambda j: angles[j] % 360)
-        k = next(p for p, j in enumerate(order) if angles[j] % 360 == a and j in rotated)
+        k = next(pos for pos, j in enumerate(order) if angles[j] % 360 == a and j in rotated)
         peak = order[k]
         for step in (-1, 1):
             low, j = None, k
