@@ -138,6 +138,7 @@ def test_html_is_written_next_to_pdf(built):
     assert "McNemar's exact test [" in words
     assert "with Newcombe's hybrid score interval for paired proportions [" in words
     assert "the interval can exclude 0 while the exact test does not; the test decides" in words
+    assert "is Bonferroni-adjusted for that choice: its p-value is multiplied by the number" in words
 
 
 @pytest.mark.slow
