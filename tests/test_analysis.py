@@ -376,9 +376,12 @@ def test_classes_are_ranked_only_where_their_accuracies_differ(tmp_path):
     assert "the classes that survive rotation best are airplane and automobile (100.0% [" in text
 
 
-def test_only_a_measurable_rise_counts_as_accuracy_coming_back_up():
+def test_only_a_measurable_rise_counts_as_accuracy_coming_back_up(tmp_path):
     # 180° rises 20 points above both of its neighbouring troughs; 270° is a 0.5-point wiggle.
     wiggle = [800, 300, 200, 300, 500, 300, 305, 300]
     assert [a for a, _ in circular_peaks(EIGHT, [k / N for k in wiggle])] == [180.0, 270.0]
-    f = get_study("rotation").facts(_sweep({"resnet": ("plain", wiggle)}, EIGHT))
+    r = _sweep({"resnet": ("plain", wiggle)}, EIGHT)
+    f = get_study("rotation").facts(r)
     assert [a for a, _ in f["models"]["resnet"]["val"]["peaks"]] == [180.0]
+    assert ("Accuracy comes back up, to a local maximum above chance and measurably above the "
+            "lowest angle on each side, at 180° (50.0% [") in _render("rotation", r, tmp_path)
