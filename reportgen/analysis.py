@@ -118,6 +118,14 @@ def accuracy(per_seed: Sequence[float], n: int) -> dict:
     return out
 
 
+def shown_interval(stat: dict) -> list[float]:
+    """The interval a figure draws around an accuracy from accuracy(): the seeds' t-interval
+    where there are two or more seeds, else the sampling interval; clipped to [0, 1], which
+    an accuracy cannot leave but a t-interval of two seeds can."""
+    lo, hi = stat["seed_ci"] or stat["sampling"]
+    return [min(max(lo, 0.0), 1.0), min(max(hi, 0.0), 1.0)]
+
+
 def compare(arms: Sequence[tuple[float, np.ndarray]], looks: int = 1, among: str = "") -> dict:
     """A contrast sum_k w_k * accuracy_k between arms measured on the same images.
 

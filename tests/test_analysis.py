@@ -385,3 +385,12 @@ def test_only_a_measurable_rise_counts_as_accuracy_coming_back_up(tmp_path):
     assert [a for a, _ in f["models"]["resnet"]["val"]["peaks"]] == [180.0]
     assert ("Accuracy comes back up, to a local maximum above chance and measurably above the "
             "lowest angle on each side, at 180° (50.0% [") in _render("rotation", r, tmp_path)
+
+
+def test_figures_draw_intervals_an_accuracy_can_have():
+    # Two seeds at 10% and 60%: their t-interval (t = 12.7) runs from -283 to +353 points.
+    two = analysis.accuracy([0.1, 0.6], 1000)
+    assert two["seed_ci"][0] < 0 and two["seed_ci"][1] > 1
+    assert analysis.shown_interval(two) == [0.0, 1.0]
+    one = analysis.accuracy([0.7], 100)
+    assert analysis.shown_interval(one) == pytest.approx(list(analysis.wilson(70, 100)))

@@ -202,7 +202,7 @@ def picked(candidates: int) -> dict:
 def band(stats: list[dict]) -> list:
     """The band drawn around an accuracy curve: the seeds' 95% interval, or with one seed
     the evaluation set's."""
-    return [st["seed_ci"] or st["sampling"] for st in stats]
+    return [analysis.shown_interval(st) for st in stats]
 
 
 def model_facts(angles: list[float], classes: list[str], entry: dict, correct,

@@ -280,7 +280,7 @@ class Shuffle(Study):
         import numpy as np
         import torch
 
-        from .. import style, transforms
+        from .. import analysis, style, transforms
         from ..figures import as_image, chance_line
         from ..files import read_json
 
@@ -315,7 +315,7 @@ class Shuffle(Study):
         fig.legend(handles, labels, loc="lower center", ncol=4, bbox_to_anchor=(0.5, 0.0))
         style.save(fig, figures_dir / "shuffle_learning_curves")
 
-        fig, ax = plt.subplots(figsize=(style.FULL_WIDTH * 0.62, 2.3))
+        fig, ax = plt.subplots(figsize=(style.FULL_WIDTH * 0.62, 2.6))
         width = 0.38
         titles = {r["model"]: r["title"] for r in runs.values()}
         facts = facts_of(results)["models"]
@@ -324,18 +324,21 @@ class Shuffle(Study):
             vals = np.array([st["mean"] for st in stats]) * 100
             # The error bar: the seeds' 95% t-interval where there are several, else the
             # test set's 95% Wilson interval (the caption says which).
-            lo_hi = np.array([st["seed_ci"] or st["sampling"] for st in stats]) * 100
+            lo_hi = np.array([analysis.shown_interval(st) for st in stats]) * 100
             err = np.abs(lo_hi.T - vals)
             x = np.arange(len(models)) + (j - 0.5) * width
-            bars = ax.bar(x, vals, width, color=[color[m] for m in models],
-                          alpha=1.0 if not shuffled else 0.45, hatch="//" if shuffled else None,
-                          edgecolor="white", label="shuffled pixels" if shuffled else "original",
-                          yerr=err, error_kw=dict(lw=0.8, capsize=2, ecolor="#222"))
-            ax.bar_label(bars, fmt="%.1f", fontsize=7, padding=2)
+            ax.bar(x, vals, width, color=[color[m] for m in models],
+                   alpha=1.0 if not shuffled else 0.45, hatch="//" if shuffled else None,
+                   edgecolor="white", label="shuffled pixels" if shuffled else "original",
+                   yerr=err, error_kw=dict(lw=0.8, capsize=2, ecolor="#222"))
+            for xi, v, top in zip(x, vals, lo_hi[:, 1]):  # above the error bar, not on it
+                ax.text(xi, top + 1.5, f"{v:.1f}", ha="center", va="bottom", fontsize=7)
         chance_line(ax, results["data"]["classes"])
         ax.set_xticks(range(len(models)), [titles[m] for m in models])
-        ax.set(ylabel="test accuracy (%)", ylim=(0, 100))
-        ax.legend(loc="upper right", ncol=3)
+        ax.set(ylabel="test accuracy (%)", ylim=(0, 108))
+        ax.set_yticks(range(0, 101, 20))
+        # Below the axes: at the top it would sit on the bars of a 90% network.
+        ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=3, frameon=False)
         style.save(fig, figures_dir / "shuffle_accuracy")
 
         perm = torch.tensor(read_json(results_dir / "permutation.json", self.cli_name))
