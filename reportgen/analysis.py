@@ -15,6 +15,10 @@ Two sources of uncertainty are kept apart and both reported:
   the mean, and it is added to the sampling variance of a comparison (Welch-Satterthwaite
   degrees of freedom).
 
+A comparison at an angle picked from the curve (the worst of 35, say) is Bonferroni-adjusted
+for the number of angles it was picked from (`compare(..., looks=K)`), so the choice of an
+extreme cannot by itself make it significant.
+
 A comparison is "distinguishable from noise" when its two-sided p-value is below ALPHA; the
 report's words follow that flag and nothing else, so no template holds a threshold.
 """
@@ -82,8 +86,8 @@ def newcombe_paired(a: int, b: int, c: int, d: int,
 def _square_and_add(arms: Sequence[tuple[float, np.ndarray]], n: int,
                     alpha: float = ALPHA) -> tuple[float, float]:
     """An interval for sum_k w_k * mean_k from each arm's Wilson interval, combined by
-    Newcombe's square-and-add with no correlation assumed, which for arms measured on the
-    same images errs wide."""
+    Newcombe's square-and-add with no correlation assumed, which errs wide for arms that
+    agree on the same images more often than chance (the usual case for two models)."""
     est, down, up = 0.0, 0.0, 0.0
     for w, v in arms:
         m = float(v.mean())
