@@ -83,11 +83,17 @@ def _places(c) -> int:
     return 1 if width >= 0.2 else 2 if width >= 0.02 else 3
 
 
-def _signed(x: float, places: int = 1) -> str:
-    text = f"{x * 100:+.{places}f}"
-    if float(text) == 0:  # no "−0.0" or "+0.0" for a value that rounds to zero
+def _points(x: float, places: int = 1, sign: str = "") -> str:
+    """A fraction in percentage points, with a typographic minus; sign="+" shows a plus too,
+    except on a value that rounds to zero (no "−0.0" or "+0.0")."""
+    text = f"{x * 100:{sign}.{places}f}"
+    if sign and float(text) == 0:
         text = text[1:]
     return text.replace("-", "−")
+
+
+def _signed(x: float, places: int = 1) -> str:
+    return _points(x, places, "+")
 
 
 def diff(c) -> str:
@@ -111,9 +117,8 @@ def change(c, up: str = "gains", down: str = "costs") -> str:
     # the exact test) keeps its sign.
     lo, hi = sorted((sign * c["lo"], sign * c["hi"]))
     k = _places(c)
-    return (f"{word} {abs(c['diff']) * 100:.{k}f} points (95% CI "
-            f"{f'{lo * 100:.{k}f}'.replace('-', '−')} to {hi * 100:.{k}f}; "
-            f"{c['test']}, {_p(c['p'])})")
+    return (f"{word} {_points(abs(c['diff']), k)} points (95% CI {_points(lo, k)} to "
+            f"{_points(hi, k)}; {c['test']}, {_p(c['p'])})")
 
 
 def deg(x) -> str:

@@ -180,23 +180,10 @@ def first(k):  # right on the first k images
 
 
 def rot_result():
-    angles = [0.0, 90.0, 180.0, 270.0]
-    plain = [800, 200, 500, 250]  # images right at each angle (the first k)
-    aug = [600, 550, 580, 560]
-
-    def entry(ks, aug_deg, role):
-        acc = [k / N for k in ks]
-        return {"aug_degrees": aug_deg, "role": role, "title": role, "seeds": [42],
-                "per_seed": [{"seed": 42, "run_dir": "x"}],
-                "val": {"accuracy": acc, "confidence": [0.9, 0.7, 0.8, 0.7],
-                        "per_class": [[a] * 10 for a in acc]}}
-
-    arrays = {"labels/val": LABELS.astype(np.uint8),
-              "pred/resnet/42/val": np.stack([first(k) for k in plain]),
-              "pred/resnet-rotaug/42/val": np.stack([first(k) for k in aug])}
-    return {"angles": angles, "splits": ["val"], "classes": CLASSES, "arrays": arrays,
-            "models": {"resnet": entry(plain, 0.0, "plain"),
-                       "resnet-rotaug": entry(aug, 180.0, "augmented")}}
+    # Images right at each angle (the first k); confidences made to order.
+    return _sweep({"resnet": ("plain", [800, 200, 500, 250]),
+                   "resnet-rotaug": ("augmented", [600, 550, 580, 560])},
+                  [0.0, 90.0, 180.0, 270.0], confidence=[0.9, 0.7, 0.8, 0.7])
 
 
 def test_rotation_facts():
@@ -319,14 +306,14 @@ def _render(study, r, figures_dir, part="discussion") -> str:
     return re.sub(r"\s+", " ", str(getattr(module, part)()))
 
 
-def _sweep(models, angles):
+def _sweep(models, angles, confidence=None):
     """Rotation results: models maps a label to (role, images right at each angle)."""
     def entry(role, ks):
         acc = [k / N for k in ks]
         return {"aug_degrees": 180.0 if role == "augmented" else 0.0, "role": role,
                 "title": role.capitalize(), "seeds": [42],
                 "per_seed": [{"seed": 42, "run_dir": "x"}],
-                "val": {"accuracy": acc, "confidence": [0.5] * len(ks),
+                "val": {"accuracy": acc, "confidence": confidence or [0.5] * len(ks),
                         "per_class": [[a] * 10 for a in acc]}}
 
     arrays = {"labels/val": LABELS.astype(np.uint8)}

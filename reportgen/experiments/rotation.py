@@ -240,12 +240,13 @@ def model_facts(angles: list[float], classes: list[str], entry: dict, correct,
         return analysis.compare([(1, correct[:, idx].mean(1)), (-1, correct[:, zero_i])],
                                 **picked(picked_from))
 
+    order = sorted(range(len(angles)), key=lambda j: angles[j] % 360)  # around the circle
+
     def rises(a):
         """Whether the local maximum at angle a rises measurably above the lowest accuracy on
         each side of it (up to the next angle at least as high): a wiggle of a flat curve is
         not accuracy "coming back up". Both angles are picked from the curve, so Bonferroni
         over the rotated angles, as for the worst angle."""
-        order = sorted(range(len(angles)), key=lambda j: angles[j] % 360)
         k = next(pos for pos, j in enumerate(order) if angles[j] % 360 == a and j in rotated)
         peak = order[k]
         for step in (-1, 1):
