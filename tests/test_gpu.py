@@ -44,6 +44,20 @@ def test_side_by_side_in_bf16_on_the_gpu(tiny):
     assert len({r["run_dir"] for r in res}) == 3
 
 
+@pytest.mark.parametrize("sets", [
+    {"train.side_by_side_layout": "stacked"},
+    {"model.name": "p4_preact_resnet",
+     "model.params": {"num_classes": 10, "num_blocks": [1, 1], "c_hidden": [4, 8]}},
+], ids=["resnet-stacked", "p4"])
+def test_stacked_side_by_side_in_bf16_on_the_gpu(tiny, sets):
+    """The stacked layout (vmap; the p4 network's only one) under bf16-mixed: on the H200
+    its backward pass once failed in batch norm (see sidebyside._norms_in_float)."""
+    name = "stacked-" + sets.get("model.name", "resnet")
+    res, lines, _ = _train(tiny, name, side_by_side=2, **{"train.device": "gpu", **sets})
+    assert [(r["side_by_side"], r["side_by_side_layout"]) for r in res] == [(2, "stacked")] * 2
+    assert all(r["precision"] == "bf16-mixed" and 0.0 <= r["val_acc"] <= 1.0 for r in res)
+
+
 def test_runs_augmented_together_on_the_gpu_get_their_own_augmentation():
     """The group's batched augmentation on the card: each run's images as `augment` makes
     them for that run alone with a CUDA generator (the crop boxes, flips and rotations are

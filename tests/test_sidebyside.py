@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from torch import nn
+from torch.func import functional_call, stack_module_state, vmap
 
 from reportgen.cli import load_config
 from reportgen.experiments.base import prepare_data
@@ -494,3 +496,37 @@ def test_a_group_step_launches_about_as_many_kernels_as_one_run(monkeypatch):
     three = _ops_per_step(3, monkeypatch)
     assert one > 100  # the whole step was counted
     assert three < 1.3 * one, (one, three)
+
+
+def test_stacked_batch_norm_takes_bf16_activations():
+    """Mixed precision feeds batch norm bf16 activations with float32 running statistics.
+    Vmapped, torch's batch norm refused that (on the H200 in the stacked p4 network's
+    backward pass; on the CPU in the forward): the stacked model normalises in float32 and
+    hands back bf16, as a run alone does, with the same outputs, gradients and running
+    statistics as each member's own batch norm."""
+    from reportgen.training.sidebyside import _norms_in_float
+
+    members = [nn.Sequential(nn.BatchNorm2d(4)) for _ in range(3)]
+    for k, m in enumerate(members):
+        torch.manual_seed(k)
+        nn.init.normal_(m[0].weight), nn.init.normal_(m[0].bias)
+    base = _norms_in_float(copy.deepcopy(members[0]).to("meta"))
+    params, buffers = stack_module_state(members)
+    xs = torch.randn(3, 8, 4, 5, 5).to(torch.bfloat16).requires_grad_()
+    w = torch.randn(3, 8, 4, 5, 5)  # a loss whose gradient is not near zero
+
+    def close(a, b, rel):  # within `rel` of the larger magnitude (bf16 keeps 8 bits)
+        return (a.float() - b.float()).abs().max() <= rel * b.float().abs().max()
+
+    out = vmap(lambda p, b, x: functional_call(base, (p, b), (x,)))(params, buffers, xs)
+    assert out.dtype == torch.bfloat16
+    (out.float() * w).sum().backward()
+    for k, m in enumerate(members):
+        x = xs[k].detach().float().requires_grad_()
+        own = m(x)
+        (own * w[k]).sum().backward()
+        assert close(out[k], own, 0.01)
+        assert close(buffers["0.running_mean"][k], m[0].running_mean, 1e-6)
+        assert close(buffers["0.running_var"][k], m[0].running_var, 1e-6)
+        assert close(params["0.weight"].grad[k], m[0].weight.grad, 0.02)
+        assert close(xs.grad[k], x.grad, 0.02)

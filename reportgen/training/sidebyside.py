@@ -199,6 +199,26 @@ def _set_tensor(module: nn.Module, dotted: str, value: torch.Tensor, parameter: 
         module._buffers[leaf] = value
 
 
+def _norms_in_float(model: nn.Module) -> nn.Module:
+    """`model` with every batch norm computing in float32 and handing back its input's
+    dtype. Under vmap, batch norm takes no bf16 input with float32 running statistics: on
+    the H200 the stacked p4 network's backward pass failed in bf16-mixed ("Expected
+    running_mean to have type BFloat16 but got Float"), and the CPU's forward fails the same
+    way. A run trained alone normalises bf16 in float32 inside cuDNN and rounds the output to
+    bf16, as this does. Float32 and float64 inputs pass as they are."""
+    for bn in model.modules():
+        if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+            plain = bn.forward
+
+            def forward(x: torch.Tensor, plain=plain) -> torch.Tensor:
+                if x.dtype not in (torch.bfloat16, torch.float16):
+                    return plain(x)
+                return plain(x.float()).to(x.dtype)
+
+            bn.forward = forward
+    return model
+
+
 class SideBySide(pl.LightningModule):
     """K Classifiers of one architecture trained as one module, in one of two layouts:
 
@@ -230,7 +250,7 @@ class SideBySide(pl.LightningModule):
             self.stack = wide.to(memory_format=torch.channels_last if self.channels_last
                                  else torch.contiguous_format)
         else:
-            self.__dict__["base"] = copy.deepcopy(template).to("meta")
+            self.__dict__["base"] = _norms_in_float(copy.deepcopy(template).to("meta"))
             params, buffers = stack_module_state([m.model for m in members])
             stack = copy.deepcopy(template)
             # Contiguous: a channels_last member's layout, stacked, sends vmap down a slow path.
