@@ -77,8 +77,9 @@ def group_size(spec: RunSpec, accelerator: str, precision: str) -> int:
         return 1
     if cfg.side_by_side:
         return cfg.side_by_side
-    # Automatic: never with train.compile (the group's compiled step is unmeasured on a GPU:
-    # ask for it with train.side_by_side = N).
+    # Automatic: never with train.compile. A compiled group has been timed in `reportgen
+    # bench` only (an H200: 3 runs in 1.19x one run's time), never through a whole run; ask
+    # for it with train.side_by_side = N.
     return MAX_RUNS if accelerator == "gpu" and not cfg.compile else 1
 
 
