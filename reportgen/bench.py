@@ -10,12 +10,15 @@ from __future__ import annotations
 import itertools
 import json
 import math
+import os
 import platform
 import statistics
 import subprocess
 import sys
 import time
 import warnings
+from collections import Counter
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -61,9 +64,11 @@ def _require_memory(cfg: ExperimentConfig, b: BenchConfig, runs: int) -> None:
                        * memory.IMAGE_BYTES / cfg.train.batch_size))
 
 
-def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1) -> tuple[dict, object]:
+def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1,
+                   callbacks: tuple = ()) -> tuple[dict, object]:
     """Training images/s of one run, or of `runs` runs side by side (all their images
-    counted: the time per image of the whole group)."""
+    counted: the time per image of the whole group). `callbacks`: more Lightning callbacks
+    (the profiler's window)."""
     import pytorch_lightning as pl
     from pytorch_lightning.callbacks import Callback
 
@@ -112,7 +117,7 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1) -> tupl
                          precision=resolve_precision(tc.precision, accelerator),
                          max_steps=b.warmup_steps + b.steps, max_epochs=-1, logger=False,
                          enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, callbacks=[Timer()],
+                         enable_model_summary=False, callbacks=[Timer(), *callbacks],
                          num_sanity_val_steps=0, limit_val_batches=0)
     loaders = [batches(x, y, tc.batch_size, shuffle_seed=m.hparams.seed, drop_last=True)
                for m in members]
@@ -121,6 +126,138 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1) -> tupl
     return {"train_img_per_s": statistics.median(rates), "train_repeats": rates,
             "precision": trainer.precision, "accelerator": accelerator,
             **({"layout": chosen} if chosen else {})}, members[0]
+
+
+# CUDA runtime and driver calls, as the profiler names them on the host.
+LAUNCHES = ("cudaLaunchKernel", "cudaLaunchKernelExC", "cuLaunchKernel", "cuLaunchKernelEx")
+GRAPH_LAUNCHES = ("cudaGraphLaunch", "cuGraphLaunch")
+TOP = 8  # operations listed per table
+
+
+@contextmanager
+def _quiet_stderr():
+    """File descriptor 2 to /dev/null: the profiler's C++ side prints its start and stop (and,
+    without a GPU, an "ERROR" that it found none) straight to it."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
+def profile_training(cfg: ExperimentConfig, b: BenchConfig, steps: int) -> dict:
+    """Where a training step's time goes: `steps` steps of one run (after b.warmup_steps)
+    under torch.profiler, from the end of a step to the end of the last, so the window holds
+    whole iterations (fetch, transfer and augmentation, forward, backward, optimiser,
+    Lightning's hooks). A separate pass: the profiler's own overhead stays out of the timed
+    rates."""
+    import pytorch_lightning as pl
+    from pytorch_lightning.callbacks import Callback
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = torch.cuda.is_available() and cfg.train.device != "cpu"
+    activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+    os.environ.setdefault("KINETO_LOG_LEVEL", "5")
+    window: dict = {}
+
+    class Window(Callback):
+        seen = 0
+
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            self.seen += 1
+            if self.seen == b.warmup_steps:
+                if cuda:
+                    torch.cuda.synchronize()
+                window["prof"] = profile(activities=activities)
+                with _quiet_stderr():
+                    window["prof"].start()
+                window["t0"] = time.perf_counter()
+            elif self.seen == b.warmup_steps + steps and "prof" in window:
+                if cuda:
+                    torch.cuda.synchronize()
+                window["wall_s"] = time.perf_counter() - window["t0"]
+                with _quiet_stderr():
+                    window["prof"].stop()
+
+    pl.seed_everything(cfg.train.seed, verbose=False)
+    bench_training(cfg, BenchConfig(warmup_steps=b.warmup_steps, steps=steps, repeats=1),
+                   callbacks=(Window(),))
+    with _quiet_stderr():
+        return summarize_profile(window["prof"], steps, window["wall_s"],
+                                 cfg.train.batch_size)
+
+
+def summarize_profile(prof, steps: int, wall_s: float, batch_size: int) -> dict:
+    """Per training step: host time, operations dispatched (top-level aten calls, the number
+    of kernels an eager GPU step launches), kernel and CUDA-graph launches, host-device
+    synchronisations and copies, the device's busy time, and the top operations by host
+    and by device time."""
+    from torch.autograd import DeviceType
+
+    events = prof.events()
+    count = Counter(e.name for e in events)
+
+    def n(names) -> float:
+        return sum(count[x] for x in names) / steps
+
+    def top_level(e) -> bool:
+        parent = e.cpu_parent
+        return parent is None or not parent.name.startswith("aten::")
+
+    kernels: dict[str, list[float]] = {}
+    for e in events:
+        if e.device_type == DeviceType.CUDA:
+            k = kernels.setdefault(e.name, [0, 0.0])
+            k[0] += 1
+            k[1] += e.time_range.elapsed_us()
+    host = sorted((a for a in prof.key_averages() if a.device_type == DeviceType.CPU),
+                  key=lambda a: a.self_cpu_time_total, reverse=True)
+    busy = sum(t for _, t in kernels.values()) / 1000 / steps if kernels else None
+    step_ms = wall_s * 1000 / steps
+    return {
+        "steps": steps, "step_ms": step_ms, "img_per_s": batch_size / step_ms * 1000,
+        "operations_per_step": sum(1 for e in events if e.name.startswith("aten::")
+                                   and top_level(e)) / steps,
+        "kernel_launches_per_step": n(LAUNCHES),
+        "graph_launches_per_step": n(GRAPH_LAUNCHES),
+        "synchronisations_per_step": sum(c for x, c in count.items()
+                                         if "Synchronize" in x) / steps,
+        "copies_per_step": sum(c for x, c in count.items()
+                               if x.startswith(("cudaMemcpy", "cuMemcpy"))) / steps,
+        "device_busy_ms_per_step": busy,
+        "top_host": [{"name": a.key, "calls_per_step": a.count / steps,
+                      "self_ms_per_step": a.self_cpu_time_total / 1000 / steps}
+                     for a in host[:TOP]],
+        "top_device": [{"name": name, "calls_per_step": c / steps, "ms_per_step": t / 1000 / steps}
+                       for name, (c, t) in sorted(kernels.items(), key=lambda kv: -kv[1][1])[:TOP]],
+    }
+
+
+def _profile_lines(p: dict | None) -> list[str]:
+    if not p:
+        return []
+    busy = ("not measured (no GPU)" if p["device_busy_ms_per_step"] is None else
+            f"{p['device_busy_ms_per_step']:.2f} ms "
+            f"({p['device_busy_ms_per_step'] / p['step_ms']:.0%} of the step)")
+    lines = [f"profile     {p['steps']} steps at {p['step_ms']:.2f} ms a step with the profiler "
+             f"on ({p['img_per_s']:.0f} img/s; the rates above are without it)",
+             f"            per step: {p['operations_per_step']:.0f} operations, "
+             f"{p['kernel_launches_per_step']:.0f} kernel launches, "
+             f"{p['graph_launches_per_step']:.0f} CUDA graph launches, "
+             f"{p['synchronisations_per_step']:.1f} synchronisations, "
+             f"{p['copies_per_step']:.1f} copies; device busy {busy}",
+             "            host, self time per step:"]
+    lines += [f"              {t['self_ms_per_step']:7.3f} ms  {t['calls_per_step']:6.1f}x  "
+              f"{t['name'][:70]}" for t in p["top_host"]]
+    if p["top_device"]:
+        lines.append("            device, time per step:")
+        lines += [f"              {t['ms_per_step']:7.3f} ms  {t['calls_per_step']:6.1f}x  "
+                  f"{t['name'][:70]}" for t in p["top_device"]]
+    return lines
 
 
 def _require_layout(cfg: ExperimentConfig) -> str:
@@ -284,9 +421,11 @@ def format_load_table(r: dict) -> str:
 
 
 def run_bench(cfg: ExperimentConfig, b: BenchConfig, notebook: str | None = None,
-              notebook_data: str | None = None, side_by_side: int | None = None) -> dict:
+              notebook_data: str | None = None, side_by_side: int | None = None,
+              profile: int = 0) -> dict:
     """side_by_side: runs to time side by side; None = 3, or none with train.compile (its
-    second compile would double the benchmark's time)."""
+    second compile would double the benchmark's time). profile: training steps of one run to
+    profile (0: none)."""
     if side_by_side is None:
         side_by_side = 0 if cfg.train.compile else 3
     from . import runtime
@@ -311,6 +450,8 @@ def run_bench(cfg: ExperimentConfig, b: BenchConfig, notebook: str | None = None
     if side_by_side > 1:
         result["side_by_side"] = bench_side_by_side(cfg, b, side_by_side,
                                                     train["train_img_per_s"])
+    if profile:
+        result["profile"] = profile_training(cfg, b, profile)
     if notebook:
         nb = run_notebook(notebook, notebook_data or "", b)
         result["notebook"] = nb
@@ -338,7 +479,8 @@ def format_table(r: dict) -> str:
              *_side_by_side_line(r.get("side_by_side")),
              f"evaluation  {r['eval_img_per_s']:8.0f} img/s (median of {len(r['eval_repeats'])})",
              f"sweep       {r['sweep_36_angles_s']:8.1f} s for 36 angles x 5,000 images "
-             f"({r['sweep_s_per_angle']:.2f} s/angle)"]
+             f"({r['sweep_s_per_angle']:.2f} s/angle)",
+             *_profile_lines(r.get("profile"))]
     if "notebook" in r:
         nb = r["notebook"]
         lines += [f"notebook    {nb['train_img_per_s']:8.0f} img/s training, "

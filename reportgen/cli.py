@@ -382,6 +382,9 @@ def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
     typer.echo(str(pdf))
 
 
+MAX_PROFILED_STEPS = 200
+
+
 @app.command()
 def bench(config: Optional[Path] = ConfigOpt, device: Optional[str] = DeviceOpt,
           set_: Optional[list[str]] = SetOpt,
@@ -402,7 +405,11 @@ def bench(config: Optional[Path] = ConfigOpt, device: Optional[str] = DeviceOpt,
               "one computation (0 or 1: skip; default 3, or 0 with train.compile)."),
           load: bool = typer.Option(
               False, "--load", help="Time training idle, then next to a busy loop and next to "
-              "a second PyTorch job (a busy laptop); no evaluation or sweep.")) -> None:
+              "a second PyTorch job (a busy laptop); no evaluation or sweep."),
+          profile: int = typer.Option(
+              0, "--profile", help="Also profile this many training steps of one run: host "
+              "and device time, kernel launches and synchronisations per step, top "
+              "operations (0: skip).")) -> None:
     """Time training, evaluation and the 36-angle rotation sweep on this machine."""
     from .bench import (BenchConfig, check_notebook, format_load_table, format_table, run_bench,
                         run_load_bench)
@@ -417,9 +424,13 @@ def bench(config: Optional[Path] = ConfigOpt, device: Optional[str] = DeviceOpt,
     if sweep_angles > 36:
         _fail(f"--sweep-angles {sweep_angles}: the sweep has 36 angles (0, 10, ..., 350): "
               "use at most 36")
-    if load and (notebook or notebook_data or side_by_side):
+    if not 0 <= profile <= MAX_PROFILED_STEPS:
+        # The profiler keeps every operation of the window in memory (hundreds a step).
+        _fail(f"--profile {profile}: use 0 (skip) or a number of training steps up to "
+              f"{MAX_PROFILED_STEPS}")
+    if load and (notebook or notebook_data or side_by_side or profile):
         _fail("--load times training alone (idle and next to other programs): run "
-              "--notebook or --side-by-side in a separate `reportgen bench`")
+              "--notebook, --side-by-side or --profile in a separate `reportgen bench`")
     _run(check_notebook, notebook, notebook_data)
     cfg = _run(load_config, config, device=device, sets=set_)
     b = BenchConfig(warmup_steps=warmup, steps=steps, repeats=repeats, eval_images=eval_images,
@@ -428,7 +439,7 @@ def bench(config: Optional[Path] = ConfigOpt, device: Optional[str] = DeviceOpt,
         result = _run(run_load_bench, cfg, b)
         typer.echo(json.dumps(result) if as_json else format_load_table(result))
         return
-    result = _run(run_bench, cfg, b, notebook, notebook_data, side_by_side)
+    result = _run(run_bench, cfg, b, notebook, notebook_data, side_by_side, profile)
     typer.echo(json.dumps(result) if as_json else format_table(result))
 
 

@@ -157,3 +157,66 @@ def test_compiled_and_eager_training_give_the_same_loss(tiny):
         run = next((out / flag / "runs").iterdir())
         losses[flag] = read_metrics(run / "metrics.csv")["train_loss"]
     assert losses["true"] == pytest.approx(losses["false"], rel=1e-3)
+
+
+def test_bench_profile_says_where_a_step_goes():
+    """--profile N: a separate pass of N profiled training steps, per step: operations,
+    launches, synchronisations, and the top operations by host time (no GPU here: no
+    launches, no device time)."""
+    args = ["bench", "--steps", "2", "--warmup", "1", "--repeats", "1", "--eval-images", "100",
+            "--sweep-angles", "1", "--sweep-images", "100", "--side-by-side", "0",
+            "--set", "train.batch_size=8", "--device", "cpu",
+            "--set", "model.params={num_classes=10, num_blocks=[1, 1], c_hidden=[8, 8]}"]
+    r = runner.invoke(app, [*args, "--json", "--profile", "3"])
+    assert r.exit_code == 0, r.output
+    p = json.loads(next(l for l in r.stdout.splitlines() if l.startswith("{")))["profile"]
+    assert p["steps"] == 3 and p["step_ms"] > 0
+    assert p["img_per_s"] == pytest.approx(8 / p["step_ms"] * 1000)
+    # forward, backward and optimiser of 4 convolutions and 5 batch norms: well over 50
+    assert p["operations_per_step"] > 50
+    assert p["kernel_launches_per_step"] == 0 and p["device_busy_ms_per_step"] is None
+    names = [t["name"] for t in p["top_host"]]
+    assert len(names) == 8 and any("convolution" in n for n in names), names
+    assert all(t["self_ms_per_step"] >= 0 for t in p["top_host"])
+    r = runner.invoke(app, [*args, "--profile", "2"])
+    assert r.exit_code == 0 and "profile     2 steps at" in r.stdout
+    assert "host, self time per step:" in r.stdout and "device busy not measured" in r.stdout
+    for bad in (["--profile", "-1"], ["--profile", "201"], ["--load", "--profile", "2"]):
+        r = runner.invoke(app, ["bench", *bad])
+        assert r.exit_code == 2 and "--profile" in r.output and "Traceback" not in r.output
+
+
+def test_profile_summary_counts_what_a_gpu_step_does():
+    """The counts per step from the names the CUDA profiler gives: kernel and graph launches,
+    synchronisations, copies; operations are top-level aten calls (not those inside another
+    aten call); device time sums the kernels."""
+    from types import SimpleNamespace as NS
+
+    from torch.autograd import DeviceType
+    from reportgen.bench import summarize_profile
+
+    def ev(name, parent=None, device=DeviceType.CPU, us=0.0):
+        return NS(name=name, cpu_parent=parent, device_type=device,
+                  time_range=NS(elapsed_us=lambda: us))
+
+    add = ev("aten::add")
+    events = ([ev("cudaLaunchKernel")] * 10 + [ev("cudaGraphLaunch")] * 2
+              + [ev("cudaStreamSynchronize")] * 3 + [ev("cudaEventSynchronize")]
+              + [ev("cudaMemcpyAsync")] * 6 + [add] * 8 + [ev("aten::mul", parent=add)] * 4
+              + [ev("aten::empty", parent=ev("autograd::engine"))] * 2
+              + [ev("kernel_a", device=DeviceType.CUDA, us=150.0)] * 4
+              + [ev("kernel_b", device=DeviceType.CUDA, us=500.0)])
+    averages = [NS(key="aten::add", count=8, self_cpu_time_total=4000.0,
+                   device_type=DeviceType.CPU),
+                NS(key="kernel_a", count=4, self_cpu_time_total=0.0,
+                   device_type=DeviceType.CUDA)]
+    prof = NS(events=lambda: events, key_averages=lambda: averages)
+    s = summarize_profile(prof, steps=2, wall_s=0.01, batch_size=128)
+    assert s["step_ms"] == pytest.approx(5.0) and s["img_per_s"] == pytest.approx(25600)
+    assert s["kernel_launches_per_step"] == 5 and s["graph_launches_per_step"] == 1
+    assert s["synchronisations_per_step"] == 2 and s["copies_per_step"] == 3
+    assert s["operations_per_step"] == 5  # 8 adds and 2 empties; the muls are inside an add
+    assert s["device_busy_ms_per_step"] == pytest.approx((4 * 0.15 + 0.5) / 2)
+    assert [t["name"] for t in s["top_device"]] == ["kernel_a", "kernel_b"]
+    assert s["top_device"][0]["calls_per_step"] == 2
+    assert s["top_host"] == [{"name": "aten::add", "calls_per_step": 4, "self_ms_per_step": 2.0}]
