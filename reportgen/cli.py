@@ -181,8 +181,11 @@ def _locked(cfg: ExperimentConfig):
     from .figures import require_figures_dir
     from .files import OutputLock
 
+    from .training.train import TRAINED_HERE
+
     lock = OutputLock(cfg.out_dir)
     _run(lock.__enter__)
+    TRAINED_HERE.clear()  # a new command (the tests run several in one process)
     try:  # every command that takes the lock may draw figures: check before any training
         _run(require_figures_dir, figures_path(cfg))
     except BaseException:
@@ -200,13 +203,16 @@ PlanOpt = typer.Option(False, "--plan", help="Print what would be trained or reu
                        "estimated time (from a few steps timed on this device), then stop.")
 
 
-def _plan(cfg, prepared, chosen, retrain: bool, only: bool, options: dict | None = None):
-    """Print the plan (to stdout with --plan, which then stops; else to the log)."""
+def _plan(cfg, prepared, chosen, retrain: bool, only: bool, options: dict | None = None,
+          one_call: bool = False):
+    """Print the plan (to stdout with --plan, which then stops; else to the log).
+    one_call: the studies' runs train in one call (`all`), not study by study."""
     from .plan import format_plan, make_plan
 
     if int(os.environ.get("LOCAL_RANK", "0")) != 0:  # a DDP worker: the main process plans
         return None
-    plan = _run(make_plan, cfg, prepared, chosen, retrain, options, log=_log)
+    plan = _run(make_plan, cfg, prepared, chosen, retrain, options, log=_log,
+                one_call=one_call)
     for line in format_plan(plan):
         typer.echo(line) if only else _log(line)
     return plan
@@ -345,7 +351,7 @@ def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
     """Every study in order (train, rotation, shuffle, ...), then the figures and the report."""
     import time
 
-    from .experiments import figures_path, prepare_data, results_dir, studies
+    from .experiments import figures_path, prepare_data, results_dir, studies, train_studies
     from .figures import draw_all
     from .report import build_report
     from .usertext import read_user_text
@@ -361,14 +367,18 @@ def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
     _run(read_user_text, cfg.report.user_text)
     with _locked(cfg):
         prepared = _run(prepare_data, cfg, log=_log)
-        planned = _plan(cfg, prepared, studies(), retrain, plan)
+        planned = _plan(cfg, prepared, studies(), retrain, plan, one_call=True)
         if plan:
             return
         t_work = time.perf_counter()
+        _log("=== training every study's runs")
+        if _run(train_studies, studies(), prepared, cfg, retrain=retrain, log=_log) is None:
+            return  # a DDP worker process: the main process carries on alone
         for study in studies():
             _log(f"=== {study.title}")
-            if not _run(study.run, cfg, prepared, retrain=retrain, log=_log):
-                return  # a DDP worker process: the main process carries on alone
+            # Their runs are trained (or retrained) above: each study reuses them.
+            if not _run(study.run, cfg, prepared, retrain=False, log=_log):
+                return
         _log("=== figures")
         _run(draw_all, results_dir(cfg), figures_path(cfg), log=_log)
         _log("=== report")

@@ -96,8 +96,10 @@ def measure(spec, runs: int = 1, train: bool = True) -> tuple[float | None, floa
 
 
 def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None = None,
-              log=print) -> Plan:
-    """The plan of running the studies `chosen` (in order) on `prepared` data."""
+              log=print, one_call: bool = False) -> Plan:
+    """The plan of running the studies `chosen` (in order) on `prepared` data; one_call:
+    every study's runs train in one call (as `all` trains them: experiments.train_studies),
+    else each study's in its own."""
     from .training import device_description, memory, read_results, resolve_accelerator
     from .training.train import require_one_batch
 
@@ -136,8 +138,8 @@ def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None
     from .training.sidebyside import schedule
 
     groups = []
-    for name in dict.fromkeys(r.study for r in pending):  # each study trains in one call
-        idx = [j for j, r in enumerate(pending) if r.study == name]
+    for name in ([None] if one_call else dict.fromkeys(r.study for r in pending)):
+        idx = [j for j, r in enumerate(pending) if name in (None, r.study)]
         try:
             groups += [[idx[j] for j in g] for g in
                        schedule([pending[j].spec for j in idx], cfg.out_dir, log=lambda m: None)]

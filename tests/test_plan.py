@@ -33,6 +33,11 @@ def test_plan_lists_the_runs_then_trains_exactly_those(tiny):
     trained = {p.name for p in (out / "runs").iterdir()}
     assert trained == set(first)
     assert "the plan estimated" in r.output
+    # Every run trains once, before the studies, which then use it without advice to retrain.
+    assert r.output.count("evaluating best.ckpt") == 10
+    # Part 1 uses 2 runs, Part 2 4 (plain and augmented), Part 3 8 (the CNN and the MLP on
+    # original and shuffled pixels).
+    assert r.output.count("trained above: ") == 2 + 4 + 8 and "pass --retrain" not in r.output
     from reportgen.training import sidebyside
 
     def no_training(*a, **k):
@@ -79,10 +84,13 @@ def test_plan_shows_side_by_side_groups_and_training_forms_them(tiny):
     assert together == [4] * 8
 
 
-def test_plan_groups_runs_as_each_study_trains_them(tiny):
-    """`all` trains study by study: Part 1's seeds form one group, Part 2's augmented
-    model's seeds the next (its plain model is Part 1's), Part 3's shuffled CNN the next;
-    the plan shows exactly the groups that training then forms."""
+def test_plan_groups_runs_as_all_trains_them(tiny):
+    """`all` trains every study's runs in one call before the studies run, so same-shaped
+    runs of different studies share a group: Part 1's ResNet seeds, Part 2's augmented
+    ResNet's and Part 3's shuffled CNN's are one group of six (Part 3's CNN on original
+    pixels is Part 1's run here, the same settings), the MLPs on original and shuffled pixels
+    one of four. Study by study, Part 1's seeds would have finished before Part 2 asked for
+    its model. The plan shows exactly the groups that training then forms."""
     import json
 
     overrides, out = tiny
@@ -96,7 +104,9 @@ def test_plan_groups_runs_as_each_study_trains_them(tiny):
     assert r.exit_code == 0, r.output
     for name, k in planned.items():
         assert json.loads((out / "runs" / name / "results.json").read_text())["side_by_side"] == k
-    assert sorted(set(planned.values())) == [2, 4]
+    assert {name.rsplit("-", 1)[0]: k for name, k in planned.items()} == {
+        "resnet": 6, "resnet-rotaug": 6, "resnet-shuffled": 6, "mlp": 4, "mlp-shuffled": 4}
+    assert r.output.count("training 6 runs side by side") == 1
     # The ResNets and the MLP all widen: the appendix names that layout alone.
     html = " ".join((out / "report.html").read_text().split())
     assert "as one computation (one network whose layers are grouped convolutions" in html

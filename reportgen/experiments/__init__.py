@@ -9,11 +9,11 @@ import importlib
 import pkgutil
 
 from .base import (STUDIES, Prepared, Study, figures_path, get_study, prepare_data,
-                   register_study, registered, results_dir, studies)
+                   register_study, registered, results_dir, studies, train_studies)
 
 for _module in sorted(m.name for m in pkgutil.iter_modules(__path__)):
     if _module != "base":
         importlib.import_module(f"{__name__}.{_module}")
 
 __all__ = ["STUDIES", "Prepared", "Study", "figures_path", "get_study", "prepare_data",
-           "register_study", "registered", "results_dir", "studies"]
+           "register_study", "registered", "results_dir", "studies", "train_studies"]

@@ -102,6 +102,25 @@ def train_seeds(spec, seeds, prepared: Prepared, cfg: ExperimentConfig, *, retra
     return None if done is None else done[0]
 
 
+def train_studies(chosen: list, prepared: Prepared, cfg: ExperimentConfig, *, retrain: bool,
+                  log: Callable[[str], None]) -> list[dict] | None:
+    """Train (or reuse) every run that the studies `chosen` plan, all in one call, before
+    any of them runs: same-shaped runs of different studies (Part 1's ResNet and Part 2's
+    rotation-augmented one, each 100 epochs) can then train side by side, where study by
+    study the first would be finished before the second is asked for. Each study then
+    reuses its runs. train_runs's results; None on a DDP worker process."""
+    from ..training import train_runs
+
+    s = prepared.splits
+    sizes = {"val": len(s.val_x), "test": len(s.test_x)}
+    specs: dict[Path, Any] = {}
+    for study in chosen:
+        for item in study.planned(cfg, prepared.data_digest, split_sizes=sizes):
+            if item[0] == "train":
+                specs.setdefault(item[1].run_dir(cfg.out_dir), item[1])
+    return train_runs(list(specs.values()), s, cfg.out_dir, retrain=retrain, log=log)
+
+
 def train_models(plan: list[tuple[Any, tuple[int, ...]]], prepared: Prepared,
                  cfg: ExperimentConfig, *, retrain: bool,
                  log: Callable[[str], None]) -> list[list[SeededRun]] | None:

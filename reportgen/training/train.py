@@ -326,6 +326,7 @@ def finish_run(spec: RunSpec, splits: Splits, run_dir: Path, *, best: Path, rows
         "predictions_sha256": file_sha256(run_dir / PREDICTIONS),
     }
     atomic_write_text(run_dir / "results.json", json.dumps(seal(results), indent=2))
+    TRAINED_HERE.add(run_dir.resolve())
     others = side_by_side - 1
     together = (f", side by side with {others} other run{'s' if others > 1 else ''}"
                 if others else "")
@@ -333,6 +334,11 @@ def finish_run(spec: RunSpec, splits: Splits, run_dir: Path, *, best: Path, rows
         f"({images_per_s:.0f} train img/s{together}) - val {val.accuracy:.2%}, "
         f"test {test.accuracy:.2%} (best epoch {best_epoch}) -> {run_dir}")
     return results
+
+
+# Run folders whose results this command wrote: `all` trains every study's runs first, and
+# a study that then reuses one says so without the advice to pass --retrain.
+TRAINED_HERE: set[Path] = set()
 
 
 def train_run(spec: RunSpec, splits: Splits, out_dir: str | Path, retrain: bool = False,
@@ -343,8 +349,11 @@ def train_run(spec: RunSpec, splits: Splits, out_dir: str | Path, retrain: bool 
     """
     run_dir = spec.run_dir(out_dir)
     if not retrain and (res := read_results(run_dir)) is not None:
-        log(f"reusing finished run {run_dir} (val {res['val_acc']:.2%}, test "
-            f"{res['test_acc']:.2%}); pass --retrain to train again")
+        scores = f"val {res['val_acc']:.2%}, test {res['test_acc']:.2%}"
+        if run_dir.resolve() in TRAINED_HERE:
+            log(f"trained above: {run_dir} ({scores})")
+        else:
+            log(f"reusing finished run {run_dir} ({scores}); pass --retrain to train again")
         return res
     s = _set_up(spec, run_dir, retrain, log)
     wall = _fit(s, spec, splits, run_dir)
