@@ -180,7 +180,6 @@ def _locked(cfg: ExperimentConfig):
     from .experiments import figures_path
     from .figures import require_figures_dir
     from .files import OutputLock
-
     from .training.train import TRAINED_HERE
 
     lock = OutputLock(cfg.out_dir)
