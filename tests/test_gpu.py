@@ -77,3 +77,23 @@ def test_runs_augmented_together_on_the_gpu_get_their_own_augmentation():
     together = T.augment_runs(xs, cfgs, gens())
     for k, (x, c, g) in enumerate(zip(xs, cfgs, gens())):
         assert (together[k] - T.augment(x, c, g)).abs().max().item() < 1e-5, k
+
+
+def test_bench_profile_on_the_gpu_counts_launches_and_device_time():
+    """--profile on the card: kernel launches and device time are found under the names the
+    CUDA profiler gives them (the CPU tests can only feed it those names)."""
+    import json
+
+    from typer.testing import CliRunner
+
+    from reportgen.cli import app
+
+    r = CliRunner().invoke(app, [
+        "bench", "--device", "gpu", "--json", "--steps", "4", "--warmup", "2", "--repeats", "1",
+        "--eval-images", "200", "--sweep-angles", "1", "--sweep-images", "100",
+        "--side-by-side", "0", "--profile", "5",
+        "--set", "model.params={num_classes=10, num_blocks=[1, 1], c_hidden=[8, 8]}"])
+    assert r.exit_code == 0, r.output
+    p = json.loads(next(l for l in r.stdout.splitlines() if l.startswith("{")))["profile"]
+    assert p["kernel_launches_per_step"] > 50 and p["graph_launches_per_step"] == 0
+    assert 0 < p["device_busy_ms_per_step"] < p["step_ms"] and p["top_device"]
