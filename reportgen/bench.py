@@ -155,13 +155,11 @@ def profile_training(cfg: ExperimentConfig, b: BenchConfig, steps: int) -> dict:
     whole iterations (fetch, transfer and augmentation, forward, backward, optimiser,
     Lightning's hooks). A separate pass: the profiler's own overhead stays out of the timed
     rates."""
-    import pytorch_lightning as pl
     from pytorch_lightning.callbacks import Callback
     from torch.profiler import ProfilerActivity, profile
 
     cuda = torch.cuda.is_available() and cfg.train.device != "cpu"
     activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
-    os.environ.setdefault("KINETO_LOG_LEVEL", "5")
     window: dict = {}
 
     class Window(Callback):
@@ -183,7 +181,6 @@ def profile_training(cfg: ExperimentConfig, b: BenchConfig, steps: int) -> dict:
                 with _quiet_stderr():
                     window["prof"].stop()
 
-    pl.seed_everything(cfg.train.seed, verbose=False)
     bench_training(cfg, BenchConfig(warmup_steps=b.warmup_steps, steps=steps, repeats=1),
                    callbacks=(Window(),))
     with _quiet_stderr():
