@@ -560,7 +560,15 @@ class _Gather:
         self.x, self.y = x, y
 
     def __call__(self, idx: list[int]):
-        i = torch.as_tensor(idx, dtype=torch.int64).to(self.x.device, non_blocking=True)
+        if self.x.device.type == "cuda":
+            # From pageable memory an "async" copy may wait for the stream to drain (CUDA's
+            # API synchronisation notes), which would stop the host from queueing the next
+            # step while the card works on this one. Pinned blocks come from PyTorch's caching
+            # host allocator, which keeps each one until its copy has finished.
+            i = torch.tensor(idx, dtype=torch.int64, pin_memory=True)
+        else:
+            i = torch.as_tensor(idx, dtype=torch.int64)
+        i = i.to(self.x.device, non_blocking=True)
         return self.x.index_select(0, i), self.y.index_select(0, i)
 
 

@@ -185,23 +185,33 @@ def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None
     return plan
 
 
-def format_plan(plan: Plan) -> list[str]:
+def _images(n: int) -> str:
+    """'4.50 M' for the full practical's millions; a tiny run's few hundred as they are."""
+    return f"{n / 1e6:.2f} M" if n >= 100_000 else f"{n:,}"
+
+
+def _about(seconds: float) -> str:
     from .report import duration
 
+    text = duration(seconds)
+    return text if text.startswith("under") else f"about {text}"
+
+
+def format_plan(plan: Plan) -> list[str]:
     n_train, n_reuse = len(plan.to_train), len(plan.runs) - len(plan.to_train)
     head = (f"plan: {n_train} run{'s' if n_train != 1 else ''} to train "
-            f"({plan.images / 1e6:.2f} M training images), {n_reuse} to reuse")
+            f"({_images(plan.images)} training images), {n_reuse} to reuse")
     if plan.evaluations:
-        head += f", {plan.evaluations / 1e6:.2f} M image evaluations in sweeps"
+        head += f", {_images(plan.evaluations)} image evaluations in sweeps"
     head += ("; no time estimate" if plan.unknown
-             else f"; about {duration(plan.seconds)} on {plan.device}" if plan.seconds
+             else f"; {_about(plan.seconds)} on {plan.device}" if plan.seconds
              else "; nothing to train")
     lines = [head]
     for r in plan.runs:
         what = {"reuse": "reuse ", "train": "train ", "resume": "resume"}[r.action]
         detail = (f"{r.epochs_left} epoch{'s' if r.epochs_left != 1 else ''} x "
                   f"{r.train_images:,} images"
-                  + ("" if plan.unknown else f", about {duration(r.seconds)}")
+                  + ("" if plan.unknown else f", {_about(r.seconds)}")
                   + (f" (its share: {r.together} runs side by side)" if r.together > 1 else "")
                   if r.action != "reuse" else "finished")
         if r.action == "resume" and not r.epochs_left:  # trained, its results.json unusable

@@ -25,7 +25,8 @@ def test_plan_lists_the_runs_then_trains_exactly_those(tiny):
     assert not (out / "runs").exists() and not (out / "report.pdf").exists()  # nothing trained
     first = _planned(r.stdout)
     head = r.stdout.splitlines()[0]
-    assert head.startswith(f"plan: {len(first)} runs to train") and "about" in head
+    assert head.startswith(f"plan: {len(first)} runs to train")
+    assert re.search(r"; (about|under) [0-9.]+ (s|min)", head), head
     # resnet, resnet-rotaug, resnet-shuffled, mlp, mlp-shuffled: two seeds each
     assert len(first) == 10 and set(first.values()) == {"train"}
     r = runner.invoke(app, ["all", *args])
@@ -144,3 +145,19 @@ def test_a_plan_refuses_what_training_would_refuse(tiny):
         assert ("error: 9 training images are fewer than one batch of 10: use a larger --subset "
                 "or a smaller batch (--set train.batch_size=9)") in r.output
         assert "train images/s" not in r.output and not (out / "runs").exists()
+
+
+def test_plan_lines_say_small_counts_and_times_plainly():
+    from pathlib import Path
+
+    from reportgen.plan import Plan, PlannedRun, format_plan
+
+    runs = [PlannedRun("resnet", 42, Path("runs/resnet-1"), "train", 1, 500, seconds=0.01),
+            PlannedRun("mlp", 42, Path("runs/mlp-1"), "train", 100, 45_000, seconds=95.0)]
+    head, tiny, big = format_plan(Plan(runs, evaluations=3_600, seconds=95.01, device="cpu"))
+    assert head.startswith("plan: 2 runs to train (4.50 M training images), 0 to reuse")
+    assert ", 3,600 image evaluations in sweeps; about 1 min 35 s on cpu" in head
+    assert tiny.endswith("1 epoch x 500 images, under 0.1 s")  # not "about under 0.1 s"
+    assert big.endswith("100 epochs x 45,000 images, about 1 min 35 s")
+    head = format_plan(Plan(runs[:1], seconds=0.01, device="cpu"))[0]
+    assert head == "plan: 1 run to train (500 training images), 0 to reuse; under 0.1 s on cpu"
