@@ -166,33 +166,15 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, g: torch.Generator) -> torch.Te
     RandomHorizontalFlip, then RandomResizedCrop((32, 32), scale, ratio) with bilinear
     resizing, then (for Part 2's comparison model) a random rotation in [-d, d] degrees with
     the mean colour in the corners. All three are composed into one affine map per image.
+    Training draws the same maps a block of batches at a time (AugmentStream).
     """
-    return augment_runs(x.unsqueeze(0), [cfg], [g])[0]
+    n, _, h, w = x.shape
+    theta = _affine_maps(_draw(n, cfg, g, x.device), h, w, cfg)
+    return _resample(x, theta, "bilinear", None, padding=_padding(cfg))
 
 
-def augment_runs(xs: torch.Tensor, cfgs: list[AugmentConfig],
-                 gens: list[torch.Generator]) -> torch.Tensor:
-    """`augment` for K runs at once (runs trained side by side): xs is K x N x C x H x W,
-    run k's normalised batch at k, augmented with its own configuration and generator.
-
-    Each run draws from its own generator, in the order `augment` draws; everything after
-    the draws works image by image (element-wise arithmetic, one map and one resampling per
-    image), so it runs once for all runs that share a configuration, and run k's images
-    come out as `augment` makes them for run k alone.
-    """
-    k, n, _, h, w = xs.shape
-    draws = [_draw(n, cfg, g, xs.device) for cfg, g in zip(cfgs, gens)]
-    by_cfg: dict[AugmentConfig, list[int]] = {}
-    for i, cfg in enumerate(cfgs):
-        by_cfg.setdefault(cfg, []).append(i)
-    maps: list[torch.Tensor | None] = [None] * k
-    for cfg, runs in by_cfg.items():
-        both = draws[runs[0]] if len(runs) == 1 else {
-            key: torch.cat([draws[i][key] for i in runs]) for key in draws[runs[0]]}
-        for i, m in zip(runs, _affine_maps(both, h, w, cfg).split(n)):
-            maps[i] = m
-    theta = (maps[0] if k == 1 else torch.cat(maps)).view(k, n, 2, 3)  # type: ignore
-    pads = [_padding(cfg) for cfg in cfgs]
+def _resample_runs(xs: torch.Tensor, theta: torch.Tensor, pads: list[str]) -> torch.Tensor:
+    """Run k's batch xs[k] resampled at its maps theta[k] (K x N x 2 x 3) with padding pads[k]."""
     if len(set(pads)) == 1:
         return _resample(xs.flatten(0, 1), theta.flatten(0, 1), "bilinear", None,
                          padding=pads[0]).view_as(xs)
@@ -202,6 +184,47 @@ def augment_runs(xs: torch.Tensor, cfgs: list[AugmentConfig],
         out[runs] = _resample(xs[runs].flatten(0, 1), theta[runs].flatten(0, 1), "bilinear",
                               None, padding=pad).view(len(runs), *xs.shape[1:])
     return out
+
+
+AUGMENT_BLOCK = 64  # training batches whose augmentation one draw covers (AugmentStream)
+
+
+class AugmentStream:
+    """One run's training augmentation: the affine maps of `augment`, drawn for
+    AUGMENT_BLOCK batches at once from the run's generator and handed out batch by batch.
+
+    The draws and the arithmetic that turns them into crop boxes and maps are some 90 small
+    operations. Per batch, they cost a step about as much host time as Lightning's loop
+    (0.5 of 1.8 ms a step on the 2-core CPU, with a model too small to matter), and on a GPU
+    each is a kernel launch. Per block, a step keeps only the resampling. The maps depend
+    only on the generator's seed and the sequence of batch shapes asked for, so a run
+    reseeded at an epoch's start (as `Classifier` does) repeats them on resume and side by
+    side."""
+
+    def __init__(self, cfg: AugmentConfig, gen: torch.Generator):
+        self.cfg, self.gen = cfg, gen
+        self._maps: torch.Tensor | None = None
+        self._shape: tuple[int, int, int] | None = None
+        self._pos = 0
+
+    def next_maps(self, n: int, h: int, w: int, device) -> torch.Tensor:
+        """The n x 2 x 3 maps (output -> input) of the next batch of n images of size h x w."""
+        if self._maps is None or self._shape != (n, h, w) or self._pos + n > len(self._maps):
+            # Crop boxes are computed in float64, so an image's map does not depend on how
+            # many images share its draw (see _crop_boxes).
+            draws = _draw(n * AUGMENT_BLOCK, self.cfg, self.gen, device)
+            self._maps, self._shape, self._pos = _affine_maps(draws, h, w, self.cfg), (n, h, w), 0
+        maps = self._maps[self._pos:self._pos + n]
+        self._pos += n
+        return maps
+
+
+def augment_streams(xs: torch.Tensor, streams: list[AugmentStream]) -> torch.Tensor:
+    """K runs' training augmentation at once: xs is K x N x C x H x W normalised, run k's
+    batch at k, augmented with the next maps of its own stream."""
+    k, n, _, h, w = xs.shape
+    theta = torch.stack([s.next_maps(n, h, w, xs.device) for s in streams])
+    return _resample_runs(xs, theta, [_padding(s.cfg) for s in streams])
 
 
 def pixel_permutation(seed: int, size: int = 32 * 32) -> torch.Tensor:

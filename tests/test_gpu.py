@@ -59,9 +59,9 @@ def test_stacked_side_by_side_in_bf16_on_the_gpu(tiny, sets):
 
 
 def test_runs_augmented_together_on_the_gpu_get_their_own_augmentation():
-    """The group's batched augmentation on the card: each run's images as `augment` makes
-    them for that run alone with a CUDA generator (the crop boxes, flips and rotations are
-    the same draws; the resampling may differ in the last bit where cuBLAS batches the
+    """The group's batched augmentation on the card: each run's images as its own stream
+    makes them for that run alone with a CUDA generator (the crop boxes, flips and rotations
+    are the same draws; the resampling may differ in the last bit where cuBLAS batches the
     maps' products differently)."""
     from reportgen import transforms as T
     from reportgen.config import AugmentConfig
@@ -71,12 +71,18 @@ def test_runs_augmented_together_on_the_gpu_get_their_own_augmentation():
     xs = T.normalize(torch.randint(0, 256, (3, 64, 3, 32, 32), dtype=torch.uint8,
                                    generator=torch.Generator().manual_seed(0)).to(dev))
 
-    def gens():
-        return [torch.Generator(device=dev).manual_seed(10 + k) for k in range(3)]
+    def streams(ks):
+        return [T.AugmentStream(cfgs[k], torch.Generator(device=dev).manual_seed(10 + k))
+                for k in ks]
 
-    together = T.augment_runs(xs, cfgs, gens())
-    for k, (x, c, g) in enumerate(zip(xs, cfgs, gens())):
-        assert (together[k] - T.augment(x, c, g)).abs().max().item() < 1e-5, k
+    together = T.augment_streams(xs, streams(range(3)))
+    for k in range(3):
+        alone = T.augment_streams(xs[k:k + 1], streams([k]))[0]
+        assert (together[k] - alone).abs().max().item() < 1e-5, k
+    # The first batch of a stream is its slice of one `augment` draw for the whole block.
+    block = T.augment(xs[1].repeat(T.AUGMENT_BLOCK, 1, 1, 1), cfgs[1],
+                      torch.Generator(device=dev).manual_seed(11))
+    assert (together[1] - block[:64]).abs().max().item() < 1e-5
 
 
 def test_bench_profile_on_the_gpu_counts_launches_and_device_time():

@@ -434,6 +434,12 @@ def test_group_input_pipeline_gives_each_run_its_own_images():
         m.start_epoch(4, torch.device("cpu"))
     for k, m in enumerate(members):
         assert torch.equal(together[k], m.prepare(xs[k], train=True).contiguous()), k
+    # Each batch of an epoch gets new draws, and another epoch other ones again.
+    m = members[0]
+    m.start_epoch(4, torch.device("cpu"))
+    first, second = m.prepare(xs[0], train=True), m.prepare(xs[0], train=True)
+    m.start_epoch(5, torch.device("cpu"))
+    assert not torch.equal(first, second) and not torch.equal(first, m.prepare(xs[0], train=True))
     val = prepare_runs(members, xs[0].unsqueeze(0).expand(3, -1, -1, -1, -1))
     for k, m in enumerate(members):
         assert torch.equal(val[k], m.prepare(xs[0]).contiguous()), k

@@ -119,30 +119,60 @@ def test_rotation_augmentation_rotates():
     assert corners_filled > 0.5  # most rotations push the corners outside the image
 
 
+def _stream_batches(xs_batches, cfgs, seeds):
+    """Each run's augmented batches, batch after batch, from streams seeded `seeds`."""
+    streams = [T.AugmentStream(c, torch.Generator().manual_seed(s)) for c, s in zip(cfgs, seeds)]
+    return [T.augment_streams(xs, streams) for xs in xs_batches]
+
+
 @pytest.mark.parametrize("n", [1, 7, 32])
-def test_runs_augmented_together_get_exactly_their_own_augmentation(n):
-    """augment_runs (runs side by side) gives each run, bit for bit, what augment gives it
-    alone with the same generator: shared configurations computed in one batch, different
-    ones (a rotating run among plain ones, another crop rule) each in their own."""
+def test_augment_stream_hands_out_augment_s_maps_a_block_at_a_time(n, monkeypatch):
+    """Batch j of a stream is the slice of one `augment` draw for the whole block of batches
+    that j falls in: every image gets the crop, flip and rotation that `augment` would draw
+    for it, and a new block starts from where the generator stands after the last."""
+    monkeypatch.setattr(T, "AUGMENT_BLOCK", 3)
+    cfg = AugmentConfig(rotate_degrees=180)
+    g = torch.Generator().manual_seed(n)
+    xs = [T.normalize(torch.randint(0, 256, (1, n, 3, 32, 32), generator=g, dtype=torch.uint8))
+          for _ in range(7)]  # blocks of 3, 3 and 1 (of which 2 go unused) batches
+    out = [o[0] for o in _stream_batches(xs, [cfg], [5])]
+    ref_gen = torch.Generator().manual_seed(5)
+    for first in (0, 3, 6):
+        block = torch.cat([x[0] for x in xs[first:first + 3]])
+        if first == 6:  # the last block is drawn for 3 batches; only its first is used
+            block = torch.cat([xs[6][0]] * 3)
+        ref = T.augment(block, cfg, ref_gen).split(n)
+        for j in range(first, min(first + 3, 7)):
+            assert torch.equal(out[j], ref[j - first]), j
+    # A block of one batch is `augment` itself, call after call.
+    monkeypatch.setattr(T, "AUGMENT_BLOCK", 1)
+    ref_gen = torch.Generator().manual_seed(5)
+    for x, o in zip(xs, _stream_batches(xs, [cfg], [5])):
+        assert torch.equal(o[0], T.augment(x[0], cfg, ref_gen))
+
+
+@pytest.mark.parametrize("n", [1, 7, 32])
+def test_runs_augmented_together_get_exactly_their_own_augmentation(n, monkeypatch):
+    """augment_streams (runs side by side) gives each run, bit for bit, what its stream gives
+    it alone, over batches that cross a block's end: different configurations (a rotating run
+    among plain ones, another crop rule) each with their own draws."""
+    monkeypatch.setattr(T, "AUGMENT_BLOCK", 2)
     cfgs = [AugmentConfig(), AugmentConfig(rotate_degrees=180), AugmentConfig(),
             AugmentConfig(flip=False, crop_scale=(0.3, 1.0), crop_ratio=(0.5, 2.0)),
             AugmentConfig(rotate_degrees=180)]
     g = torch.Generator().manual_seed(n)
-    xs = T.normalize(torch.randint(0, 256, (len(cfgs), n, 3, 32, 32), generator=g,
-                                   dtype=torch.uint8))
-    alone = [T.augment(x, c, torch.Generator().manual_seed(10 + k))
-             for k, (x, c) in enumerate(zip(xs, cfgs))]
-    together = T.augment_runs(xs, cfgs, [torch.Generator().manual_seed(10 + k)
-                                         for k in range(len(cfgs))])
-    assert together.shape == xs.shape
-    for k, a in enumerate(alone):
-        assert torch.equal(together[k], a), f"run {k}"
+    batches = [T.normalize(torch.randint(0, 256, (len(cfgs), n, 3, 32, 32), generator=g,
+                                         dtype=torch.uint8)) for _ in range(3)]
+    seeds = [10 + k for k in range(len(cfgs))]
+    together = _stream_batches(batches, cfgs, seeds)
+    for k, (c, s) in enumerate(zip(cfgs, seeds)):
+        alone = _stream_batches([b[k:k + 1] for b in batches], [c], [s])
+        for t, a in zip(together, alone):
+            assert t.shape == batches[0].shape
+            assert torch.equal(t[k], a[0]), f"run {k}"
     # The runs' draws are their own: the same images, other seeds, other views.
-    assert not torch.equal(together[0], T.augment(xs[0], cfgs[0], torch.Generator().manual_seed(11)))
-    # One configuration for all (the seeds of a model) is one batch, with the same results.
-    same = T.augment_runs(xs[[0, 2]], [cfgs[0]] * 2, [torch.Generator().manual_seed(s)
-                                                      for s in (10, 12)])
-    assert torch.equal(same[0], alone[0]) and torch.equal(same[1], alone[2])
+    other = _stream_batches([b[:1] for b in batches], [cfgs[0]], [11])
+    assert not torch.equal(together[0][0], other[0][0])
 
 
 def test_pixel_permutations_of_runs_side_by_side():

@@ -33,8 +33,7 @@ def prepare_runs(members: list["Classifier"], xs: torch.Tensor, train: bool = Fa
     side by side, whose images come out as each member alone makes them, in fewer kernels."""
     x = transforms.normalize(xs)
     if train:
-        x = transforms.augment_runs(x, [m.augment_cfg for m in members],
-                                    [m._generator() for m in members])
+        x = transforms.augment_streams(x, [m._augment_stream() for m in members])
     if extra is not None:
         x = extra(x.flatten(0, 1)).view_as(x)
     perms = [m.perm for m in members]
@@ -70,6 +69,7 @@ class Classifier(pl.LightningModule):
         if self.channels_last:
             self.model = self.model.to(memory_format=torch.channels_last)
         self._gen: torch.Generator | None = None
+        self._aug: transforms.AugmentStream | None = None  # this epoch's augmentation maps
         self._train_sums: torch.Tensor | None = None  # this epoch's (loss, accuracy) sums
         self._steps = 0
         self.__dict__["_step_model"] = None  # not a submodule: checkpoints hold `model` only
@@ -88,6 +88,12 @@ class Classifier(pl.LightningModule):
             self._seed_generator()
         return self._gen
 
+    def _augment_stream(self) -> transforms.AugmentStream:
+        gen = self._generator()
+        if self._aug is None or self._aug.gen is not gen:
+            self._aug = transforms.AugmentStream(self.augment_cfg, gen)
+        return self._aug
+
     def _seed_generator(self, epoch: int | None = None) -> None:
         # Augmentation draws depend only on (seed, epoch, rank): a resumed run repeats them,
         # and so does the same run trained side by side with others (which passes `epoch`).
@@ -95,6 +101,7 @@ class Classifier(pl.LightningModule):
             epoch = self.trainer.current_epoch if self._trainer is not None else 0
         rank = self.global_rank if self._trainer is not None else 0
         self._gen.manual_seed(self.hparams.seed * 1_000_003 + epoch * 1009 + rank)
+        self._aug = None  # maps drawn before the reseed are not this epoch's
 
     def start_epoch(self, epoch: int, device: torch.device) -> None:
         """Seed the augmentation draws of `epoch` on `device` (for a module trained inside
