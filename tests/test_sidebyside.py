@@ -504,6 +504,54 @@ def test_a_group_step_launches_about_as_many_kernels_as_one_run(monkeypatch):
     assert three < 1.3 * one, (one, three)
 
 
+def test_a_step_draws_no_augmentation_of_its_own(monkeypatch):
+    """The augmentation's draws and maps come a block of batches at a time: a step in the
+    middle of a block dispatches only the resampling, some 40 operations fewer than one that
+    draws its own (each a kernel launch on a GPU)."""
+    from reportgen import transforms as T
+
+    blocked = _ops_per_step(1, monkeypatch)
+    monkeypatch.setattr(T, "AUGMENT_BLOCK", 1)
+    own = _ops_per_step(1, monkeypatch)
+    assert own - blocked > 40, (own, blocked)
+
+
+@pytest.mark.parametrize("runs", [1, 2])
+def test_lightning_s_hook_names_skip_module_setattr(runs, monkeypatch):
+    """Lightning names the hook it runs on the module before and after each hook, dozens of
+    times a step; those plain strings (and the step's own sums) do not go through
+    nn.Module.__setattr__'s checks for parameters, buffers and submodules."""
+    import collections
+
+    from reportgen.bench import BenchConfig, bench_training
+    from reportgen.config import load_experiment
+
+    import pytorch_lightning as pl
+
+    real = nn.Module.__setattr__
+    seen = collections.Counter()
+
+    def spy(self, name, value):
+        if isinstance(self, pl.LightningModule):
+            seen[name] += 1
+        real(self, name, value)
+
+    monkeypatch.setattr(nn.Module, "__setattr__", spy)
+    cfg = load_experiment(None, {"train.batch_size": 2, "train.device": "cpu",
+                                 "model.params": {"num_classes": 10, "num_blocks": [1, 1],
+                                                  "c_hidden": [2, 2]}})
+    counts = []
+    # The first call also fills caches (the layout's choice); the pool is cycled, so the
+    # longer run crosses epochs too.
+    for steps in (5, 5, 25):
+        seen.clear()
+        bench_training(cfg, BenchConfig(warmup_steps=1, steps=steps, repeats=1), runs)
+        counts.append(dict(seen))
+    diff = {k: (counts[1].get(k), counts[2].get(k)) for k in set(counts[1]) | set(counts[2])
+            if counts[1].get(k) != counts[2].get(k)}
+    assert counts[1] and not diff, diff  # set-up and epochs only, not steps
+
+
 def test_stacked_batch_norm_takes_bf16_activations():
     """Mixed precision feeds batch norm bf16 activations with float32 running statistics.
     Vmapped, torch's batch norm refused that (on the H200 in the stacked p4 network's

@@ -42,7 +42,7 @@ from ..models import count_parameters
 from .callbacks import EpochMetrics, ValidateLastEpoch, VerifiedCheckpointIO
 from . import memory
 from .errors import TrainingError
-from .module import Classifier, optimizers, prepare_runs
+from .module import Classifier, PlainAttributes, optimizers, prepare_runs
 from .rundir import (RunSpec, check_output_space, load_checkpoint_dict, read_results,
                      resume_point)
 from .train import (check_compile_on_cpu, checkpoint_callbacks, data_device, finish_run, fit,
@@ -220,7 +220,7 @@ def _norms_in_float(model: nn.Module) -> nn.Module:
     return model
 
 
-class SideBySide(pl.LightningModule):
+class SideBySide(PlainAttributes, pl.LightningModule):
     """K Classifiers of one architecture trained as one module, in one of two layouts:
 
     - wide (`widen`): one network K times as wide whose layers are grouped, one group per
@@ -231,6 +231,7 @@ class SideBySide(pl.LightningModule):
     The wide layout needs no vmap: on the development CPU a step of three tiny runs took 9 ms
     wide against 16 ms vmapped (4 ms for one run), so it is used wherever it applies.
     """
+    PLAIN = PlainAttributes.PLAIN | {"_val_sums", "_images"}  # set every validation step
 
     def __init__(self, members: list[Classifier], layout: str):
         """`layout`: "wide" or "stacked", as `layout()` chose it for the members' model."""
