@@ -187,11 +187,15 @@ def _resample_runs(xs: torch.Tensor, theta: torch.Tensor, pads: list[str]) -> to
 
 
 AUGMENT_BLOCK = 64  # training batches whose augmentation one draw covers (AugmentStream)
+# ... but at most this many images (unless one batch has more): a block's float64 crop
+# arithmetic takes about 0.5 KB an image, and a huge batch has few steps to save.
+AUGMENT_BLOCK_IMAGES = 8192
 
 
 class AugmentStream:
     """One run's training augmentation: the affine maps of `augment`, drawn for
-    AUGMENT_BLOCK batches at once from the run's generator and handed out batch by batch.
+    AUGMENT_BLOCK batches (of at most AUGMENT_BLOCK_IMAGES images in all) at once from the
+    run's generator and handed out batch by batch.
 
     The draws and the arithmetic that turns them into crop boxes and maps are some 90 small
     operations. Per batch, they cost a step about as much host time as Lightning's loop
@@ -212,7 +216,8 @@ class AugmentStream:
         if self._maps is None or self._shape != (n, h, w) or self._pos + n > len(self._maps):
             # Crop boxes are computed in float64, so an image's map does not depend on how
             # many images share its draw (see _crop_boxes).
-            draws = _draw(n * AUGMENT_BLOCK, self.cfg, self.gen, device)
+            batches = max(1, min(AUGMENT_BLOCK, AUGMENT_BLOCK_IMAGES // n))
+            draws = _draw(n * batches, self.cfg, self.gen, device)
             self._maps, self._shape, self._pos = _affine_maps(draws, h, w, self.cfg), (n, h, w), 0
         maps = self._maps[self._pos:self._pos + n]
         self._pos += n

@@ -151,6 +151,23 @@ def test_augment_stream_hands_out_augment_s_maps_a_block_at_a_time(n, monkeypatc
         assert torch.equal(o[0], T.augment(x[0], cfg, ref_gen))
 
 
+def test_augment_stream_blocks_hold_a_bounded_number_of_images(monkeypatch):
+    """A block covers at most AUGMENT_BLOCK_IMAGES images: two batches of 4 under a bound of
+    10, and one batch larger than the bound is a block of its own."""
+    monkeypatch.setattr(T, "AUGMENT_BLOCK_IMAGES", 10)
+    cfg = AugmentConfig()
+    g = torch.Generator().manual_seed(1)
+    for n, per_block in ((4, 2), (13, 1)):
+        xs = [T.normalize(torch.randint(0, 256, (1, n, 3, 32, 32), generator=g,
+                                        dtype=torch.uint8)) for _ in range(4)]
+        out = [o[0] for o in _stream_batches(xs, [cfg], [5])]
+        ref_gen = torch.Generator().manual_seed(5)
+        for first in range(0, 4, per_block):
+            block = torch.cat([x[0] for x in xs[first:first + per_block]])
+            for j, r in enumerate(T.augment(block, cfg, ref_gen).split(n)):
+                assert torch.equal(out[first + j], r), (n, first + j)
+
+
 @pytest.mark.parametrize("n", [1, 7, 32])
 def test_runs_augmented_together_get_exactly_their_own_augmentation(n, monkeypatch):
     """augment_streams (runs side by side) gives each run, bit for bit, what its stream gives
