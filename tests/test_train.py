@@ -108,7 +108,10 @@ def test_no_data_offline(tmp_path, monkeypatch):
 @pytest.mark.realdata
 @pytest.mark.skipif(not REAL_DATA.is_file(), reason=f"{REAL_DATA} is absent")
 def test_real_cifar10_short_run_beats_chance(tmp_path):
-    """One epoch on 10,000 real images: far above the 10% of guessing."""
+    """One epoch on 10,000 real images: far above the 10% of guessing. One epoch at the
+    practical's learning rate is volatile: seeds 42-46 gave 23.3-32.0% validation accuracy
+    (and 25.0-29.7% with the augmentation drawn in blocks), so the bar is 20%, still 20
+    standard errors above chance on 5,000 images."""
     out = tmp_path / "out"
     r = runner.invoke(app, ["train", "--data", str(REAL_DATA), "--out", str(out), "--epochs",
                             "1", "--subset", "10000", "--device", "cpu",
@@ -116,7 +119,7 @@ def test_real_cifar10_short_run_beats_chance(tmp_path):
     assert r.exit_code == 0, r.output
     res = json.loads((only_run(out) / "results.json").read_text())
     assert res["train_images"] == 10000
-    assert res["test_acc"] > 0.25 and res["val_acc"] > 0.25
+    assert res["test_acc"] > 0.20 and res["val_acc"] > 0.20
 
 
 def test_training_learns_the_class_colours(tmp_path):
