@@ -110,7 +110,7 @@ def test_no_data_offline(tmp_path, monkeypatch):
 def test_real_cifar10_short_run_beats_chance(tmp_path):
     """One epoch on 10,000 real images: far above the 10% of guessing. One epoch at the
     practical's learning rate is volatile: seeds 42-46 gave 23.3-32.0% validation accuracy
-    (and 25.0-29.7% with the augmentation drawn in blocks), so the bar is 20%, still 20
+    (and 25.0-29.7% with the augmentation drawn in blocks), so the bar is 20%, still more than 20
     standard errors above chance on 5,000 images."""
     out = tmp_path / "out"
     r = runner.invoke(app, ["train", "--data", str(REAL_DATA), "--out", str(out), "--epochs",
