@@ -37,39 +37,78 @@ def _rot(w: torch.Tensor, r: int) -> torch.Tensor:
     return torch.rot90(w, r, dims=(-2, -1))
 
 
-class LiftingConv(nn.Module):
+def lifting_bank(w: torch.Tensor) -> torch.Tensor:
+    """(C_out, C_in, k, k) -> (C_out, 4, C_in, k, k): the filter in its four rotations."""
+    return torch.stack([_rot(w, r) for r in range(ROTATIONS)], dim=1)
+
+
+def group_bank(w: torch.Tensor) -> torch.Tensor:
+    """(C_out, C_in, 4, k, k) -> (C_out, 4, C_in, 4, k, k): for output rotation r, every
+    filter rotated by r with input rotation s moved to s + r."""
+    return torch.stack([_rot(torch.roll(w, r, dims=2), r) for r in range(ROTATIONS)], dim=1)
+
+
+class _Bank(nn.Module):
+    """A convolution whose filter bank is its weight rearranged by `build` (lifting_bank or
+    group_bank), done as one gather.
+
+    Built directly, a bank is a roll and a rot90 per rotation and a stack: about 20
+    operations a layer with the backward pass, each a kernel launch on a GPU, for what is
+    a fixed rearrangement. The rearrangement of an output channel's entries is computed
+    once per device, by running `build` on their positions; the bank is then one gather
+    from the weight seen four times (a view), and its backward a scatter per rotation
+    (each a permutation: no two entries collide, so the sums are deterministic) and a sum
+    over the four views: the same values and gradients as `build`.
+    """
+
+    def __init__(self, build):
+        super().__init__()
+        self._build = build
+        self._where: dict[torch.device, torch.Tensor] = {}
+
+    def _index(self, device: torch.device) -> torch.Tensor:
+        idx = self._where.get(device)
+        if idx is None:
+            one = self.weight.shape[1:]  # one output channel's filters
+            pos = torch.arange(self.weight[0].numel()).view(1, *one)
+            idx = self._where[device] = self._build(pos).reshape(1, ROTATIONS, -1).to(device)
+        return idx
+
+    def bank(self) -> torch.Tensor:
+        w = self.weight
+        c_out = w.shape[0]
+        seen = w.reshape(c_out, 1, -1).expand(c_out, ROTATIONS, -1)
+        flat = torch.gather(seen, 2, self._index(w.device).expand(c_out, -1, -1))
+        return flat.view(c_out, ROTATIONS, *w.shape[1:])
+
+
+class LiftingConv(_Bank):
     """Z2 -> p4: a k x k convolution applied in its four rotations."""
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int = 3):
-        super().__init__()
+        super().__init__(lifting_bank)
         self.c_out, self.pad = c_out, kernel_size // 2
         self.weight = nn.Parameter(torch.empty(c_out, c_in, kernel_size, kernel_size))
         nn.init.kaiming_normal_(self.weight, mode="fan_out", nonlinearity="relu")
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bank = torch.stack([_rot(self.weight, r) for r in range(ROTATIONS)], dim=1)
-        out = F.conv2d(x, bank.flatten(0, 1), padding=self.pad)  # (B, C_out * 4, H, W)
+        out = F.conv2d(x, self.bank().flatten(0, 1), padding=self.pad)  # (B, C_out * 4, H, W)
         return out.unflatten(1, (self.c_out, ROTATIONS))
 
 
-class GroupConv(nn.Module):
+class GroupConv(_Bank):
     """p4 -> p4 group convolution, as one conv2d over a rotated, cyclically shifted bank."""
 
     def __init__(self, c_in: int, c_out: int, kernel_size: int = 3):
-        super().__init__()
+        super().__init__(group_bank)
         self.c_out, self.pad = c_out, kernel_size // 2
         self.weight = nn.Parameter(torch.empty(c_out, c_in, ROTATIONS, kernel_size, kernel_size))
         # Fan-out Kaiming over the filter bank actually applied: c_out * 4 maps of k x k.
         std = (2.0 / (c_out * ROTATIONS * kernel_size * kernel_size)) ** 0.5
         nn.init.normal_(self.weight, 0.0, std)
 
-    def bank(self) -> torch.Tensor:
-        # Output rotation r: rotate every filter by r and move input rotation s to s + r.
-        return torch.stack([_rot(torch.roll(self.weight, r, dims=2), r)
-                            for r in range(ROTATIONS)], dim=1)  # (C_out, 4, C_in, 4, k, k)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b = self.bank()
+        b = self.bank()  # (C_out, 4, C_in, 4, k, k)
         out = F.conv2d(x.flatten(1, 2), b.flatten(0, 1).flatten(1, 2), padding=self.pad)
         return out.unflatten(1, (self.c_out, ROTATIONS))
 
