@@ -56,9 +56,10 @@ class _Bank(nn.Module):
     operations a layer with the backward pass, each a kernel launch on a GPU, for what is
     a fixed rearrangement. The rearrangement of an output channel's entries is computed
     once per device, by running `build` on their positions; the bank is then one gather
-    from the weight seen four times (a view), and its backward a scatter per rotation
-    (each a permutation: no two entries collide, so the sums are deterministic) and a sum
-    over the four views: the same values and gradients as `build`.
+    from the weight seen four times (a view), and its backward one scatter into the four
+    views (each view's indices are a permutation, so every position is written once and
+    the result is deterministic) and a sum over them: the same values and gradients as
+    `build`.
     """
 
     def __init__(self, build):
