@@ -228,7 +228,8 @@ def augment_streams(xs: torch.Tensor, streams: list[AugmentStream]) -> torch.Ten
     """K runs' training augmentation at once: xs is K x N x C x H x W normalised, run k's
     batch at k, augmented with the next maps of its own stream."""
     k, n, _, h, w = xs.shape
-    theta = torch.stack([s.next_maps(n, h, w, xs.device) for s in streams])
+    maps = [s.next_maps(n, h, w, xs.device) for s in streams]
+    theta = maps[0].unsqueeze(0) if k == 1 else torch.stack(maps)  # a run alone: no copy
     return _resample_runs(xs, theta, [_padding(s.cfg) for s in streams])
 
 

@@ -107,8 +107,8 @@ class Classifier(PlainAttributes, pl.LightningModule):
         return self._gen
 
     def _augment_stream(self) -> transforms.AugmentStream:
-        gen = self._generator()
-        if self._aug is None or self._aug.gen is not gen:
+        gen = self._generator()  # a new generator is seeded, and seeding drops the stream
+        if self._aug is None:
             self._aug = transforms.AugmentStream(self.augment_cfg, gen)
         return self._aug
 
