@@ -26,7 +26,8 @@ app = typer.Typer(
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="Experiment file (experiments/*.toml); "
-                         "default: the practical's full settings.")
+                         "default: the practical's settings with one seed "
+                         "(experiments/practical2.toml adds seeds and the p4 network).")
 DataOpt = typer.Option(None, "--data", help="CIFAR-10: a folder, or a .tar/.tar.gz/.zip image "
                        "folder archive (default: $REPORTGEN_DATA, else ./data).")
 OutOpt = typer.Option(None, "--out", help="Output folder for runs, results and the report.")

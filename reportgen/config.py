@@ -118,7 +118,7 @@ def text_problem(text: str) -> str | None:
 def check(ok: bool, key: str, value: Any, allowed: str) -> None:
     """Raise ConfigError `key = value is not allowed: use <allowed>` unless `ok`."""
     if not ok:
-        raise ConfigError(f"{key} = {value!r} is not allowed: use {allowed}")
+        raise ConfigError(f"{key} = {shown(value)} is not allowed: use {allowed}")
 
 
 INT64_MIN, INT64_MAX = -2**63, 2**63 - 1  # TOML's integers, and torch's and numpy's
@@ -361,22 +361,23 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{key} must be a table of settings, got {value!r}")
+            raise ConfigError(f"{key} must be a table of settings, got {shown(value)}")
         return from_dict(tp, value, key)
     if tp is Any:
         return value
     if origin in (collections.abc.Mapping, dict) or tp is Mapping:  # Mapping[...]'s origin
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{key} must be a table, got {value!r}")
+            raise ConfigError(f"{key} must be a table, got {shown(value)}")
         return dict(value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {value!r}")
+            raise ConfigError(f"{key} must be a list, got {shown(value)}")
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], key) for v in value)
         if len(value) != len(args):
-            raise ConfigError(f"{key} must be a list of {len(args)} values, got {list(value)!r}")
+            raise ConfigError(f"{key} must be a list of {len(args)} values, got "
+                              f"{shown(list(value))}")
         return tuple(_coerce(v, a, key) for v, a in zip(value, args))
     if origin in (typing.Union, types.UnionType):
         for a in typing.get_args(tp):
@@ -384,11 +385,11 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, a, key)
             except ConfigError:
                 pass
-        raise ConfigError(f"{key} has the wrong type: {value!r}")
+        raise ConfigError(f"{key} has the wrong type: {shown(value)}")
     if tp is bool:
         if isinstance(value, bool):
             return value
-        raise ConfigError(f"{key} must be true or false, got {value!r}")
+        raise ConfigError(f"{key} must be true or false, got {shown(value)}")
     if tp is int:
         if isinstance(value, int) and not isinstance(value, bool):
             # TOML integers are 64-bit, and so are torch's and numpy's: a larger one ended in
@@ -397,7 +398,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 raise ConfigError(f"{key} = {_short(value)} is out of range: use an integer that "
                                   "fits in 64 bits (below 2**63)")
             return value
-        raise ConfigError(f"{key} must be an integer, got {value!r}")
+        raise ConfigError(f"{key} must be an integer, got {shown(value)}")
     if tp is float:
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             try:
@@ -405,15 +406,34 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             except OverflowError:
                 raise ConfigError(f"{key} = {_short(value)} is out of range: use a number below "
                                   "1.8e308") from None
-        raise ConfigError(f"{key} must be a number, got {value!r}")
+        raise ConfigError(f"{key} must be a number, got {shown(value)}")
     if tp is str:
         if isinstance(value, str):
             problem = text_problem(value)
             if problem:
-                raise ConfigError(f"{key} = {value!r} contains {problem}: remove it")
+                raise ConfigError(f"{key} = {shown(value)} contains {problem}: remove it")
             return value
-        raise ConfigError(f"{key} must be a string, got {value!r}")
+        raise ConfigError(f"{key} must be a string, got {shown(value)}")
     return value
+
+
+SHOWN = 80  # characters of a value an error message quotes
+
+
+def cut(text: str) -> str:
+    """`text` cut to about SHOWN characters with its full length said, for an error message:
+    a 5,000-character string in a setting made a 5,000-character error line."""
+    if len(text) <= SHOWN:
+        return text
+    return f"{text[:SHOWN - 20]}... ({len(text):,} characters)"
+
+
+def shown(value: Any) -> str:
+    """`repr(value)` for an error message, cut (see `cut`)."""
+    try:
+        return cut(repr(value))
+    except ValueError:  # an integer past Python's digit limit for str()
+        return f"a {type(value).__name__} too large to print"
 
 
 def _short(value: int) -> str:
@@ -460,10 +480,19 @@ def from_dict(cls: type, raw: Mapping[str, Any], prefix: str = ""):
     unknown = sorted(set(raw) - set(names))
     if unknown:
         where = f"[{prefix}]" if prefix else "the top level"
-        raise ConfigError(f"unknown key {prefix + '.' if prefix else ''}{unknown[0]} in {where}: "
-                          f"allowed keys are {', '.join(names)}")
+        raise ConfigError(f"unknown key {cut((prefix + '.' if prefix else '') + unknown[0])} "
+                          f"in {where}: allowed keys are {', '.join(names)}")
     raw = _model_fields(cls, raw)
     kwargs = {k: _coerce(v, hints[k], f"{prefix}.{k}" if prefix else k) for k, v in raw.items()}
+    if cls is ModelConfig:
+        # Checked here first, where the table's key is known: an error about Part 3's MLP
+        # names shuffle.mlp.params.hidden, not model.hidden (ModelConfig itself checks again
+        # as "model", for models built in code).
+        from reportgen.models import check_model
+
+        default = ModelConfig()
+        check_model(kwargs.get("name", default.name),
+                    dict(kwargs.get("params", default.params)), prefix or "model")
     try:
         return cls(**kwargs)
     except TypeError as e:  # pragma: no cover - guarded by the unknown-key check
@@ -479,7 +508,7 @@ def _experiment_from_dict(raw: Mapping[str, Any]) -> ExperimentConfig:
     own = [f.name for f in dataclasses.fields(ExperimentConfig) if f.name != "sections"]
     unknown = sorted(set(raw) - set(own) - set(studies))
     if unknown:
-        raise ConfigError(f"unknown key {unknown[0]} at the top level: allowed keys are "
+        raise ConfigError(f"unknown key {cut(unknown[0])} at the top level: allowed keys are "
                           f"{', '.join(own + list(studies))}")
     hints = typing.get_type_hints(ExperimentConfig)
     raw = _model_fields(ExperimentConfig, raw)
@@ -519,11 +548,11 @@ def set_dotted(raw: dict, dotted: str, value: Any) -> None:
 def parse_override(text: str) -> tuple[str, Any]:
     """`key=value` from the command line; the value is read as TOML, else taken as a string."""
     if "=" not in text:
-        raise ConfigError(f"--set {text!r}: write it as key=value, e.g. --set optim.lr=0.05")
+        raise ConfigError(f"--set {shown(text)}: write it as key=value, e.g. --set optim.lr=0.05")
     key, val = text.split("=", 1)
     if not key.strip() or any(not part.strip() for part in key.split(".")):
-        raise ConfigError(f"--set {text!r}: the key {key.strip()!r} is empty or has an empty "
-                          "part; write it as key=value, e.g. --set optim.lr=0.05")
+        raise ConfigError(f"--set {shown(text)}: the key {shown(key.strip())} is empty or has "
+                          "an empty part; write it as key=value, e.g. --set optim.lr=0.05")
     try:
         value = parse_toml(f"v = {val}")["v"]
     except tomllib.TOMLDecodeError:

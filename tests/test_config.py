@@ -79,8 +79,8 @@ def test_unknown_key_is_named(tmp_path):
     ("optim.weight_decay", 1e39, "optim.weight_decay = 1e\\+39 is not allowed: use 0 or"),
     ("shuffle.mlp_lr", 1e300, "shuffle.mlp_lr = 1e\\+300 is not allowed"),
     ("shuffle.mlp_weight_decay", 1e-40, "shuffle.mlp_weight_decay = 1e-40 is not allowed"),
-    ("shuffle.mlp.params.hidden", [2**64], "model.params.hidden = \\[18446744073709551616\\] "
-                                           "is out of range"),
+    ("shuffle.mlp.params.hidden", [2**64], "^shuffle.mlp.params.hidden = "
+                                           "\\[18446744073709551616\\] is out of range"),
     ("shuffle.mlp.params.hidden", [2**62], "at most 1,048,576 each"),
     ("model.params.num_blocks", [1, 2**62], "at most 1,048,576 each"),
     ("model.params.num_blocks", [5000, 5001], "makes 10,001 layers: use at most 10,000"),
@@ -102,6 +102,57 @@ def test_unknown_key_is_named(tmp_path):
 def test_bad_values_are_named(key, value, match):
     with pytest.raises((ConfigError, ValueError), match=match):
         load_experiment(None, {key: value})
+
+
+# Each model table's errors name that table's keys: errors about Part 3's MLP and Part 2's
+# p4 network said "model.hidden" and "model.c_hidden", keys that do not exist.
+@pytest.mark.parametrize("table,name", [("model", "preact_resnet"), ("shuffle.mlp", "mlp"),
+                                        ("rotation.equivariant", "p4_preact_resnet")])
+@pytest.mark.parametrize("param,value,match", [
+    ("name", "vgg", "^{t}.name: unknown model 'vgg': known models are mlp"),
+    ("params.foo", 1, "^{t}.params.foo: model '{n}' has no setting 'foo'"),
+    ("params.num_classes", 1, "^{t}.params.num_classes = 1: use an integer from 2"),
+    ("params.num_classes", 2**63, "^{t}.params.num_classes = 9223372036854775808 is out of "
+                                  "range"),
+])
+def test_model_errors_name_their_table(table, name, param, value, match):
+    with pytest.raises(ConfigError, match=match.format(t=table, n=name)):
+        load_experiment(None, {f"{table}.{param}": value})
+
+
+@pytest.mark.parametrize("key,value,match", [
+    ("model.params.c_hidden", [8, 0], r"^model.params.num_blocks = \[2, 2, 3\] and "
+                                      r"model.params.c_hidden = \[8, 0\] must be"),
+    ("model.params.c_hidden", [8], "^model.params.num_blocks has 3 groups but "
+                                   "model.params.c_hidden has 1"),
+    ("rotation.equivariant.params.num_blocks", [5000, 5001],
+     r"^rotation.equivariant.params.num_blocks = \[5000, 5001\] makes 10,001 layers"),
+    ("shuffle.mlp.params.hidden", [0], r"^shuffle.mlp.params.hidden = \[0\]: use a list"),
+    ("shuffle.mlp.params.hidden", [1] * 10_001, r"^shuffle.mlp.params.hidden = \[1, 1, .*"
+                                                r"\(30,003 characters\) makes 10,001 layers"),
+    ("shuffle.mlp.params.activation", "tanh2", "^shuffle.mlp.params.activation = 'tanh2': "
+                                               "use one of elu"),
+    # A list was looked up in the table of activations: "unhashable type: 'list'".
+    ("shuffle.mlp.params.activation", ["elu"], r"^shuffle.mlp.params.activation = \['elu'\]: "
+                                               "use one of elu"),
+])
+def test_model_shape_errors_name_the_key(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        load_experiment(None, {key: value})
+
+
+@pytest.mark.parametrize("key,value", [("train.epochs", "x" * 5000),
+                                       ("report.formats", ["pdf", "x" * 3000]),
+                                       ("train.augment.flip", "y" * 5000),
+                                       ("x" * 5000, 1), ("train." + "k" * 5000, 1),
+                                       ("shuffle.mlp.params.activation", "r" * 5000),
+                                       ("model.params." + "p" * 5000, 1)])
+def test_long_values_are_cut_in_errors(key, value):
+    """A value (or key) thousands of characters long is quoted in part, with its length:
+    the error stays one readable line."""
+    with pytest.raises(ConfigError) as e:
+        load_experiment(None, {key: value})
+    assert len(str(e.value)) < 400 and "characters)" in str(e.value), str(e.value)[:500]
 
 
 def test_override_parsing():

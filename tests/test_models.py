@@ -81,7 +81,7 @@ def test_unknown_model_name_lists_known():
 
 
 def test_inconsistent_resnet_settings():
-    with pytest.raises(ValueError, match="num_blocks has 3 groups but model.c_hidden has 2"):
+    with pytest.raises(ValueError, match="num_blocks has 3 groups but model.params.c_hidden has 2"):
         check_model("preact_resnet", {"num_blocks": [2, 2, 3], "c_hidden": [16, 24]})
     with pytest.raises(ValueError, match="no setting 'depth'"):
         check_model("preact_resnet", {"depth": 3})

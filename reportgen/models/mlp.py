@@ -11,7 +11,7 @@ from typing import Sequence
 import torch
 from torch import nn
 
-from ..config import ConfigError
+from ..config import ConfigError, shown
 from .registry import MAX_WIDTH, check_depth, positive_ints, register_model
 
 ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
@@ -42,14 +42,15 @@ class MLP(nn.Module):
                    f"linear {m.in_features} -> {m.out_features}" + ("" if last else f", {acts[k]}"))
 
 
-def _check(params: dict) -> None:
+def _check(params: dict, key) -> None:
     hidden, act = params["hidden"], params["activation"]
     if not (isinstance(hidden, (list, tuple)) and (len(hidden) == 0 or positive_ints(hidden))):
-        raise ConfigError(f"model.hidden = {hidden!r}: use a list of positive layer widths, "
-                          f"at most {MAX_WIDTH:,} each")
-    check_depth("hidden", hidden, len(hidden))
-    if act not in ACTIVATIONS:
-        raise ConfigError(f"model.activation = {act!r}: use one of {', '.join(ACTIVATIONS)}")
+        raise ConfigError(f"{key('hidden')} = {shown(hidden)}: use a list of positive layer "
+                          f"widths, at most {MAX_WIDTH:,} each")
+    check_depth(key("hidden"), hidden, len(hidden))
+    if not isinstance(act, str) or act not in ACTIVATIONS:
+        raise ConfigError(f"{key('activation')} = {shown(act)}: use one of "
+                          f"{', '.join(ACTIVATIONS)}")
 
 
 @register_model(

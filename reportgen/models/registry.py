@@ -11,7 +11,7 @@ import inspect
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from ..config import INT64_MAX, INT64_MIN, ConfigError
+from ..config import INT64_MAX, INT64_MIN, ConfigError, cut, shown
 
 
 @dataclass(frozen=True)
@@ -23,7 +23,9 @@ class ModelEntry:
     description: str  # one line for the report, e.g. "pre-activation ResNet"
     details: str  # a paragraph for the report's Method section (plain text)
     cite: tuple[str, ...]  # reference keys (reportgen.references) of the paper(s) it follows
-    check: Callable[[dict], None]  # raises ConfigError for parameters it cannot build with
+    # Raises ConfigError for parameters it cannot build with; its second argument turns a
+    # parameter's name into the key the user wrote (e.g. "shuffle.mlp.params.hidden").
+    check: Callable[[dict, Callable[[str], str]], None]
     channels_last: Callable[[dict], bool]  # whether to run it in channels_last memory format
     # Its logits are invariant to 90° turns by construction (p4 group convolutions): only such
     # a model may be Part 2's "equivariant" one, whose report section says so.
@@ -42,7 +44,7 @@ def register_model(name: str, *, label: str, title: str, description: str, detai
         if name in MODELS:
             raise ValueError(f"model {name!r} is registered twice")
         MODELS[name] = ModelEntry(name, builder, label, title, description, details, tuple(cite),
-                                  check or (lambda params: None),
+                                  check or (lambda params, key: None),
                                   channels_last or (lambda params: False), p4_invariant)
         return builder
     return deco
@@ -61,24 +63,34 @@ def with_defaults(name: str, params: dict[str, Any]) -> dict[str, Any]:
                if p.default is not inspect.Parameter.empty}, **params}
 
 
-def check_model(name: str, params: dict[str, Any]) -> None:
-    """Raise ConfigError naming the problem if `name` or `params` cannot build a model."""
-    entry = get_model(name)
+def check_model(name: str, params: dict[str, Any], where: str = "model") -> None:
+    """Raise ConfigError naming the problem if `name` or `params` cannot build a model;
+    `where` is the model's table in the configuration (e.g. "shuffle.mlp"), which the
+    message names."""
+    if name not in MODELS:
+        raise ConfigError(f"{where}.name: unknown model {shown(name)}: known models are "
+                          f"{', '.join(sorted(MODELS))}")
+    entry = MODELS[name]
+
+    def key(param: str) -> str:
+        return f"{where}.params.{param}"
+
     allowed = list(inspect.signature(entry.builder).parameters)
     unknown = sorted(set(params) - set(allowed))
     if unknown:
-        raise ConfigError(f"model {name!r} has no setting {unknown[0]!r}: "
-                          f"allowed are {', '.join(allowed)}")
-    for key, value in params.items():
+        raise ConfigError(f"{key(cut(unknown[0]))}: model {name!r} has no setting "
+                          f"{shown(unknown[0])}: allowed are {', '.join(allowed)}")
+    for param, value in params.items():
         for v in value if isinstance(value, (list, tuple)) else [value]:
             if isinstance(v, int) and not INT64_MIN <= v <= INT64_MAX:  # torch sizes are 64-bit
-                raise ConfigError(f"model.params.{key} = {value!r} is out of range: use "
+                raise ConfigError(f"{key(param)} = {shown(value)} is out of range: use "
                                   "integers that fit in 64 bits (below 2**63)")
     full = with_defaults(name, params)
     nc = full.get("num_classes", 10)
     if not (isinstance(nc, int) and not isinstance(nc, bool) and 2 <= nc <= MAX_WIDTH):
-        raise ConfigError(f"model.num_classes = {nc!r}: use an integer from 2 to {MAX_WIDTH:,}")
-    entry.check(full)
+        raise ConfigError(f"{key('num_classes')} = {shown(nc)}: use an integer from 2 to "
+                          f"{MAX_WIDTH:,}")
+    entry.check(full, key)
 
 
 # Bounds on a network's shape, far past any CIFAR model, that keep it countable: building
@@ -96,18 +108,20 @@ def positive_ints(value: Any) -> bool:
 
 
 def check_depth(key: str, value: Any, layers: int) -> None:
+    """`key`: the setting as the user wrote it (see check_model)."""
     if layers > MAX_LAYERS:
-        raise ConfigError(f"model.{key} = {value!r} makes {layers:,} layers: use at most "
+        raise ConfigError(f"{key} = {shown(value)} makes {layers:,} layers: use at most "
                           f"{MAX_LAYERS:,} in all")
 
 
-def check_groups(params: dict) -> None:
+def check_groups(params: dict, key: Callable[[str], str]) -> None:
     """Checks for a network of groups of blocks: `num_blocks` and `c_hidden`, one per group."""
     nb, ch = params["num_blocks"], params["c_hidden"]
     if not positive_ints(nb) or not positive_ints(ch):
-        raise ConfigError(f"model.num_blocks = {nb!r} and model.c_hidden = {ch!r} must be "
-                          f"non-empty lists of positive integers, at most {MAX_WIDTH:,} each")
-    check_depth("num_blocks", nb, sum(nb))
+        raise ConfigError(f"{key('num_blocks')} = {shown(nb)} and {key('c_hidden')} = "
+                          f"{shown(ch)} must be non-empty lists of positive integers, at most "
+                          f"{MAX_WIDTH:,} each")
+    check_depth(key("num_blocks"), nb, sum(nb))
     if len(nb) != len(ch):
-        raise ConfigError(f"model.num_blocks has {len(nb)} groups but model.c_hidden has "
-                          f"{len(ch)}: give one channel count per group")
+        raise ConfigError(f"{key('num_blocks')} has {len(nb)} groups but {key('c_hidden')} "
+                          f"has {len(ch)}: give one channel count per group")
