@@ -21,7 +21,7 @@ from pathlib import Path
 
 from markupsafe import Markup, escape
 
-from .config import ExperimentConfig
+from .config import ExperimentConfig, to_dict
 from .errors import UserError
 from .usertext import read_user_text, to_html
 from .files import MissingResults, atomic_write_bytes, atomic_write_text, read_text
@@ -323,6 +323,9 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
             titles = seed_groups.setdefault(tuple(seeds), [])
             if title not in titles:
                 titles.append(title)
+    # The studies' settings as they ran, with this report's own [report] settings: a name
+    # first passed to `all` and corrected for `report --author` stayed in the appendix.
+    shown_config = {**first["config"], "report": to_dict(cfg.report)}
     versions = next((v.r["versions"] for v in views if "versions" in v.r), None)
     if versions is None:
         from .training import versions as current_versions
@@ -332,7 +335,7 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
         "meta": {"title": cfg.report.title, "author": cfg.report.author,
                  "student_number": cfg.report.student_number, "course": cfg.report.course,
                  "date": time.strftime("%d %B %Y").lstrip("0")},
-        "config": first["config"], "config_text": toml_text(first["config"]),
+        "config": shown_config, "config_text": toml_text(shown_config),
         "data": first["data"], "studies": views,
         "results": {v.name: v.r for v in views}, "facts": {v.name: v.f for v in views},
         "runs": _runs(run_dirs, first["data"], cfg.out_dir), "versions": versions,

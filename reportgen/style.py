@@ -32,6 +32,14 @@ RC = {
 }
 
 
+def lighter(color: str, amount: float = 0.5) -> str:
+    """`color` mixed with white by `amount`: the same hue, told apart from `color` even where
+    a line of it lies on top of one of `color` (a translucent line would vanish there)."""
+    from matplotlib.colors import to_hex, to_rgb
+
+    return to_hex([c + (1 - c) * amount for c in to_rgb(color)])
+
+
 def apply() -> None:
     plt.rcParams.update(RC)
 

@@ -166,6 +166,32 @@ def test_failed_build_keeps_the_good_report(built):
         missing.write_bytes(keep)
 
 
+@pytest.mark.slow
+def test_the_appendix_shows_this_reports_settings(built):
+    """The appendix's settings are the studies' as they ran, with the [report] settings of
+    the report itself: a placeholder name passed to `all` and corrected with `report
+    --author` stayed in the appendix."""
+    import html as html_lib
+
+    def config_block() -> str:
+        page = (built["out"] / "report.html").read_text()
+        return html_lib.unescape(re.search(r'<pre class="config">(.*?)</pre>', page, re.S)[1])
+
+    assert 'author = "Ada Lovelace"' in config_block()
+    try:
+        r = runner.invoke(app, ["report", *overrides_to_args(built["overrides"]), "--author",
+                                "Grace Hopper", "--title", "Another title"])
+        assert r.exit_code == 0, r.output
+        block = config_block()
+        assert 'author = "Grace Hopper"' in block and 'title = "Another title"' in block
+        assert "Ada Lovelace" not in block and 's1234567' not in block
+        assert "epochs = 1" in block  # the studies' own settings are still those they ran with
+    finally:
+        r = runner.invoke(app, ["report", *overrides_to_args(built["overrides"]), "--author",
+                                "Ada Lovelace", "--student-number", "s1234567"])
+        assert r.exit_code == 0, r.output
+
+
 def test_missing_results_name_the_command(tiny):
     overrides, out = tiny
     r = runner.invoke(app, ["report", *overrides_to_args(overrides)])
@@ -239,6 +265,15 @@ def test_one_epoch_curves_show_their_points_on_whole_epochs(tiny, monkeypatch):
         for ax in fig.axes:
             lo, hi = ax.get_xlim()
             assert [t for t in ax.get_xticks() if lo <= t <= hi] == [1.0]
+    # Part 3's shuffled curves come last and lighter: the MLP's two curves coincide, and a
+    # dashed line of the same colour on top of the solid one vanished into it.
+    for ax in drawn["shuffle_learning_curves"].axes:
+        labels = [ln.get_label() for ln in ax.get_lines()]
+        assert [lab.endswith("shuffled") for lab in labels] == [False, False, True, True]
+        colour = {lab: ln.get_color() for lab, ln in zip(labels, ax.get_lines())}
+        for model in ("ResNet", "MLP"):
+            assert colour[f"{model}, shuffled"] == style.lighter(colour[f"{model}, original"])
+            assert colour[f"{model}, shuffled"] != colour[f"{model}, original"]
 
 
 @pytest.mark.parametrize("epochs", [1, 2])

@@ -289,11 +289,15 @@ class Shuffle(Study):
         models = list(dict.fromkeys(r["model"] for r in runs.values()))
         color = {m: style.CYCLE[i % len(style.CYCLE)] for i, m in enumerate(models)}
         fig, axes = plt.subplots(1, 2, figsize=(style.FULL_WIDTH, 2.3), sharey=True)
-        for run in runs.values():
+        # Shuffled runs drawn last and lighter, as their bars are: an MLP learns the same on
+        # either pixel order, so its two curves coincide, and a dashed line of the same
+        # colour on top of the solid one vanished into it.
+        for run in sorted(runs.values(), key=lambda r: r["shuffled"]):
             ms = [e["metrics"] for e in run["per_seed"]]
             ep = np.array(ms[0]["epoch"])
             n = len(ms)
-            kw = dict(color=color[run["model"]], ls="--" if run["shuffled"] else "-",
+            tint = style.lighter(color[run["model"]]) if run["shuffled"] else color[run["model"]]
+            kw = dict(color=tint, ls="--" if run["shuffled"] else "-",
                       label=f"{run['title']}, {'shuffled' if run['shuffled'] else 'original'}"
                             + (f" ({n} seeds)" if n > 1 else ""))
             for ax, key, marker in ((axes[0], "train_acc", None), (axes[1], "val_acc", "o")):
