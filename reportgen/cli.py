@@ -431,6 +431,9 @@ def bench(config: Optional[Path] = ConfigOpt, device: Optional[str] = DeviceOpt,
                     ("--sweep-images", sweep_images)):
         if v <= 0:
             _fail(f"{name} {v}: use a positive number")
+    if repeats > steps:  # each repeat times a window of whole steps
+        _fail(f"--repeats {repeats} with --steps {steps}: each repeat times at least one step: "
+              f"use at most --repeats {steps}, or more --steps")
     if sweep_angles > 36:
         _fail(f"--sweep-angles {sweep_angles}: the sweep has 36 angles (0, 10, ..., 350): "
               "use at most 36")

@@ -41,6 +41,10 @@ def test_bench_table_and_bad_input():
     assert r.exit_code == 2 and "--steps 0" in r.output
     r = runner.invoke(app, ["bench", "--sweep-angles", "37"])
     assert r.exit_code == 2 and "--sweep-angles 37" in r.output and "at most 36" in r.output
+    # More repeats than steps timed fewer repeats than asked, silently.
+    r = runner.invoke(app, ["bench", "--steps", "4", "--repeats", "10"])
+    assert r.exit_code == 2 and "--repeats 10 with --steps 4" in r.output
+    assert "use at most --repeats 4" in r.output
     r = runner.invoke(app, ["bench", "--side-by-side", "-2"])
     assert r.exit_code == 2 and "--side-by-side -2" in r.output
     r = runner.invoke(app, ["bench", "--notebook", "x.py"])

@@ -147,7 +147,7 @@ def available(accelerator: str) -> int | None:
 
 
 def gib(n: float) -> str:
-    return f"{n / 2**30:.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
 
 
 def _processes(train_cfg, accelerator: str) -> int:
