@@ -43,6 +43,32 @@ _UNICODE = {
 _COMMAND = re.compile(r"\\([A-Za-z]+|.)", re.S)  # a control word, or a control symbol
 
 
+def code_block(text: str) -> str:
+    """Preformatted lines (the appendix's settings) as escaped typewriter lines, each its own
+    paragraph, indentation kept; long lines wrap at spaces.
+
+    Not `verbatim`: its text ends at the first `\\end{verbatim}` in it, so a setting such as
+    report.title = '\\end{verbatim}^^5cinput{/etc/hostname}' ended the environment, and TeX
+    read `^^5c` as a backslash: the export ran `\\input` of any file named in the settings.
+    Here every character is escaped as in the text."""
+    out = []
+    for line in text.split("\n"):
+        body = line.lstrip(" ")
+        out.append("~" * (len(line) - len(body)) + _tt_escape(body) if body.strip()
+                   else r"\mbox{}")
+    return ("\\par\\smallskip{\\small\\ttfamily\\raggedright\\setlength{\\parindent}{0pt}"
+            "\\setlength{\\parskip}{0pt}\n" + "\\par\n".join(out) + "\\par}\n")
+
+
+# A typewriter font has the ASCII glyph at each of these positions, in OT1 and T1 alike;
+# `\{` and `\textbackslash` would borrow them from the maths font (a font warning).
+_TT = {ch: f"{{\\char{ord(ch)}}}" for ch in "\\{}^~_<>|"}
+
+
+def _tt_escape(text: str) -> str:
+    return "".join(_TT.get(ch) or escape(ch) for ch in text)
+
+
 class LatexError(RuntimeError):
     """The report holds something the LaTeX export cannot write (a bug, not an input)."""
 
@@ -222,8 +248,8 @@ class _Writer:
             return f"\\textbf{{{self.children(n)}}}"
         if tag in ("i", "em"):
             return f"\\emph{{{self.children(n)}}}"
-        if tag == "code":
-            return f"\\texttt{{{self.children(n)}}}"
+        if tag == "code":  # paths break after a slash: /tmp/q5/quick ran into the margin
+            return "\\texttt{" + self.children(n).replace("/", "/\\allowbreak{}") + "}"
         if tag == "sub":
             return f"\\textsubscript{{{self.children(n)}}}"
         if tag == "sup":
@@ -250,7 +276,7 @@ class _Writer:
         if tag == "table":
             return self.table(n)
         if tag == "pre":
-            return f"\\begin{{verbatim}}\n{n.text()}\n\\end{{verbatim}}\n"
+            return code_block(n.text())
         return self.children(n)
 
     def figure(self, n: _Node) -> str:

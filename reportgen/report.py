@@ -162,7 +162,7 @@ def toml_text(d: dict, prefix: str = "") -> str:
             return "true" if v else "false"
         if isinstance(v, (list, tuple)):
             return "[" + ", ".join(value(x) for x in v) + "]"
-        return json.dumps(v)
+        return json.dumps(v, ensure_ascii=False)  # "Zoë", not "Zo\\u00eb" (valid TOML both)
 
     plain = [f"{k} = {value(v)}" for k, v in d.items() if not isinstance(v, dict) or k == "params"]
     tables = [toml_text(v, f"{prefix}{k}.") for k, v in d.items()

@@ -60,6 +60,23 @@ def test_figures_tables_references_and_citations_become_latex():
     assert r"\section{Results}" in body and r"\bibliography{" not in body
 
 
+def test_preformatted_settings_are_escaped_text_not_verbatim():
+    """The appendix's settings were a verbatim environment, which ends at the first
+    `\\end{verbatim}` in its text: report.title = '\\end{verbatim}^^5cinput{/etc/hostname}'
+    ended it, TeX read ^^5c as a backslash, and the export ran `\\input` of the file."""
+    evil = 'title = "\\\\end{verbatim}^^5cinput{/etc/hostname}\\\\begin{verbatim}"'
+    html = (f"<body><pre class='config'>[report]\n{evil}\n\n[rotation]\nangles = [0.0, 10.0]\n"
+            "  indented = 1\n</pre></body>")
+    tex, _ = to_latex(html, {})
+    assert "verbatim}" not in tex  # only as escaped text
+    assert "^^" not in tex and r"\input" not in tex
+    assert (r'title = "{\char92}{\char92}end{\char123}verbatim{\char125}{\char94}{\char94}'
+            r'5cinput{\char123}/etc/hostname{\char125}') in tex
+    # One paragraph a line: a line starting with [ after \\ would be read as \\'s argument.
+    assert "\\par\n[rotation]\\par\n" in tex and "\\par\n~~indented = 1\\par" in tex
+    assert "\\mbox{}\\par\n" in tex  # the blank line between tables is kept
+
+
 def _pdf_text(path) -> str:
     from pypdf import PdfReader
 
@@ -74,8 +91,13 @@ def test_tex_export_compiles_with_the_same_numbers(tiny, tmp_path):
                     "$\\alpha^2 \\leq 1$ and $\\input{/etc/passwd}$ and $^^5cinput{/etc/passwd}$ "
                     "and $a % b$ and $x{$ and $\\left( x$ and $α$ and "
                     "$" + "x^{" * 40 + "1" + "}" * 40 + "$.\n\n- item one\n- item_two'''\n")
+    secret = tmp_path / "secret.tex"
+    secret.write_text("SECRETWORD\n")
     overrides = {**overrides, "report.user_text": str(user),
                  "report.title": "Specials % _ & # in a title",
+                 # The settings in the appendix: this ended a verbatim environment and made
+                 # TeX \input the file.
+                 "report.author": f"A \\end{{verbatim}}^^5cinput{{{secret}}}",
                  "report.formats": ["pdf", "tex"]}
     r = runner.invoke(app, ["all", *overrides_to_args(overrides)])
     assert r.exit_code == 0, r.output
@@ -98,6 +120,7 @@ def test_tex_export_compiles_with_the_same_numbers(tiny, tmp_path):
     assert "undefined" not in log.lower(), [l for l in log.splitlines() if "ndefined" in l]
     compiled, html_pdf = _pdf_text(latex / "report.pdf"), _pdf_text(out / "report.pdf")
     assert "??" not in compiled
+    assert "SECRETWORD" not in compiled and str(secret) not in log
     numbers = sorted(re.findall(r"\d+\.\d% \[\d+\.\d, \d+\.\d\]", html_pdf))
     assert numbers and sorted(re.findall(r"\d+\.\d% \[\d+\.\d, \d+\.\d\]", compiled)) == numbers
 
