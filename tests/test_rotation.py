@@ -118,11 +118,23 @@ def test_bad_checkpoints(tiny, tmp_path):
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"\x00" * 100)
     r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint", str(junk)])
-    assert r.exit_code == 2 and "junk.ckpt is damaged or not a reportgen checkpoint" in r.output
+    # The reason in words, and advice about the file named: retraining would not change it.
+    advice = ("pass a checkpoint that `reportgen train` wrote, e.g. "
+              "OUT/runs/<run>/checkpoints/best.ckpt")
+    assert r.exit_code == 2 and ("junk.ckpt is damaged or not a reportgen checkpoint (not a file "
+                                 f"that torch.save wrote): {advice}") in r.output
+    empty = tmp_path / "empty.ckpt"
+    empty.touch()
+    r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint", str(empty)])
+    assert r.exit_code == 2 and f"(the file is empty): {advice}" in r.output
     foreign = tmp_path / "foreign.ckpt"
     torch.save({"state_dict": {}, "weights": torch.zeros(3)}, foreign)
     r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint", str(foreign)])
-    assert r.exit_code == 2 and "foreign.ckpt is damaged or not a reportgen checkpoint" in r.output
+    assert r.exit_code == 2 and ("foreign.ckpt is damaged or not a reportgen checkpoint (it lacks "
+                                 f"'hyper_parameters'): {advice}") in r.output
+    torch.save([1, 2], foreign)
+    r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint", str(foreign)])
+    assert r.exit_code == 2 and "(TypeError: list indices must be integers" in r.output
     # `--checkpoint "$CKPT"` with CKPT unset: named as empty, not as the folder ".".
     r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint", " "])
     assert r.exit_code == 2 and "error: --checkpoint ' ' is empty: name a checkpoint file" in r.output

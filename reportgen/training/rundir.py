@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 
-from ..config import (DataConfig, ModelConfig, OptimConfig, TrainConfig, digest,
+from ..config import (DataConfig, ModelConfig, OptimConfig, TrainConfig, cut, digest,
                       is_path_component, to_dict)
 from ..files import atomic_write_text, file_sha256, is_sealed, read_text, require_real_folders
 from .errors import TrainingError
@@ -181,6 +181,30 @@ def _check_weights(ck: dict, path: Path) -> None:
                             "load it on a machine with more")
 
 
+def _why(e: Exception, path: Path) -> str:
+    """Why a checkpoint failed to load, in a few words: the mismatch found, what the file is
+    not, what it lacks, or the error's type and the first line of its message."""
+    import pickle
+    import zipfile
+
+    if isinstance(e, _Mismatch):
+        return str(e)
+    try:
+        if path.stat().st_size == 0:
+            return "the file is empty"
+        if not zipfile.is_zipfile(path):  # torch.save writes a zip archive
+            return "not a file that torch.save wrote"
+    except OSError:
+        pass
+    if isinstance(e, pickle.UnpicklingError):  # torch's message suggests loading it anyway
+        return ("it holds Python objects beyond tensors and plain values, which could run code "
+                "when loaded: it was not loaded")
+    if isinstance(e, KeyError) and e.args:
+        return f"it lacks {cut(repr(e.args[0]))}"
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {cut(first)}" if first else type(e).__name__
+
+
 def _check_checkpoint(path: Path, spec: RunSpec) -> int:
     """The epoch a checkpoint of this run stops at; a damaged or foreign one is named."""
     try:
@@ -195,8 +219,7 @@ def _check_checkpoint(path: Path, spec: RunSpec) -> int:
         raise
     except Exception as e:
         raise TrainingError(f"checkpoint {path} is damaged or not a reportgen checkpoint "
-                            f"({e if isinstance(e, _Mismatch) else type(e).__name__}): delete "
-                            "it to continue from an earlier "
+                            f"({_why(e, path)}): delete it to continue from an earlier "
                             "checkpoint, or pass --retrain to start this run again") from e
     if not ok:
         raise TrainingError(f"checkpoint {path} belongs to another model "
@@ -258,7 +281,10 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
     except TrainingError:
         raise
     except Exception as e:
+        if anew is None and path.parent.name != "checkpoints":  # a file the user named
+            anew = ("pass a checkpoint that `reportgen train` wrote, e.g. "
+                    "OUT/runs/<run>/checkpoints/best.ckpt")
         raise TrainingError(f"checkpoint {path} is damaged or not a reportgen checkpoint "
-                            f"({e if isinstance(e, _Mismatch) else type(e).__name__}): "
+                            f"({_why(e, path)}): "
                             + (anew or "run `reportgen train --retrain`")) from e
     return model.to(torch.device(device))
