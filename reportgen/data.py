@@ -193,11 +193,18 @@ MAX_IMAGE_BYTES = 1 << 20
 
 def image_place(name: str) -> tuple[str, str] | None:
     """(split, class) of an image at [any leading folders/]train|test/<class>/<file>, or None
-    for any other file (skipped, never read)."""
+    for any other file (skipped, never read). Hidden files and folders and macOS's
+    `__MACOSX/` are never images: a folder zipped by the Finder, or copied through a
+    FAT-formatted drive, holds a `._0001.png` of metadata beside each image, and the first
+    of them stopped decoding as "not a readable image"."""
     parts = PurePosixPath(name).parts
+    if "__MACOSX" in parts:
+        return None
     for k in range(len(parts) - 2):
         if parts[k] in ("train", "test") and len(parts) - k == 3:
-            return (parts[k], parts[k + 1]) if parts[-1].lower().endswith(IMAGE_SUFFIXES) else None
+            image = parts[-1].lower().endswith(IMAGE_SUFFIXES) and not any(
+                part.startswith(".") for part in parts[k:])  # a hidden folder above is fine
+            return (parts[k], parts[k + 1]) if image else None
     return None
 
 

@@ -56,6 +56,36 @@ def test_image_folder_zip(image_folder, tmp_path):
     check_tiny(D.load_cifar10(cfg(arc, tmp_path), env={}))
 
 
+def test_macos_metadata_and_hidden_files_are_not_images(image_folder, tmp_path):
+    """A folder zipped by macOS's Finder holds __MACOSX/ with a `._<name>` of metadata per
+    file, and a copy through a FAT-formatted drive leaves `._<name>` beside each image: the
+    first of them stopped decoding as "not a readable image". Hidden files are skipped, and
+    the data equal the clean copy's."""
+    import shutil
+
+    clean = D.load_cifar10(cfg(image_folder, tmp_path / "clean"), env={})
+    mac = tmp_path / "mac"
+    shutil.copytree(image_folder, mac)
+    apple = b"\x00\x05\x16\x07" + b"\x00" * 60  # AppleDouble's magic number, then junk
+    for p in sorted(mac.rglob("*.png")):
+        (p.parent / f"._{p.name}").write_bytes(apple)
+    (mac / "train" / ".DS_Store").write_bytes(b"junk")
+    (mac / "train" / "cat" / ".hidden.png").write_bytes(b"junk")
+    ds = D.load_cifar10(cfg(mac, tmp_path / "folder"), env={})
+    assert torch.equal(ds.train_x, clean.train_x) and torch.equal(ds.test_y, clean.test_y)
+    arc = tmp_path / "finder.zip"
+    with zipfile.ZipFile(arc, "w") as z:
+        for p in sorted(mac.rglob("*")):
+            if p.is_file():
+                rel = p.relative_to(mac).as_posix()
+                z.write(p, "cifar/" + rel)
+                z.writestr(f"__MACOSX/cifar/{rel.rsplit('/', 1)[0]}/._{p.name}", apple)
+    ds = D.load_cifar10(cfg(arc, tmp_path / "zip"), env={})
+    assert torch.equal(ds.train_x, clean.train_x) and torch.equal(ds.test_y, clean.test_y)
+    # A hidden folder above the image folder is only where the copy lives.
+    assert D.image_place(".data/cifar/train/cat/0001.png") == ("train", "cat")
+
+
 def test_torchvision_batches_folder(tmp_path, monkeypatch):
     d = write_torchvision_batches(tmp_path / "tv")
     patch_torchvision_md5(monkeypatch, d)
