@@ -222,11 +222,12 @@ def _iter_archive(p: Path) -> Iterator[tuple[str, bytes]]:
         if p.name.lower().endswith(".zip"):
             with zipfile.ZipFile(p) as z:
                 for info in z.infolist():
-                    _safe_member(info.filename, p)
-                    if not info.is_dir() and image_place(info.filename):
+                    # Older Windows tools wrote zip paths with backslashes (cifar\train\...).
+                    name = _safe_member(info.filename, p).as_posix()
+                    if not info.is_dir() and image_place(name):
                         # zipfile reads no more than the declared size, so this bounds it
-                        _require_image_size(f"{p}:{info.filename}", info.file_size)
-                        yield info.filename, z.read(info)  # checks each member's CRC-32
+                        _require_image_size(f"{p}:{name}", info.file_size)
+                        yield name, z.read(info)  # checks each member's CRC-32
             return
         with tarfile.open(p) as t:
             for m in t:

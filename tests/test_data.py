@@ -56,6 +56,19 @@ def test_image_folder_zip(image_folder, tmp_path):
     check_tiny(D.load_cifar10(cfg(arc, tmp_path), env={}))
 
 
+def test_zip_with_windows_backslash_paths(image_folder, tmp_path):
+    """Older Windows tools wrote zip member paths with backslashes: such an archive was
+    "no train/<class>/ images"."""
+    arc = tmp_path / "win.zip"
+    with zipfile.ZipFile(arc, "w") as z:
+        for p in sorted(image_folder.rglob("*.png")):
+            z.write(p, "cifar\\" + "\\".join(p.relative_to(image_folder).parts))
+    assert "\\" in zipfile.ZipFile(arc).namelist()[0]
+    ds = D.load_cifar10(cfg(arc, tmp_path / "zip"), env={})
+    clean = D.load_cifar10(cfg(image_folder, tmp_path / "clean"), env={})
+    assert torch.equal(ds.train_x, clean.train_x) and torch.equal(ds.test_y, clean.test_y)
+
+
 def test_macos_metadata_and_hidden_files_are_not_images(image_folder, tmp_path):
     """A folder zipped by macOS's Finder holds __MACOSX/ with a `._<name>` of metadata per
     file, and a copy through a FAT-formatted drive leaves `._<name>` beside each image: the
