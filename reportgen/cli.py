@@ -326,6 +326,11 @@ def report(config: Optional[Path] = ConfigOpt, out: Optional[str] = OutOpt,
     cfg = _run(load_config, config, None, out, sets=set_, extra=extra)
     with _locked(cfg):
         _, pdf = _run(build_report, cfg, log=_log, strict=strict)
+    _print_documents(cfg, pdf)
+
+
+def _print_documents(cfg: ExperimentConfig, pdf: Path) -> None:
+    """The path of each document written, to stdout: the LaTeX export's, then the PDF's."""
     if "tex" in cfg.report.formats:
         typer.echo(str(Path(cfg.out_dir) / "latex" / "report.tex"))
     if "pdf" in cfg.report.formats:
@@ -389,7 +394,8 @@ def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
                 f"which took {duration(time.perf_counter() - t_work)} with figures and report"
                 if planned and planned.seconds else "")
     _log(f"all stages done in {time.perf_counter() - t0:.0f} s{estimate}")
-    typer.echo(str(pdf))
+    # Not the PDF's path alone: with report.formats = ["tex"] no PDF is written.
+    _print_documents(cfg, pdf)
 
 
 MAX_PROFILED_STEPS = 200

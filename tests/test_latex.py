@@ -102,6 +102,9 @@ def test_tex_export_compiles_with_the_same_numbers(tiny, tmp_path):
     r = runner.invoke(app, ["all", *overrides_to_args(overrides)])
     assert r.exit_code == 0, r.output
     latex = out / "latex"
+    # stdout ends with each document's path; `all` printed the PDF's alone, even with
+    # report.formats = ["tex"], where no PDF is written.
+    assert r.stdout.splitlines()[-2:] == [str(latex / "report.tex"), str(out / "report.pdf")]
     tex = (latex / "report.tex").read_text()
     assert r"$\alpha^2 \leq 1$" in tex and r"\input{" not in tex  # unknown commands are text
     assert "^^" not in tex and "$a % b$" not in tex  # unsafe or uncompilable math is text
@@ -123,6 +126,15 @@ def test_tex_export_compiles_with_the_same_numbers(tiny, tmp_path):
     assert "SECRETWORD" not in compiled and str(secret) not in log
     numbers = sorted(re.findall(r"\d+\.\d% \[\d+\.\d, \d+\.\d\]", html_pdf))
     assert numbers and sorted(re.findall(r"\d+\.\d% \[\d+\.\d, \d+\.\d\]", compiled)) == numbers
+
+
+@pytest.mark.slow
+def test_all_with_only_the_latex_export_prints_its_path(tiny):
+    overrides, out = tiny
+    r = runner.invoke(app, ["all", *overrides_to_args({**overrides, "report.formats": ["tex"]})])
+    assert r.exit_code == 0, r.output
+    assert r.stdout.splitlines()[-1] == str(out / "latex" / "report.tex")
+    assert (out / "latex" / "report.tex").is_file() and not (out / "report.pdf").exists()
 
 
 def _doc(body_pages: int, refs_at_top: bool):
