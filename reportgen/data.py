@@ -23,7 +23,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .config import DataConfig, text_problem
+from .config import DataConfig, shown, text_problem
 from .errors import UserError
 from .files import atomic_write
 
@@ -180,8 +180,8 @@ def describe_form(p: Path, kind: str) -> str:
 def _safe_member(name: str, archive: Path) -> PurePosixPath:
     member = PurePosixPath(name.replace("\\", "/"))
     if member.is_absolute() or ".." in member.parts or (member.parts and ":" in member.parts[0]):
-        raise DataError(f"{archive} has a member {name!r} that would escape the extraction folder: "
-                        "refusing to read it; use a trusted copy of CIFAR-10")
+        raise DataError(f"{archive} has a member {shown(name)} that would escape the extraction "
+                        "folder: refusing to read it; use a trusted copy of CIFAR-10")
     return member
 
 
@@ -233,8 +233,8 @@ def _iter_archive(p: Path) -> Iterator[tuple[str, bytes]]:
             for m in t:
                 _safe_member(m.name, p)
                 if m.issym() or m.islnk():
-                    raise DataError(f"{p} has a link member {m.name!r}: refusing to follow it; "
-                                    "use a trusted copy of CIFAR-10")
+                    raise DataError(f"{p} has a link member {shown(m.name)}: refusing to follow "
+                                    "it; use a trusted copy of CIFAR-10")
                 if m.isfile() and image_place(m.name):
                     _require_image_size(f"{p}:{m.name}", m.size)
                     f = t.extractfile(m)

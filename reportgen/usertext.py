@@ -13,7 +13,7 @@ import re
 from functools import lru_cache
 from pathlib import Path
 
-from .config import ConfigError, parse_toml, text_problem
+from .config import ConfigError, parse_toml, shown, text_problem
 from .files import read_text
 
 SECTIONS = ("abstract", "introduction", "method", "results", "discussion", "conclusion")
@@ -36,7 +36,7 @@ def read_user_text(path: str) -> dict[str, str]:
                           "report.user_text = \"\"") from e
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
-        raise ConfigError(f"report.user_text {p}: unknown section {unknown[0]!r}; use "
+        raise ConfigError(f"report.user_text {p}: unknown section {shown(unknown[0])}; use "
                           f"{', '.join(SECTIONS)}")
     for k, v in raw.items():
         if not isinstance(v, str):
@@ -49,9 +49,9 @@ def read_user_text(path: str) -> dict[str, str]:
         if image is not None:
             # An image would be fetched when the PDF is built (a URL: the network; a path: any
             # file), and report.html would no longer stand alone.
-            raise ConfigError(f"report.user_text {p}: {k} has an image ({image!r}): the report "
-                              "holds only the figures its studies draw; describe it in words, "
-                              "or link to it with [text](https://...)")
+            raise ConfigError(f"report.user_text {p}: {k} has an image ({shown(image)}): the "
+                              "report holds only the figures its studies draw; describe it in "
+                              "words, or link to it with [text](https://...)")
     total = sum(len(v) for v in raw.values())
     if total > MAX_USER_CHARS:
         raise ConfigError(f"report.user_text {p} holds {total:,} characters of text: use at "

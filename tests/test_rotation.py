@@ -100,6 +100,8 @@ def test_single_checkpoint_sweep(swept, tmp_path):
     # Only the upright images: the report compared "rotated angles" of which there were none.
     (["--angles", "0,360,-360"], "use at least one angle other than 0 (0° is always swept"),
     (["--set", "rotation.interpolation=\"cubic\""], "bilinear or nearest"),
+    # Quoted in part: a 5,000-character value made a 5,000-character error line.
+    (["--angles", "x" * 5000], "--angles 'xxxxxxxxxxxx"),
     (["--angles", ",".join(str(k / 20) for k in range(7201))],  # 0.05-degree steps
      "rotation.angles holds 7,200 distinct angles: use at most 3,600 (0.1-degree steps)"),
 ])
@@ -107,6 +109,7 @@ def test_bad_angles_fail_before_work(tiny, args, message):
     overrides, out = tiny
     r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), *args])
     assert r.exit_code == 2 and message in r.output
+    assert len(r.output.strip().splitlines()[-1]) < 400
     assert not (out / "runs").exists()
 
 

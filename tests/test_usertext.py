@@ -69,6 +69,9 @@ def test_read_user_text(tmp_path):
     f.write_text("summary = 'x'\n")
     with pytest.raises(ConfigError, match="unknown section 'summary'"):
         read_user_text(str(f))
+    f.write_text(f"{'s' * 5000} = 'x'\n")  # quoted in part, not a 5,000-character line
+    with pytest.raises(ConfigError, match=r"unknown section 'sss.*\(5,002 characters\)"):
+        read_user_text(str(f))
     f.write_text("results = 3\n")
     with pytest.raises(ConfigError, match="results must be a string"):
         read_user_text(str(f))

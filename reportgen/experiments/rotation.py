@@ -15,7 +15,7 @@ from statistics import mean
 from typing import Callable
 
 from .. import analysis
-from ..config import ConfigError, ExperimentConfig, ModelConfig, check
+from ..config import ConfigError, ExperimentConfig, ModelConfig, check, shown
 from ..models import MODELS
 from ..training import RunSpec
 from .base import Prepared, Study, register_study
@@ -153,8 +153,8 @@ def _parse_angles(text: str) -> list[float]:
     try:
         return [float(a) for a in text.split(",") if a.strip()]
     except ValueError:
-        raise ConfigError(f"--angles {text!r}: give numbers separated by commas, e.g. 0,10,20") \
-            from None
+        raise ConfigError(f"--angles {shown(text)}: give numbers separated by commas, e.g. "
+                          "0,10,20") from None
 
 
 def to_csv(result: dict) -> str:
