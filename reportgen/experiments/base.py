@@ -170,21 +170,29 @@ def labels_arrays(prepared: Prepared) -> dict[str, Any]:
     return {f"labels/{split}": prepared.splits.get(split)[1].numpy() for split in ("val", "test")}
 
 
-def seed_correctness(results: dict, label: str, split: str, seeds, study: str,
+def seed_predictions(results: dict, label: str, split: str, seeds, study: str,
                      shape: tuple[int, ...] = ()):
-    """0/1 correctness of `label`'s predictions on `split`, one row per seed: seeds x shape x
-    images, from the study's predictions file (loaded as results["arrays"]). A missing or
-    misshapen array names the command that rewrites it."""
+    """`label`'s predicted classes on `split`, one row per seed: seeds x shape x images, from
+    the study's predictions file (loaded as results["arrays"]). A missing or misshapen array
+    names the command that rewrites it."""
     import numpy as np
 
-    from .. import analysis, predictions
+    from .. import predictions
 
     arrays = results["arrays"]
-    labels = arrays[f"labels/{split}"]
+    n = len(arrays[f"labels/{split}"])
     where = Path(f"{study}-predictions.npz")
-    return np.stack([analysis.correct(predictions.get(
-        arrays, f"pred/{label}/{seed}/{split}", where, study, (*shape, len(labels))), labels)
-        for seed in seeds])
+    return np.stack([predictions.get(arrays, f"pred/{label}/{seed}/{split}", where, study,
+                                     (*shape, n)) for seed in seeds])
+
+
+def seed_correctness(results: dict, label: str, split: str, seeds, study: str,
+                     shape: tuple[int, ...] = ()):
+    """0/1 correctness of `label`'s predictions on `split` (see seed_predictions)."""
+    from .. import analysis
+
+    return analysis.correct(seed_predictions(results, label, split, seeds, study, shape),
+                            results["arrays"][f"labels/{split}"])
 
 
 def results_dir(cfg: ExperimentConfig) -> Path:

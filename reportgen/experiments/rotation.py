@@ -331,23 +331,16 @@ def model_facts(angles: list[float], classes: list[str], entry: dict, correct,
 
 def predicted(results: dict, label: str, split: str):
     """Predicted classes, seeds x angles x images, of one model's sweep on one split."""
-    import numpy as np
+    from .base import seed_predictions
 
-    from .. import predictions
-
-    arrays = results["arrays"]
-    shape = (len(results["angles"]), len(arrays[f"labels/{split}"]))
-    return np.stack([predictions.get(arrays, f"pred/{label}/{seed}/{split}",
-                                     Path("rotation-predictions.npz"), "rotation", shape)
-                     for seed in results["models"][label]["seeds"]])
+    return seed_predictions(results, label, split, results["models"][label]["seeds"],
+                            "rotation", (len(results["angles"]),))
 
 
 def correctness(results: dict, label: str, split: str):
     """0/1 correctness, seeds x angles x images, of one model's sweep on one split."""
-    from .base import seed_correctness
-
-    return seed_correctness(results, label, split, results["models"][label]["seeds"],
-                            "rotation", (len(results["angles"]),))
+    return analysis.correct(predicted(results, label, split),
+                            results["arrays"][f"labels/{split}"])
 
 
 @register_study
@@ -540,8 +533,8 @@ class Rotation(Study):
         steps = sorted({round(b - a, 6) for a, b in zip(angles, angles[1:])})
         pred = {(label, split): predicted(results, label, split)
                 for label in results["models"] for split in results["splits"]}
-        correct = {key: analysis.correct(p, results["arrays"][f"labels/{key[1]}"])
-                   for key, p in pred.items()}
+        correct = {(label, split): analysis.correct(p, results["arrays"][f"labels/{split}"])
+                   for (label, split), p in pred.items()}
         models = {label: {split: model_facts(angles, classes, entry[split], correct[label, split],
                                              results["arrays"][f"labels/{split}"],
                                              pred[label, split])

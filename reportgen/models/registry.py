@@ -50,9 +50,11 @@ def register_model(name: str, *, label: str, title: str, description: str, detai
     return deco
 
 
-def get_model(name: str) -> ModelEntry:
+def get_model(name: str, where: str = "model") -> ModelEntry:
+    """The registered model `name`; `where`: its table in the configuration, for the error."""
     if name not in MODELS:
-        raise ConfigError(f"unknown model {name!r}: known models are {', '.join(sorted(MODELS))}")
+        raise ConfigError(f"{where}.name: unknown model {shown(name)}: known models are "
+                          f"{', '.join(sorted(MODELS))}")
     return MODELS[name]
 
 
@@ -67,10 +69,7 @@ def check_model(name: str, params: dict[str, Any], where: str = "model") -> None
     """Raise ConfigError naming the problem if `name` or `params` cannot build a model;
     `where` is the model's table in the configuration (e.g. "shuffle.mlp"), which the
     message names."""
-    if name not in MODELS:
-        raise ConfigError(f"{where}.name: unknown model {shown(name)}: known models are "
-                          f"{', '.join(sorted(MODELS))}")
-    entry = MODELS[name]
+    entry = get_model(name, where)
 
     def key(param: str) -> str:
         return f"{where}.params.{param}"

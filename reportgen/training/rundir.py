@@ -10,8 +10,10 @@ from __future__ import annotations
 import json
 import math
 import os
+import pickle
 import platform
 import shutil
+import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -184,9 +186,6 @@ def _check_weights(ck: dict, path: Path) -> None:
 def _why(e: Exception, path: Path) -> str:
     """Why a checkpoint failed to load, in a few words: the mismatch found, what the file is
     not, what it lacks, or the error's type and the first line of its message."""
-    import pickle
-    import zipfile
-
     if isinstance(e, _Mismatch):
         return str(e)
     try:
