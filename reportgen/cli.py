@@ -399,6 +399,8 @@ def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
 
 
 MAX_PROFILED_STEPS = 200
+# A benchmark needs tens of steps; a typo of extra digits would otherwise time for days.
+MAX_BENCH_STEPS = 100_000  # --warmup + --steps
 
 
 @app.command()
@@ -437,6 +439,9 @@ def bench(config: Optional[Path] = ConfigOpt, device: Optional[str] = DeviceOpt,
                     ("--sweep-images", sweep_images)):
         if v <= 0:
             _fail(f"{name} {v}: use a positive number")
+    if warmup + steps > MAX_BENCH_STEPS:
+        _fail(f"--warmup {warmup} and --steps {steps}: use at most {MAX_BENCH_STEPS:,} steps in "
+              "all (tens give a steady rate)")
     if repeats > steps:  # each repeat times a window of whole steps
         _fail(f"--repeats {repeats} with --steps {steps}: each repeat times at least one step: "
               f"use at most --repeats {steps}, or more --steps")

@@ -203,11 +203,12 @@ class AugmentConfig:
 
     def __post_init__(self):
         lo, hi = self.crop_scale
-        check(0 < lo <= hi <= 1, "augment.crop_scale", self.crop_scale, "0 < min <= max <= 1")
+        check(0 < lo <= hi <= 1, "train.augment.crop_scale", list(self.crop_scale),
+              "0 < min <= max <= 1")
         lo, hi = self.crop_ratio
-        check(0 < lo <= hi < math.inf, "augment.crop_ratio", self.crop_ratio,
+        check(0 < lo <= hi < math.inf, "train.augment.crop_ratio", list(self.crop_ratio),
               "0 < min <= max, both finite")
-        check(0 <= self.rotate_degrees <= 180, "augment.rotate_degrees", self.rotate_degrees,
+        check(0 <= self.rotate_degrees <= 180, "train.augment.rotate_degrees", self.rotate_degrees,
               "between 0 and 180")
 
 
@@ -338,10 +339,10 @@ class ExperimentConfig:
         check(is_path_component(self.name), "name", self.name,
               f"a plain folder name of at most {NAME_BYTES} bytes (no '/', '\\', '.' or "
               "'..'): results go to OUT/<name>/")
-        for key in ("out_dir", "figures_dir"):
+        for key, example in (("out_dir", "output"), ("figures_dir", "figures")):
             # An empty --out "$DIR" (DIR unset) would quietly write into the current folder.
             check(getattr(self, key).strip() != "", key, getattr(self, key),
-                  "a folder, e.g. output (or . for the current folder)")
+                  f"a folder, e.g. {example} (or . for the current folder)")
 
     def __getattr__(self, name: str):
         sections = self.__dict__.get("sections") or {}

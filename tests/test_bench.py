@@ -45,6 +45,10 @@ def test_bench_table_and_bad_input():
     r = runner.invoke(app, ["bench", "--steps", "4", "--repeats", "10"])
     assert r.exit_code == 2 and "--repeats 10 with --steps 4" in r.output
     assert "use at most --repeats 4" in r.output
+    r = runner.invoke(app, ["bench", "--steps", "100000000000000", "--repeats", "1"])
+    assert r.exit_code == 2 and "use at most 100,000 steps in all" in r.output
+    r = runner.invoke(app, ["bench", "--warmup", "99999", "--steps", "2", "--repeats", "1"])
+    assert r.exit_code == 2 and "--warmup 99999 and --steps 2" in r.output
     r = runner.invoke(app, ["bench", "--side-by-side", "-2"])
     assert r.exit_code == 2 and "--side-by-side -2" in r.output
     r = runner.invoke(app, ["bench", "--notebook", "x.py"])

@@ -61,6 +61,11 @@ def test_unknown_key_is_named(tmp_path):
     ("optim.weight_decay", float("inf"), "optim.weight_decay = inf is not allowed"),
     ("shuffle.mlp_weight_decay", float("inf"), "shuffle.mlp_weight_decay = inf"),
     ("train.augment.crop_ratio", [1.0, float("inf")], "both finite"),
+    # The key as the user writes it, and the value as a list, not a Python tuple.
+    ("train.augment.crop_scale", [1.2, 0.5], r"^train.augment.crop_scale = \[1.2, 0.5\] is not "
+                                             r"allowed: use 0 < min <= max <= 1"),
+    ("train.augment.rotate_degrees", 500, "^train.augment.rotate_degrees = 500"),
+    ("figures_dir", " ", "figures_dir = ' ' is not allowed: use a folder, e.g. figures"),
     # Lightning's other strategies start workers reportgen does not manage (spawn) or need
     # a GPU or packages (FSDP, DeepSpeed): refused before any work, not a traceback in fit.
     ("train.strategy", "ddp_spawn", "train.strategy = 'ddp_spawn' is not allowed: use auto, or ddp"),
