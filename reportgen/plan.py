@@ -105,7 +105,8 @@ def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None
 
     s = prepared.splits
     sizes = {"val": len(s.val_x), "test": len(s.test_x)}
-    plan = Plan(device=device_description(resolve_accelerator(cfg.train.device)))
+    plan = Plan(device=device_description(resolve_accelerator(cfg.train.device,
+                                                              cfg.train.devices)))
     seen: dict[Path, PlannedRun] = {}
     evals: list[tuple[int, object]] = []
     specs = {}

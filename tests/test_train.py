@@ -188,3 +188,40 @@ def test_epoch_metrics_are_the_means_of_the_steps(tiny, monkeypatch):
         assert rows["train_loss"][e] == pytest.approx(loss, rel=1e-5)
         assert rows["train_acc"][e] == pytest.approx(acc, rel=1e-5)
         assert board[e] == pytest.approx(loss, rel=1e-5)
+
+
+def test_a_run_records_the_precision_it_trained_in(tiny, monkeypatch):
+    """Lightning has no float16 autocast on the CPU and quietly trains "16-mixed" in bfloat16:
+    results.json (and so the report) said float16. A GPU without bfloat16 (before Ampere)
+    asked for bf16-mixed failed in its first step with a RuntimeError; now it is one line."""
+    import torch
+
+    from reportgen.training import TrainingError, resolve_precision
+
+    overrides, out = tiny
+    r = train_cli({**overrides, "train.epochs": 1, "train.precision": "16-mixed"})
+    assert r.exit_code == 0, r.output
+    assert json.loads((only_run(out) / "results.json").read_text())["precision"] == "bf16-mixed"
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: False)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda *a, **k: "Tesla V100-SXM2-16GB")
+    with pytest.raises(TrainingError, match="^train.precision = 'bf16-mixed': Tesla V100-SXM2-"
+                       "16GB does not support bfloat16: use 16-mixed or auto$"):
+        resolve_precision("bf16-mixed", "gpu")
+    assert resolve_precision("auto", "gpu") == "32-true"
+    assert resolve_precision("16-mixed", "gpu") == "16-mixed"
+
+
+def test_more_devices_than_visible_gpus_is_one_line(monkeypatch):
+    """`--devices 2` on a one-GPU machine ended in Lightning's MisconfigurationException."""
+    import torch
+
+    from reportgen.training import TrainingError, resolve_accelerator
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    for device in ("gpu", "auto"):
+        with pytest.raises(TrainingError, match="^--devices 2 asks for 2 GPUs but 1 is visible: "
+                           "use at most --devices 1, or --device cpu$"):
+            resolve_accelerator(device, 2)
+        assert resolve_accelerator(device, 1) == "gpu"
+    assert resolve_accelerator("cpu", 2) == "cpu"  # CPU processes: memory.require's to judge

@@ -36,13 +36,19 @@ from .rundir import (PREDICTIONS, RESULTS_VERSION, RunSpec, check_output_space,
 
 # --- devices -------------------------------------------------------------------------------
 
-def resolve_accelerator(device: str) -> str:
+def resolve_accelerator(device: str, devices: int = 1) -> str:
+    """"cpu" or "gpu" for train.device; with `devices` (train.devices), checks that this many
+    GPUs are visible, which Lightning would otherwise refuse with a traceback."""
     if device == "gpu" and not torch.cuda.is_available():
         raise TrainingError("--device gpu was asked for but no CUDA GPU is visible: use "
                             "--device cpu or auto")
-    if device == "auto":
-        return "gpu" if torch.cuda.is_available() else "cpu"
-    return device
+    accelerator = ("gpu" if torch.cuda.is_available() else "cpu") if device == "auto" else device
+    if accelerator == "gpu" and devices > torch.cuda.device_count():
+        n = torch.cuda.device_count()
+        raise TrainingError(f"--devices {devices} asks for {devices} GPUs but {n} "
+                            f"{'is' if n == 1 else 'are'} visible: use at most --devices {n}, "
+                            "or --device cpu")
+    return accelerator
 
 
 def torch_device(accelerator: str) -> torch.device:
@@ -59,8 +65,17 @@ def eval_batch_size(cfg: TrainConfig, device: torch.device) -> int:
 
 
 def resolve_precision(precision: str, accelerator: str) -> str:
+    """The precision a run really trains in, as results.json and the report state it."""
     if precision == "32":
         return "32-true"
+    if precision == "16-mixed" and accelerator == "cpu":
+        # Lightning has no float16 autocast on the CPU and trains in bf16-mixed instead (with
+        # a warning); the run records what it ran, not what was asked.
+        return "bf16-mixed"
+    if precision == "bf16-mixed" and accelerator == "gpu" and not torch.cuda.is_bf16_supported():
+        # Before Ampere the first autocast step fails with a RuntimeError.
+        raise TrainingError(f"train.precision = 'bf16-mixed': {torch.cuda.get_device_name()} "
+                            "does not support bfloat16: use 16-mixed or auto")
     if precision != "auto":
         return precision
     if accelerator == "gpu" and torch.cuda.is_bf16_supported():
@@ -147,7 +162,7 @@ def checkpoint_callbacks(ckpt_dir: Path) -> tuple[ModelCheckpoint, ModelCheckpoi
 def _set_up(spec: RunSpec, run_dir: Path, retrain: bool, log: Callable[[str], None]) -> _Setup:
     """The module, the Trainer with its callbacks, and where to resume from."""
     cfg = spec.train
-    accelerator = resolve_accelerator(cfg.device)
+    accelerator = resolve_accelerator(cfg.device, cfg.devices)
     precision = resolve_precision(cfg.precision, accelerator)
     main = is_main_process()
     memory.require(spec.model, cfg, accelerator)  # before anything is written
