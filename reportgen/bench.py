@@ -76,6 +76,7 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1,
     from .training import (Classifier, quiet_lightning, resolve_accelerator,
                            resolve_precision, torch_device)
     from .training.sidebyside import SideBySide
+    from .training.train import compile_error, is_compile_failure
 
     tc = cfg.train
     accelerator = resolve_accelerator(tc.device)
@@ -121,7 +122,12 @@ def bench_training(cfg: ExperimentConfig, b: BenchConfig, runs: int = 1,
                          num_sanity_val_steps=0, limit_val_batches=0)
     loaders = [batches(x, y, tc.batch_size, shuffle_seed=m.hparams.seed, drop_last=True)
                for m in members]
-    trainer.fit(module, loaders[0] if runs == 1 else loaders)
+    try:
+        trainer.fit(module, loaders[0] if runs == 1 else loaders)
+    except Exception as e:
+        if is_compile_failure(e):
+            raise compile_error(e) from None
+        raise
     rates = [runs * window * tc.batch_size / (t1 - t0) for t0, t1 in zip(marks, marks[1:])]
     return {"train_img_per_s": statistics.median(rates), "train_repeats": rates,
             "precision": trainer.precision, "accelerator": accelerator,

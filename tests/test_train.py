@@ -152,6 +152,33 @@ def test_compile_with_few_channels_is_refused_on_the_cpu(tiny):
     assert not list(out.glob("runs/*/checkpoints/*.ckpt"))
 
 
+@pytest.mark.parametrize("command", ["train", "bench"])
+def test_a_machine_that_cannot_compile_gets_one_line(tiny, monkeypatch, command):
+    """torch.compile compiles at the first step; without a C++ compiler (a laptop without
+    build tools; Triton on a GPU) Inductor's error ended `train` and `bench` in a traceback."""
+    import torch
+    from torch._inductor.exc import InvalidCxxCompiler
+
+    def compile(model, **kwargs):
+        def step(*args, **kw):
+            raise InvalidCxxCompiler()
+        return step
+
+    monkeypatch.setattr(torch, "compile", compile)
+    overrides, out = tiny
+    settings = {**overrides, "train.compile": True, "train.epochs": 1,
+                "model.params": {"num_classes": 10, "num_blocks": [1], "c_hidden": [8]}}
+    args = (["bench", "--steps", "2", "--warmup", "1", "--repeats", "1"] if command == "bench"
+            else ["train"])
+    r = runner.invoke(app, [*args, *overrides_to_args(settings)])
+    assert r.exit_code == 2, r.output
+    assert ("error: train.compile = true, but torch.compile failed on this machine "
+            "(InvalidCxxCompiler: No working C++ compiler found") in r.output
+    assert r.output.rstrip().endswith("set train.compile = false, or install what it names (a "
+                                      "C++ compiler for the CPU, Triton for a GPU)")
+    assert not list(out.glob("runs/*/checkpoints/*.ckpt"))
+
+
 def test_epoch_metrics_are_the_means_of_the_steps(tiny, monkeypatch):
     """The training loss and accuracy in metrics.csv and TensorBoard are the means of every
     training step's, summed on the device and logged once an epoch."""

@@ -269,7 +269,26 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, train, val, resume: Pat
             f"training ran out of memory ({str(e).splitlines()[0][:120]}): use a smaller batch "
             "(--set train.batch_size=...), train runs one at a time (--set "
             f"train.side_by_side=1) or free memory; {hint()}") from None
+    except Exception as e:
+        if not is_compile_failure(e):
+            raise
+        _close_progress_bars(trainer)
+        raise compile_error(e) from None  # not hint(): the same command would fail again
     return time.perf_counter() - t0
+
+
+def is_compile_failure(e: BaseException) -> bool:
+    """An error of torch.compile's own (TorchDynamo's or Inductor's): the machine cannot
+    compile (no C++ compiler for the CPU, no Triton for the GPU), not a bug in the run."""
+    return type(e).__module__.startswith(("torch._dynamo", "torch._inductor"))
+
+
+def compile_error(e: BaseException) -> TrainingError:
+    first = next((line for line in str(e).splitlines() if line.strip()), "")
+    return TrainingError(
+        f"train.compile = true, but torch.compile failed on this machine ({type(e).__name__}: "
+        f"{first[:160]}): set train.compile = false, or install what it names (a C++ compiler "
+        "for the CPU, Triton for a GPU)")
 
 
 def _fit(s: _Setup, spec: RunSpec, splits: Splits, run_dir: Path) -> float:
