@@ -358,7 +358,7 @@ def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
 
     from .experiments import figures_path, prepare_data, results_dir, studies, train_studies
     from .figures import draw_all
-    from .report import build_report
+    from .report import build_report, pdf_engine
     from .usertext import read_user_text
 
     t0 = time.perf_counter()
@@ -370,6 +370,8 @@ def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
     for study in studies():  # inputs of later studies are checked before any training
         _run(study.check, cfg)
     _run(read_user_text, cfg.report.user_text)
+    if "pdf" in cfg.report.formats:
+        _run(pdf_engine)  # not after hours of training
     with _locked(cfg):
         prepared = _run(prepare_data, cfg, log=_log)
         planned = _plan(cfg, prepared, studies(), retrain, plan, one_call=True)

@@ -437,20 +437,41 @@ def _bookmarks(tree):
         yield from _bookmarks(children)
 
 
-def _embedded_only():
+WEASYPRINT_MIN = 68  # URLFetcher(allowed_protocols=...), as pyproject.toml asks
+
+
+def pdf_engine():
+    """The weasyprint module, or ReportError saying what to install. WeasyPrint needs Pango
+    (a system library) as well as its Python package; without either, `import weasyprint`
+    raises ImportError or OSError, which ended `reportgen report` (and hours of `reportgen
+    all`) in a traceback."""
+    try:
+        import weasyprint
+    except (ImportError, OSError) as e:
+        first = (str(e).splitlines() or [""])[0][:160]
+        raise ReportError(
+            f"the PDF is made with WeasyPrint, which cannot be loaded here ({type(e).__name__}: "
+            f"{first}): install it (pip install 'weasyprint>={WEASYPRINT_MIN}'; on Windows and "
+            "macOS also Pango, as WeasyPrint's installation guide says), or write only the "
+            "LaTeX export with --set 'report.formats=[\"tex\"]'") from None
+    if not hasattr(weasyprint, "URLFetcher"):
+        raise ReportError(
+            f"WeasyPrint {getattr(weasyprint, '__version__', '?')} is older than the "
+            f"{WEASYPRINT_MIN} the report needs: pip install -U 'weasyprint>={WEASYPRINT_MIN}'")
+    return weasyprint
+
+
+def _embedded_only(weasyprint):
     """WeasyPrint's fetcher for the report: every figure and style is embedded as a data: URL,
     so nothing is ever read from the network or the disk while the PDF is built (an address
     that slipped into the HTML is skipped with WeasyPrint's warning)."""
-    import weasyprint
-
     return weasyprint.URLFetcher(allowed_protocols=("data",))
 
 
 def build_report(cfg: ExperimentConfig, log=print, strict: bool = False) -> tuple[Path, Path]:
     """Write OUT/report.html and OUT/report.pdf, and with report.formats including "tex" the
     LaTeX export in OUT/latex/; returns the HTML and PDF paths."""
-    import weasyprint
-
+    weasyprint = pdf_engine() if "pdf" in cfg.report.formats else None
     results = Path(cfg.out_dir) / cfg.name
     if not cfg.report.author:
         log("note: the title page has no author; pass --author and --student-number "
@@ -472,7 +493,7 @@ def build_report(cfg: ExperimentConfig, log=print, strict: bool = False) -> tupl
         return html_path, pdf_path
     html = context["numbering"].resolve(raw)
     document = weasyprint.HTML(string=html, base_url=str(out),
-                               url_fetcher=_embedded_only()).render()
+                               url_fetcher=_embedded_only(weasyprint)).render()
     pdf = document.write_pdf()
     if not pdf or not pdf.startswith(b"%PDF"):
         raise ReportError("WeasyPrint produced no PDF; the previous report is unchanged")

@@ -182,10 +182,27 @@ def test_page_limit_is_a_note_or_with_strict_an_error(tiny):
     assert r.exit_code == 0 and "over report.page_limit" not in r.output
 
 
+@pytest.mark.parametrize("command", [["report"], ["all", "--plan"], ["all"]])
+def test_without_weasyprint_the_pdf_is_one_line_before_any_work(tiny, monkeypatch, command):
+    import sys
+
+    overrides, out = tiny
+    monkeypatch.setitem(sys.modules, "weasyprint", None)  # `import weasyprint` fails
+    r = runner.invoke(app, [*command, *overrides_to_args(overrides)])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert r.output.startswith("error: the PDF is made with WeasyPrint, which cannot be loaded "
+                               "here (ModuleNotFoundError: ")
+    assert not (out / "runs").exists() and not (out / "cache").exists()
+
+
 @pytest.mark.slow
-def test_tex_export_needs_no_model_and_no_data(tiny):
+def test_tex_export_needs_no_model_no_data_and_no_weasyprint(tiny, monkeypatch):
     """Like the HTML report, the export reads the results files: with the data folder and
-    every checkpoint gone, `report --format tex` still writes it."""
+    every checkpoint gone, `report --format tex` still writes it. It needs no WeasyPrint
+    either (the GPU machine's image has none); the PDF without it is one line, and `all`
+    says so before it trains, not after."""
+    import sys
+
     overrides, out = tiny
     r = runner.invoke(app, ["all", *overrides_to_args(overrides)])
     assert r.exit_code == 0, r.output
@@ -193,6 +210,15 @@ def test_tex_export_needs_no_model_and_no_data(tiny):
     shutil.rmtree(out / "cache")
     for ckpt in out.rglob("*.ckpt"):
         ckpt.unlink()
+    monkeypatch.setitem(sys.modules, "weasyprint", None)  # `import weasyprint` fails
+    pdf = (out / "report.pdf").read_bytes()
+    for command in (["report"], ["all", "--plan", "--retrain"]):
+        r = runner.invoke(app, [*command, *overrides_to_args(overrides)])
+        assert r.exit_code == 2, r.output
+        assert ("error: the PDF is made with WeasyPrint, which cannot be loaded here "
+                "(ModuleNotFoundError: ") in r.output and "Traceback" not in r.output
+        assert "or write only the LaTeX export with --set 'report.formats=[\"tex\"]'" in r.output
+    assert "planning" not in r.output and (out / "report.pdf").read_bytes() == pdf
     r = runner.invoke(app, ["report", *overrides_to_args(overrides), "--format", "tex"])
     assert r.exit_code == 0, r.output
     assert r.stdout.strip().splitlines()[-1] == str(out / "latex" / "report.tex")

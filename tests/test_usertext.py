@@ -113,9 +113,9 @@ def test_images_in_the_students_text_are_refused(tmp_path, image):
 
 
 def test_the_pdf_build_fetches_only_embedded_data():
-    from reportgen.report import _embedded_only
+    from reportgen.report import _embedded_only, pdf_engine
 
-    fetcher = _embedded_only()
+    fetcher = _embedded_only(pdf_engine())
     for url in ("file:///etc/hostname", "http://example.org/x.png", "https://example.org/"):
         with pytest.raises(ValueError, match="disallowed protocol"):
             fetcher.fetch(url)
