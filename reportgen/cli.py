@@ -17,6 +17,10 @@ from typing import Any, Optional
 
 import typer
 
+# Figures are files drawn with Agg (reportgen.style); an unknown backend named in the
+# environment stopped matplotlib's import, which torch and Lightning make before any figure.
+os.environ.pop("MPLBACKEND", None)
+
 from .config import (MAX_SEEDS, ConfigError, ExperimentConfig, load_experiment,
                      parse_override)
 from .errors import UserError

@@ -41,6 +41,9 @@ def lighter(color: str, amount: float = 0.5) -> str:
 
 
 def apply() -> None:
+    # Drawn the same on every machine: not with a matplotlibrc in the working folder or the
+    # user's config (text.usetex = True stopped every figure where LaTeX is not installed).
+    matplotlib.rcdefaults()
     plt.rcParams.update(RC)
 
 

@@ -797,3 +797,35 @@ def test_a_link_at_a_temporary_name_is_replaced_not_followed(tmp_path):
     atomic_write_text(path, "{}")
     assert target.read_text() == "precious" and path.read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.txt", "results.json"]
+
+
+def test_the_users_matplotlib_settings_change_no_figure(trained):
+    """A matplotlibrc (in the working folder or the user's config) with text.usetex = True
+    stopped every figure where LaTeX is not installed, and others changed how figures look;
+    MPLBACKEND naming an unknown backend stopped matplotlib's import, before any figure."""
+    import os
+    import subprocess
+    import sys
+
+    import matplotlib
+
+    overrides, out, _ = trained
+    r = runner.invoke(app, ["figures", *overrides_to_args(overrides)])
+    assert r.exit_code == 0, r.output
+    curves = out / "figures" / "practical2" / "part1_learning_curves.png"
+    drawn = curves.read_bytes()
+    # What a matplotlibrc sets when matplotlib is imported.
+    matplotlib.rcParams.update({"text.usetex": True, "lines.linewidth": 20.0,
+                                "axes.facecolor": "red", "savefig.dpi": 20})
+    try:
+        r = runner.invoke(app, ["figures", *overrides_to_args(overrides)])
+    finally:
+        matplotlib.rcdefaults()
+    assert r.exit_code == 0, r.output
+    assert curves.read_bytes() == drawn
+    env = {**os.environ, "MPLBACKEND": "nonsense"}
+    p = subprocess.run([sys.executable, "-m", "reportgen.cli", "figures",
+                        *overrides_to_args(overrides)], env=env, capture_output=True, text=True,
+                       cwd=pathlib.Path(__file__).parent.parent)
+    assert p.returncode == 0, p.stderr
+    assert curves.read_bytes() == drawn
