@@ -84,20 +84,27 @@ def _greek(ch: str) -> str | None:
     return f"$\\{letter}$"
 
 
+def _escape_char(ch: str) -> str | None:
+    """One character as LaTeX, or None where pdflatex with utf8 inputenc cannot set it."""
+    if ch in _SPECIALS:
+        return _SPECIALS[ch]
+    if ch in _UNICODE:
+        return _UNICODE[ch]
+    if (ord(ch) < 128 and (ch.isprintable() or ch in "\t\n\r")
+            or unicodedata.category(ch).startswith("L") and ord(ch) < 0x180):
+        return ch  # ASCII text, and the Latin letters that utf8 inputenc typesets
+    return _greek(ch)
+
+
 def escape(text: str) -> str:
     """Plain text as LaTeX: specials escaped, known symbols as commands, others as '?'."""
-    out = []
-    for ch in text:
-        if ch in _SPECIALS:
-            out.append(_SPECIALS[ch])
-        elif ch in _UNICODE:
-            out.append(_UNICODE[ch])
-        elif (ord(ch) < 128 and (ch.isprintable() or ch in "\t\n\r")
-              or unicodedata.category(ch).startswith("L") and ord(ch) < 0x180):
-            out.append(ch)  # ASCII text, and the Latin letters that utf8 inputenc typesets
-        else:
-            out.append(_greek(ch) or "?")
-    return "".join(out)
+    return "".join(_escape_char(ch) or "?" for ch in text)
+
+
+def unset_characters(html: str) -> list[str]:
+    """The characters of the report's text (not its markup) that the export prints as '?'."""
+    text = _TOKEN.sub(" ", re.sub(r"<[^>]*>", " ", html))  # tokens: figure and citation marks
+    return sorted({ch for ch in text if not ch.isspace() and _escape_char(ch) is None})
 
 
 def safe_math(tex: str) -> bool:
@@ -424,4 +431,11 @@ def write_latex(html: str, figures_dir: Path, out_dir: Path, log=print) -> Path:
     atomic_write_text(latex / "report.tex", tex)
     log(f"LaTeX: {latex / 'report.tex'} with references.bib and {len(files)} figures "
         f"(compile: pdflatex, bibtex, pdflatex, pdflatex)")
+    unset = unset_characters(html)
+    if unset:
+        shown = " ".join(ch if unicodedata.category(ch)[0] not in "CZ" else f"U+{ord(ch):04X}"
+                         for ch in unset[:10]) + (" ..." if len(unset) > 10 else "")
+        log(f"note: report.tex prints ? for {len(unset)} character(s) that pdflatex cannot set "
+            f"({shown}); report.html and report.pdf keep them: type them into the .tex where "
+            "your template's engine can set them (XeLaTeX, LuaLaTeX)")
     return latex / "report.tex"

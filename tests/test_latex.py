@@ -24,6 +24,17 @@ def test_specials_are_escaped():
     assert escape("a\x07b\x1bc\x7f\td") == "a?b?c?\td"  # control characters: pdflatex stops at them
 
 
+def test_characters_pdflatex_cannot_set_are_named():
+    """CJK letters in a name became '?' in report.tex without a word; now the export says
+    which (the figure and citation tokens of the raw rendering and the markup are not text)."""
+    from reportgen.latex import unset_characters
+
+    html = ('<p title="☃">Zoë 王小明 90° ψ x‮y '
+            '\x01ref:fig\x02</p>')
+    assert unset_characters(html) == sorted(["王", "小", "明", "‮"])
+    assert unset_characters("<p>Plain, 3×3 ± 1 – café</p>") == []
+
+
 def test_only_known_math_passes_through():
     assert safe_math(r"\alpha^2 \leq \frac{1}{2}")
     assert not safe_math(r"\input{/etc/passwd}") and not safe_math(r"\def\x{1}")
@@ -220,6 +231,13 @@ def test_tex_export_needs_no_model_no_data_and_no_weasyprint(tiny, monkeypatch):
         assert "or write only the LaTeX export with --set 'report.formats=[\"tex\"]'" in r.output
     assert "planning" not in r.output and (out / "report.pdf").read_bytes() == pdf
     r = runner.invoke(app, ["report", *overrides_to_args(overrides), "--format", "tex"])
+    assert "note: report.tex prints ?" not in r.output  # the report's own text sets in full
+    r = runner.invoke(app, ["report", *overrides_to_args(overrides), "--format", "tex",
+                            "--author", "王 Zoë"])
+    assert r.exit_code == 0, r.output
+    assert ("note: report.tex prints ? for 1 character(s) that pdflatex cannot set (王); "
+            "report.html and report.pdf keep them") in r.output
+    assert "\\author{? Zoë}" in (out / "latex" / "report.tex").read_text()
     assert r.exit_code == 0, r.output
     assert r.stdout.strip().splitlines()[-1] == str(out / "latex" / "report.tex")
     assert (out / "latex" / "report.tex").is_file() and (out / "latex" / "references.bib").is_file()
