@@ -1,5 +1,7 @@
 """The statistics on inputs with known answers, and the facts and words that follow them,
 from crafted results files (per-image predictions made to order)."""
+import re
+
 import numpy as np
 import pytest
 
@@ -372,6 +374,15 @@ def test_only_a_measurable_rise_counts_as_accuracy_coming_back_up(tmp_path):
     assert [a for a, _ in f["models"]["resnet"]["val"]["peaks"]] == [180.0]
     assert ("Accuracy comes back up, to a local maximum above chance and measurably above the "
             "lowest angle on each side, at 180° (50.0% [") in _render("rotation", r, tmp_path)
+
+
+def test_several_peaks_are_listed_by_angle(tmp_path):
+    """They were listed as circular_peaks found them, without an "and": "at 180° (...),
+    270° (...), 90° (...)"."""
+    text = _render("rotation", _sweep({"resnet": ("plain", [800, 300, 600, 300, 500, 300, 700,
+                                                              300])}, EIGHT), tmp_path)
+    assert re.search(r"at 90° \(60\.0% \[[^]]*\]\), 180° \(50\.0% \[[^]]*\]\) and 270° "
+                     r"\(70\.0% \[", text), text
 
 
 def test_figures_draw_intervals_an_accuracy_can_have():
