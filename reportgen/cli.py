@@ -233,6 +233,7 @@ def _run_study(study, config, data, out, epochs, seeds, subset, device, devices,
     cfg = _run(load_config, config, data, out, subset, device, devices, strategy, set_, extra,
                seeds)
     _run(study.check, cfg, **options)
+    cfg = _run(study.configured, cfg, **options)
     with _locked(cfg):
         prepared = _run(prepare_data, cfg, log=_log)
         _plan(cfg, prepared, [study], retrain, plan, options)

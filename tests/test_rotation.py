@@ -79,15 +79,19 @@ def test_figures_are_written(swept):
             assert f.is_file() and f.stat().st_size > 1000, f
 
 
-def test_single_checkpoint_sweep(swept, tmp_path):
-    _, res, _, overrides, _ = swept
-    out = tmp_path / "one"
+def test_single_checkpoint_sweep(swept):
+    """In the study's own output folder: it used to replace Part 2's rotation.json, after which
+    the report described the checkpoint (any model: an MLP, say) as the study's ResNet."""
+    out, res, _, overrides, _ = swept
+    study = (out / "practical2" / "rotation.json").read_bytes()
     ckpt = res["models"]["resnet"]["checkpoint"]
-    r = runner.invoke(app, ["rotation", *overrides_to_args({**overrides, "out_dir": str(out),
-                                                            "figures_dir": str(out / "f")}),
+    r = runner.invoke(app, ["rotation", *overrides_to_args(overrides),
                             "--checkpoint", ckpt, "--angles", "45,0,360,-315"])
     assert r.exit_code == 0, r.output
-    one = json.loads((out / "practical2" / "rotation.json").read_text())
+    assert (out / "practical2" / "rotation.json").read_bytes() == study
+    assert f"checkpoint sweep written to {out / 'practical2-checkpoint'}" in r.output
+    assert (out / "figures" / "practical2-checkpoint" / "rotation_accuracy.png").is_file()
+    one = json.loads((out / "practical2-checkpoint" / "rotation.json").read_text())
     # Each orientation once, in order: 360 is 0 and -315 is 45.
     assert list(one["models"]) == ["checkpoint"] and one["angles"] == [0, 45]
     assert one["models"]["checkpoint"]["val"]["accuracy"][0] == res["models"]["resnet"]["val"]["accuracy"][0]
@@ -211,3 +215,14 @@ def test_a_favoured_class_and_an_unsettled_ranking_are_said():
     few = np.concatenate([np.flatnonzero(labels == c)[:2] for c in range(4)])
     small = _facts_of(np.vstack([labels, rotated])[:, few], labels[few])
     assert not small["classes_separated"]
+
+
+def test_a_checkpoint_sweeps_name_fits_a_folder_name():
+    from reportgen.cli import load_config
+    from reportgen.experiments import get_study
+
+    rotation = get_study("rotation")
+    cfg = load_config(None, sets=[f'name="{"é" * 50}"'])  # 100 bytes, the most a name may have
+    assert rotation.configured(cfg).name == cfg.name
+    named = rotation.configured(cfg, checkpoint="best.ckpt").name
+    assert named == "é" * 44 + "-checkpoint" and len(named.encode()) <= 100

@@ -237,6 +237,11 @@ class Study:
         """Config overrides from its extra CLI options."""
         return {}
 
+    def configured(self, cfg: ExperimentConfig, **options) -> ExperimentConfig:
+        """The config its command runs with, given its extra CLI options: e.g. another
+        results folder for a run that must not replace the study's results."""
+        return cfg
+
     def run(self, cfg: ExperimentConfig, prepared: Prepared, *, retrain: bool = False,
             log: Callable[[str], None] = print, **options) -> dict:
         """Train and evaluate what it needs; return its results ({} on a DDP worker process,

@@ -18,7 +18,7 @@ from .. import analysis
 from ..config import ConfigError, ExperimentConfig, ModelConfig, check, shown
 from ..models import MODELS
 from ..training import RunSpec
-from .base import Prepared, Study, register_study
+from .base import Prepared, Study, register_study, results_dir
 from .part1 import baseline_spec, run_label
 
 RESULTS_VERSION = 3  # 3: seeds, per-seed curves and per-image predictions
@@ -385,6 +385,20 @@ class Rotation(Study):
     def overrides(self, angles: str | None = None, **options) -> dict:
         return {} if angles is None else {"rotation.angles": _parse_angles(angles)}
 
+    def configured(self, cfg, checkpoint: str | None = None, **options):
+        """A sweep of one `--checkpoint` is written as experiment `<name>-checkpoint`
+        (OUT/<name>-checkpoint/, figures/<name>-checkpoint/): before, it replaced Part 2's
+        rotation.json, and the report then described that checkpoint (an MLP, say) as the
+        study's ResNet."""
+        if checkpoint is None:
+            return cfg
+        from ..config import NAME_BYTES
+
+        base, suffix = cfg.name, "-checkpoint"
+        while len((base + suffix).encode("utf-8", "surrogatepass")) > NAME_BYTES:
+            base = base[:-1]
+        return replace(cfg, name=base + suffix)
+
     def check(self, cfg, checkpoint: str | None = None, **options) -> None:
         if checkpoint is not None:
             from ..training import load_classifier
@@ -496,6 +510,9 @@ class Rotation(Study):
         result = self.save(cfg, prepared, result, {"rotation.csv": to_csv(result)}, arrays)
         log(f"rotation sweep: {sum(len(src[4]) for src in sources)} sweep(s) x {len(rc.splits)} split(s) x "
             f"{len(rc.angles)} angles in {wall:.1f} s ({n_images / wall:.0f} img/s)")
+        if checkpoint is not None:
+            log(f"checkpoint sweep written to {results_dir(cfg)} (Part 2's own results are left "
+                "as they were)")
         return result
 
     def runs(self, results: dict) -> list[str]:
