@@ -21,7 +21,7 @@ from pathlib import Path
 
 from markupsafe import Markup, escape
 
-from .config import ExperimentConfig, to_dict
+from .config import ExperimentConfig, shown, to_dict
 from .errors import UserError
 from .usertext import read_user_text, to_html
 from .files import MissingResults, atomic_write_bytes, atomic_write_text, read_text
@@ -283,6 +283,45 @@ def _runs(run_dirs: list[tuple[str, str]], data: dict, out_dir: Path) -> list[di
     return runs
 
 
+def _shared_settings(r: dict) -> dict:
+    """What the report says of every study at once (the data and split, the network, the
+    optimiser, the training schedule; Method and the appendix read them from the first
+    study's results), as the study behind results `r` ran: flattened to dotted keys."""
+    from .training.rundir import EXECUTION_ONLY
+
+    c, d = r.get("config", {}), r.get("data", {})
+    train = {k: v for k, v in (c.get("train") or {}).items() if k not in EXECUTION_ONLY}
+    data = {k: (c.get("data") or {}).get(k) for k in ("val_size", "split_seed", "subset")}
+    flat = {"data content (SHA-256)": d.get("sha256")}
+    for section, values in (("model", c.get("model")), ("optim", c.get("optim")),
+                            ("train", train), ("data", data)):
+        for k, v in (values or {}).items():
+            flat[f"{section}.{k}"] = v
+    return flat
+
+
+def _check_same_settings(chosen, views, results: Path) -> None:
+    """Every part must describe the same network, trained the same way on the same data.
+    `reportgen train --epochs 2` after `reportgen all --epochs 1` left Part 2 sweeping the
+    1-epoch network while Part 1 and Method spoke of the 2-epoch one, as "the trained
+    network"."""
+    first, base = views[0], _shared_settings(views[0].r)
+    for st, v in zip(chosen[1:], views[1:]):
+        theirs = _shared_settings(v.r)
+        # The seeds may differ: each model's are stated ("Seeds behind the numbers"). A study
+        # with a budget of its own (Part 3's shuffle.epochs) trains its own runs for it.
+        own = {"train.seeds"} | ({"train.epochs"} if {chosen[0].epochs_key, st.epochs_key}
+                                 != {"train.epochs"} else set())
+        for key in sorted((set(base) | set(theirs)) - own):
+            if base.get(key) != theirs.get(key):
+                raise MissingResults(
+                    f"{results / (first.name + '.json')} and {results / (v.name + '.json')} were "
+                    f"made with different settings ({key} = {shown(base.get(key))} against "
+                    f"{shown(theirs.get(key))}), so the parts would describe different networks: "
+                    f"run `reportgen {st.cli_name}` again with the settings of `reportgen "
+                    f"{chosen[0].cli_name}` (or `reportgen all`)")
+
+
 def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
                   only: list | None = None) -> dict:
     """Everything the template places: each study's results and facts, the run's config and
@@ -316,6 +355,7 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
         if v.r.get("config", {}).get("name") not in (None, cfg.name):
             raise MissingResults(f"{results / (v.name + '.json')} belongs to experiment "
                                  f"{v.r['config']['name']!r}: run `reportgen all` again")
+    _check_same_settings(chosen, views, results)
     run_dirs = [(d, st.cli_name) for st, v in zip(chosen, views) for d in st.runs(v.r)]
     seed_groups: dict[tuple[int, ...], list[str]] = {}
     for st, v in zip(chosen, views):

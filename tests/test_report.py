@@ -301,3 +301,29 @@ def test_the_augmentation_caption_names_every_transform(tiny, epochs):
     words = " ".join(str(module.results()).split())
     assert ("The validation images chose the checkpoint among 2 validations, so their accuracy "
             "reads slightly high" in words) == (epochs == 2)
+
+
+def test_parts_made_with_different_settings_are_refused_in_one_line(tiny):
+    """`reportgen train --epochs 2` after a 1-epoch `reportgen all`: Part 1 and Method spoke
+    of the 2-epoch network, while Part 2 had swept the 1-epoch one as "the trained network".
+    Part 3's own budget (shuffle.epochs), the seeds and how runs executed may differ."""
+    overrides, out = tiny
+    r = runner.invoke(app, ["all", *overrides_to_args(overrides)])
+    assert r.exit_code == 0, r.output
+    pdf = (out / "report.pdf").read_bytes()
+    r = runner.invoke(app, ["train", *overrides_to_args({**overrides, "train.epochs": 2})])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["report", *overrides_to_args(overrides)])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert (f"error: {out / 'practical2' / 'part1.json'} and {out / 'practical2' / 'rotation.json'}"
+            " were made with different settings (train.epochs = 2 against 1), so the parts "
+            "would describe different networks: run `reportgen rotation` again with the "
+            "settings of `reportgen train` (or `reportgen all`)") in r.output
+    assert (out / "report.pdf").read_bytes() == pdf
+    # As the error says; the shuffle study keeps its 1-epoch budget, and an execution-only
+    # setting (the evaluation batch) differs too.
+    r = runner.invoke(app, ["rotation", *overrides_to_args(
+        {**overrides, "train.epochs": 2, "train.eval_batch_size": 32})])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["report", *overrides_to_args(overrides)])
+    assert r.exit_code == 0, r.output
