@@ -303,6 +303,7 @@ def test_the_augmentation_caption_names_every_transform(tiny, epochs):
             "reads slightly high" in words) == (epochs == 2)
 
 
+@pytest.mark.slow
 def test_parts_made_with_different_settings_are_refused_in_one_line(tiny):
     """`reportgen train --epochs 2` after a 1-epoch `reportgen all`: Part 1 and Method spoke
     of the 2-epoch network, while Part 2 had swept the 1-epoch one as "the trained network".

@@ -799,6 +799,7 @@ def test_a_link_at_a_temporary_name_is_replaced_not_followed(tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.txt", "results.json"]
 
 
+@pytest.mark.slow
 def test_the_users_matplotlib_settings_change_no_figure(trained):
     """A matplotlibrc (in the working folder or the user's config) with text.usetex = True
     stopped every figure where LaTeX is not installed, and others changed how figures look;
