@@ -286,12 +286,13 @@ def _runs(run_dirs: list[tuple[str, str]], data: dict, out_dir: Path) -> list[di
 def _shared_settings(r: dict) -> dict:
     """What the report says of every study at once (the data and split, the network, the
     optimiser, the training schedule; Method and the appendix read them from the first
-    study's results), as the study behind results `r` ran: flattened to dotted keys."""
-    from .training.rundir import EXECUTION_ONLY
+    study's results), as the study behind results `r` ran, by what is in a run's key: flattened
+    to dotted keys. The seeds are not among them: each model's are stated in the report."""
+    from .training.rundir import DATA_IN_KEY, NOT_IN_KEY
 
     c, d = r.get("config", {}), r.get("data", {})
-    train = {k: v for k, v in (c.get("train") or {}).items() if k not in EXECUTION_ONLY}
-    data = {k: (c.get("data") or {}).get(k) for k in ("val_size", "split_seed", "subset")}
+    train = {k: v for k, v in (c.get("train") or {}).items() if k not in NOT_IN_KEY}
+    data = {k: (c.get("data") or {}).get(k) for k in DATA_IN_KEY}
     flat = {"data content (SHA-256)": d.get("sha256")}
     for section, values in (("model", c.get("model")), ("optim", c.get("optim")),
                             ("train", train), ("data", data)):
@@ -308,11 +309,9 @@ def _check_same_settings(chosen, views, results: Path) -> None:
     first, base = views[0], _shared_settings(views[0].r)
     for st, v in zip(chosen[1:], views[1:]):
         theirs = _shared_settings(v.r)
-        # The seeds may differ: each model's are stated ("Seeds behind the numbers"). A study
-        # with a budget of its own (Part 3's shuffle.epochs) trains its own runs for it.
-        own = {"train.seeds"} | ({"train.epochs"} if {chosen[0].epochs_key, st.epochs_key}
-                                 != {"train.epochs"} else set())
-        for key in sorted((set(base) | set(theirs)) - own):
+        # A study with a budget of its own (Part 3's shuffle.epochs) trains its own runs for it.
+        same_budget = chosen[0].epochs_key == st.epochs_key == "train.epochs"
+        for key in sorted((set(base) | set(theirs)) - (set() if same_budget else {"train.epochs"})):
             if base.get(key) != theirs.get(key):
                 raise MissingResults(
                     f"{results / (first.name + '.json')} and {results / (v.name + '.json')} were "

@@ -30,6 +30,8 @@ EXECUTION_ONLY = ("device", "strategy", "eval_batch_size", "compile", "compile_m
                   "progress_every", "side_by_side", "side_by_side_layout")
 # The experiment's list of seeds is not part of one run's key: each run trains one `seed`.
 NOT_IN_KEY = (*EXECUTION_ONLY, "seeds")
+# The data settings in a run's key (with the data's content digest).
+DATA_IN_KEY = ("val_size", "split_seed", "subset")
 PREDICTIONS = "predictions.npz"  # per-image predictions on the validation and test images
 
 
@@ -49,8 +51,8 @@ class RunSpec:
         for k in NOT_IN_KEY:
             t.pop(k)
         return digest({"model": self.model, "optim": self.optim, "train": t,
-                       "data": {"val_size": self.data.val_size, "split_seed": self.data.split_seed,
-                                "subset": self.data.subset, "content": self.data_digest},
+                       "data": {**{k: getattr(self.data, k) for k in DATA_IN_KEY},
+                                "content": self.data_digest},
                        "perm": digest(list(self.perm)) if self.perm else None})
 
     def for_seed(self, seed: int) -> "RunSpec":
