@@ -416,14 +416,44 @@ def test_bad_input_never_ends_in_a_traceback(tmp_path, image_folder):
     assert not (tmp_path / "o" / "runs").exists()
 
 
+WRONG_CONTENT = [
+    (lambda b: b.pop("model_info"), "the field model_info"),
+    (lambda b: b.update(seeds=None), "seeds as a list of integers (found null)"),
+    (lambda b: b.update(test_acc=float("nan")), "test_acc as a number from 0 to 1 (found nan)"),
+    (lambda b: b.update(test_acc=1.5), "test_acc as a number from 0 to 1 (found 1.5)"),
+    (lambda b: b["per_seed"][0]["metrics"].update(lr=[0.1] * 7),
+     "1 values (one per epoch) in per_seed[0].metrics.lr (found 7)"),
+    (lambda b: b["per_seed"].clear(), "per_seed as a list of at least 1 item (found 0)"),
+    (lambda b: b["samples"]["images"][0].__setitem__(0, "x"), "samples.images[0] as an image"),
+    (lambda b: b["samples"]["labels"].__setitem__(0, 10), "samples.labels[0] as a class index"),
+    (lambda b: b["train"]["augment"].update(crop_scale=[2, 1]), "train with valid settings"),
+    (lambda b: b["optimizer"].update(name="nope"), "optimizer with valid settings"),
+    (lambda b: b["config"]["train"].update(epochs="many"), "config with valid settings"),
+    (lambda b: b["data"].update(classes=[]), "data.classes as a list of at least 1 item"),
+    (lambda b: b.update(files_sha256=[]), "files_sha256 as a table (found a list)"),
+]
+
+
 def test_results_with_the_wrong_content_name_the_field(trained):
+    """A results file that passes its checksum (forged, or written by another tool) but holds
+    the wrong kind of value: one line naming the field, for figures and report alike."""
+    from reportgen.files import seal
+
     overrides, out, _ = trained
     res = out / "practical2" / "part1.json"
-    blob = json.loads(res.read_text())
-    del blob["model_info"]
-    res.write_text(json.dumps(blob))
+    good = res.read_text()
+    for change, field in WRONG_CONTENT:
+        blob = json.loads(good)
+        change(blob)
+        res.write_text(json.dumps(seal(blob)))
+        for cmd in ("figures", "report"):
+            r = runner.invoke(app, [cmd, *overrides_to_args(overrides)])
+            assert r.exit_code == 2 and isinstance(r.exception, SystemExit), (cmd, r.output)
+            assert f"part1.json lacks {field}" in r.output, r.output
+            assert "run `reportgen train` again" in r.output and "Traceback" not in r.output
+    res.write_text(good)
     r = runner.invoke(app, ["figures", *overrides_to_args(overrides)])
-    assert r.exit_code == 2 and "part1.json lacks the field model_info" in r.output
+    assert r.exit_code == 0, r.output
 
 
 def test_planted_or_damaged_predictions_run_nothing_and_name_the_file(trained, tmp_path):

@@ -17,6 +17,7 @@ from typing import Any, Callable, ClassVar, Iterator
 from ..config import ExperimentConfig, to_dict
 from ..data import Splits, load_cifar10, make_splits
 from ..files import MissingResults, atomic_write_text, file_sha256, is_sealed, read_json, seal
+from ..schema import DATA, Map, SchemaError, check, require, settings  # noqa: F401
 
 
 @dataclass(frozen=True)
@@ -221,6 +222,8 @@ class Study:
     template: ClassVar[str] = ""
     figures: ClassVar[tuple[str, ...]] = ()  # the figure files (stems) that `draw` writes
     fields: ClassVar[tuple[str, ...]] = ()  # top-level keys its results file must hold
+    # What those fields hold, in schema.py's vocabulary: key -> spec (checked when read).
+    schema: ClassVar[dict[str, Any]] = {}
     epochs_key: ClassVar[str] = "train.epochs"  # the setting its command's --epochs sets
     seed_keys: ClassVar[tuple[str, ...]] = ()  # its own seed lists, which --seeds also sets
     # Whether it keeps per-image predictions (<name>-predictions.npz, loaded as results["arrays"]).
@@ -256,7 +259,8 @@ class Study:
         return {}
 
     def validate(self, results: dict, where: str) -> None:
-        """Check the structure inside its results beyond `fields`; raise with `require`."""
+        """Check what `schema` cannot say (lengths that must agree, one field against another);
+        raise SchemaError (or use schema.py's helpers)."""
 
     def runs(self, results: dict) -> list[str]:
         """The run directories behind its numbers, for the report's appendix."""
@@ -296,18 +300,16 @@ class Study:
             raise MissingResults(f"{path} does not hold {self.name}'s results (its field 'study' "
                                  f"is not {self.name!r}: written by another study, an older "
                                  f"reportgen or by hand): run `reportgen {self.cli_name}` again")
-        try:
-            require(res, "", ("config", "data", *self.fields))
-            require(res["data"], "data", ("classes", "train_pool", "train_images",
-                                          "val_images", "test_images", "source"))
-            self.validate(res, str(path))
-        except SchemaError as e:
-            raise MissingResults(f"{path} lacks {e}: run `reportgen {self.cli_name}` again") from None
         again = (f"run `reportgen {self.cli_name}` again (its finished runs are reused, not "
                  "trained again)")
+        # The seal first: a file changed by hand is refused as such, whatever it now holds.
         if not is_sealed(res):
             raise MissingResults(f"{path} was changed after reportgen wrote it, or written by "
                                  f"an older reportgen (its checksum does not match): {again}")
+        try:
+            self.check_schema(res, str(path))
+        except SchemaError as e:
+            raise MissingResults(f"{path} lacks {e}: run `reportgen {self.cli_name}` again") from None
         if self.predictions:
             from .. import predictions
 
@@ -322,6 +324,16 @@ class Study:
                 raise MissingResults(f"{other}, written with {path.name}, is missing or was "
                                      f"changed since: {again}")
         return res
+
+    def check_schema(self, res: dict, where: str) -> None:
+        """Its results' shape: the fields every study writes, its own `schema`, then its
+        `validate` (what one field says of another). SchemaError names the first misfit."""
+        require(res, "", ("config", "data", *self.fields))
+        check(res["data"], DATA, "data")
+        check(res.get("files_sha256", {}), Map(str), "files_sha256")
+        check(res, self.schema)
+        settings(res["config"], ExperimentConfig, "config")  # the settings it ran with
+        self.validate(res, where)
 
     def arrays_path(self, results_dir: Path) -> Path:
         return Path(results_dir) / f"{self.name}-predictions.npz"
@@ -350,20 +362,6 @@ class Study:
         # The results file last: it is what says the study finished.
         atomic_write_text(self.results_path(out), json.dumps(seal(results)))
         return {**results, "arrays": arrays} if arrays is not None else results
-
-
-class SchemaError(ValueError):
-    """A results file lacks a field (the message names it)."""
-
-
-def require(obj, where: str, keys, kind: type = dict) -> None:
-    """`obj` (found at `where` in a results file) must be a `kind` holding `keys`."""
-    if not isinstance(obj, kind):
-        raise SchemaError(f"{where or 'its top level'} as a {kind.__name__} (found "
-                          f"{type(obj).__name__})")
-    for k in keys:
-        if k not in obj:
-            raise SchemaError(f"the field {where + '.' if where else ''}{k}")
 
 
 STUDIES: dict[str, Study] = {}

@@ -12,6 +12,7 @@ from .. import analysis
 from ..config import ExperimentConfig, to_dict
 from ..training import RunSpec
 from .base import Prepared, Study, register_study
+from ..schema import COUNT, FRACTION, IMAGES, List, Map, Num, Opt, SEED_ENTRY
 
 N_SAMPLES = 8  # training images kept for the augmentation figure
 
@@ -53,15 +54,33 @@ class Part1(Study):
               "versions", "model_info", "architecture", "optimizer", "train",
               "flip_probability", "samples")
 
-    def validate(self, results: dict, where: str) -> None:
-        from .base import require
+    schema = {
+        "seeds": List(int, 1), "per_seed": List(SEED_ENTRY, 1), "run_dir": str,
+        "val_acc": FRACTION, "test_acc": FRACTION, "val_acc_std": Opt(float),
+        "test_acc_std": Opt(float), "parameters": COUNT, "epochs": Num(1),
+        "train_images": COUNT, "best_epoch": int, "wall_time_s": COUNT,
+        "train_images_per_s": COUNT, "device": str, "precision": str, "versions": Map(str),
+        "model_info": {"name": str, "title": str, "description": str, "details": str,
+                       "cite": [str], "params": dict},
+        "architecture": [{"stage": str, "layers": str, "output": str, "parameters": COUNT}],
+        "optimizer": dict, "train": dict, "flip_probability": FRACTION,
+        "samples": {"images": IMAGES, "labels": [int]}}
 
-        require(results["model_info"], "model_info", ("name", "title", "description", "details",
-                                                      "cite", "params"))
-        require(results["optimizer"], "optimizer", ("name", "lr", "momentum", "weight_decay",
-                                                    "milestones", "gamma"))
-        require(results["train"], "train", ("batch_size", "seed", "val_every", "augment"))
-        require(results["samples"], "samples", ("images", "labels"))
+    def validate(self, results: dict, where: str) -> None:
+        from ..config import OptimConfig, TrainConfig
+        from ..schema import image, label, metrics, same_length, settings
+
+        settings(results["optimizer"], OptimConfig, "optimizer")
+        settings(results["train"], TrainConfig, "train")
+        same_length("seeds", results["seeds"], len(results["per_seed"]), "entry of per_seed")
+        for i, e in enumerate(results["per_seed"]):
+            metrics(e["metrics"], f"per_seed[{i}].metrics")
+        classes = results["data"]["classes"]
+        samples = results["samples"]
+        same_length("samples.labels", samples["labels"], len(samples["images"]), "image")
+        for i, (img, y) in enumerate(zip(samples["images"], samples["labels"])):
+            image(img, f"samples.images[{i}]")
+            label(y, f"samples.labels[{i}]", classes)
 
     def run(self, cfg, prepared: Prepared, *, retrain=False, log=print, **options) -> dict:
         from ..models import architecture_table, build_model

@@ -20,6 +20,7 @@ from ..models import MODELS
 from ..training import RunSpec
 from .base import Prepared, Study, register_study, results_dir
 from .part1 import baseline_spec, run_label
+from ..schema import ANY, COUNT, FRACTION, List, Map, Num, Opt
 
 RESULTS_VERSION = 3  # 3: seeds, per-seed curves and per-image predictions
 EXAMPLE_INDEX = 0  # the validation image shown in the example strip
@@ -355,23 +356,65 @@ class Rotation(Study):
     fields = ("angles", "interpolation", "fill", "splits", "classes", "models", "example",
               "sweep_wall_time_s", "sweep_images")
 
-    def validate(self, results: dict, where: str) -> None:
-        from .base import SchemaError, require
+    schema = {
+        "angles": List(float, 2), "interpolation": str, "fill": str, "splits": List(str, 1),
+        "classes": List(str, 1), "models": Map({
+            "title": str, "role?": str, "tta?": bool, "checkpoint?": str, "run_dir": str,
+            "aug_degrees": Num(0, 180), "seeds": List(int, 1),
+            "per_seed": List({"seed": int, "run_dir": str, "checkpoint?": str}, 1),
+            "model?": str, "params?": dict, "parameters?": COUNT, "flops?": Opt(COUNT),
+            "train_images_per_s?": Opt(COUNT)}),
+        "example": {"image": ANY, "label": int}, "sweep_wall_time_s": COUNT,
+        "sweep_images": COUNT}
 
+    def validate(self, results: dict, where: str) -> None:
+        from ..config import ConfigError, from_dict
+        from ..schema import SchemaError, image, label, same_length
+        from ..schema import check as check_shape
+
+        try:  # the sweep's settings, as rotation.* would give them
+            rc = from_dict(RotationConfig, {k: results[k] for k in
+                                            ("angles", "interpolation", "fill", "splits")},
+                           "rotation")
+        except ConfigError as e:
+            raise SchemaError(f"sweep settings that rotation.* allows ({e})") from None
+        if list(rc.angles) != [float(a) for a in results["angles"]]:
+            raise SchemaError("angles as distinct angles from 0 up to 360, sorted")
+        if len(set(results["splits"])) != len(results["splits"]):
+            raise SchemaError("splits without repeats")
+        classes = results["classes"]
+        if classes != results["data"]["classes"]:
+            raise SchemaError("classes as the same list as data.classes")
         n = len(results["angles"])
-        require(results["models"], "models", ())
         if not results["models"]:
             raise SchemaError("any model under models")
-        for label, entry in results["models"].items():
-            require(entry, f"models.{label}", ("title", "run_dir", "aug_degrees", "seeds",
-                                               "per_seed", *results["splits"]))
+        roles = [e.get("role") for e in results["models"].values() if e.get("role") is not None]
+        known = (*ROLES, "checkpoint")
+        for r in roles:
+            if r not in known and not (r.endswith("-tta") and r[:-4] in roles):
+                raise SchemaError(f"models.*.role as one of {', '.join(known)} or a role "
+                                  f"present in it with -tta (found {r!r})")
+        if len(set(roles)) != len(roles):
+            raise SchemaError("models.*.role without repeats")
+        # Every other model is compared with the plain network (or the swept checkpoint).
+        if len(set(roles) & {"plain", "checkpoint"}) != 1:
+            raise SchemaError("a model whose role is plain (or checkpoint) under models")
+        per_angle = [FRACTION]
+        for name, entry in results["models"].items():
+            same_length(f"models.{name}.seeds", entry["seeds"], len(entry["per_seed"]),
+                        "entry of per_seed")
             for split in results["splits"]:
-                at = f"models.{label}.{split}"
-                require(entry[split], at, ("accuracy", "confidence", "per_class"))
+                at = f"models.{name}.{split}"
+                if split not in entry:
+                    raise SchemaError(f"the field {at}")
+                check_shape(entry[split], {"accuracy": per_angle, "confidence": per_angle,
+                                           "per_class": [[Num(finite=False)]]}, at)
                 for k in ("accuracy", "confidence", "per_class"):
-                    if not isinstance(entry[split][k], list) or len(entry[split][k]) != n:
-                        raise SchemaError(f"{n} values (one per angle) in {at}.{k}")
-        require(results["example"], "example", ("image", "label"))
+                    same_length(f"{at}.{k}", entry[split][k], n, "angle")
+                for i, row in enumerate(entry[split]["per_class"]):
+                    same_length(f"{at}.per_class[{i}]", row, len(classes), "class")
+        image(results["example"]["image"], "example.image")
+        label(results["example"]["label"], "example.label", classes)
 
     @property
     def options(self):

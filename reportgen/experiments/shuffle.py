@@ -19,6 +19,7 @@ from ..files import read_text
 from ..training import RunSpec
 from .base import Prepared, Study, register_study
 from .part1 import baseline_spec, run_label
+from ..schema import ANY, COUNT, FRACTION, SEED_ENTRY, List, Map, Num, Opt
 
 RESULTS_VERSION = 3  # 3: seeds and per-image predictions
 
@@ -181,21 +182,32 @@ class Shuffle(Study):
     fields = ("epochs", "runs", "mlp", "positions", "example", "perm_seed")
     predictions = True
 
-    def validate(self, results: dict, where: str) -> None:
-        from .base import SchemaError, require
+    schema = {
+        "epochs": Num(1), "perm_seed": Opt(int), "positions": Num(1),
+        "runs": Map({"model": str, "title": str, "shuffled": bool, "val_acc": FRACTION,
+                     "test_acc": FRACTION, "val_acc_std": Opt(float), "test_acc_std": Opt(float),
+                     "parameters": COUNT, "run_dir": str, "wall_time_s": COUNT,
+                     "seeds": List(int, 1), "per_seed": List(SEED_ENTRY, 1)}),
+        "mlp": {"hidden": [Num(1)], "activation": str, "optimizer": str, "lr": Num(0)},
+        "example": {"image": ANY, "label": int}}
 
-        require(results["runs"], "runs", ())
-        for label, run in results["runs"].items():
-            require(run, f"runs.{label}", ("model", "title", "shuffled", "val_acc", "test_acc",
-                                           "parameters", "run_dir", "seeds", "per_seed"))
+    def validate(self, results: dict, where: str) -> None:
+        from ..optimizers import OPTIMIZERS
+        from ..schema import SchemaError, image, label, metrics, same_length
+
+        for name, run in results["runs"].items():
+            same_length(f"runs.{name}.seeds", run["seeds"], len(run["per_seed"]),
+                        "entry of per_seed")
             for i, e in enumerate(run["per_seed"]):
-                require(e, f"runs.{label}.per_seed[{i}]", ("seed", "val_acc", "test_acc",
-                                                           "metrics"))
+                metrics(e["metrics"], f"runs.{name}.per_seed[{i}].metrics")
         pairs = {(r["model"], r["shuffled"]) for r in results["runs"].values()}
-        if len({m for m, _ in pairs}) != 2 or len(pairs) != 4:
+        if (len(results["runs"]) != 4 or len({m for m, _ in pairs}) != 2 or len(pairs) != 4):
             raise SchemaError("runs of two models, each on original and shuffled pixels")
-        require(results["mlp"], "mlp", ("hidden", "activation", "optimizer", "lr"))
-        require(results["example"], "example", ("image", "label"))
+        if results["mlp"]["optimizer"] not in OPTIMIZERS:
+            raise SchemaError(f"mlp.optimizer as one of {', '.join(OPTIMIZERS)}")
+        image(results["example"]["image"], "example.image")
+        label(results["example"]["label"], "example.label", results["data"]["classes"])
+
     epochs_key = "shuffle.epochs"
     seed_keys = ("shuffle.mlp_seeds",)
 

@@ -22,6 +22,7 @@ import torch
 from ..config import (DataConfig, ModelConfig, OptimConfig, TrainConfig, cut, digest,
                       is_path_component, to_dict)
 from ..files import atomic_write_text, file_sha256, is_sealed, read_text, require_real_folders
+from ..schema import RUN, SchemaError, check
 from .errors import TrainingError
 
 RESULTS_VERSION = 1
@@ -111,6 +112,10 @@ def read_results(run_dir: Path) -> dict | None:
     except (OSError, ValueError, RecursionError):  # as files.read_json
         return None
     if not is_sealed(res) or res.get("version") != RESULTS_VERSION:
+        return None
+    try:  # sealed, yet not what reportgen writes (forged, another tool's): not this run's
+        check(res, RUN)
+    except SchemaError:
         return None
     try:  # its per-image predictions (the paired tests') as they were scored
         if file_sha256(run_dir / PREDICTIONS) != res.get("predictions_sha256"):
