@@ -148,10 +148,17 @@ def read_metrics(path: Path) -> dict[str, list[float]]:
 
     import pandas as pd
 
+    from .schema import SchemaError, metrics
+
     try:
         table = pd.read_csv(io.StringIO(read_text(path)))  # read_text: a FIFO would block
-        return {str(k): [float(v) for v in col] for k, col in table.items()}
-    except (OSError, ValueError, TypeError) as e:  # pandas' and decoding errors are ValueErrors
+        columns = {str(k): [float(v) for v in col] for k, col in table.items()}
+        # What the study's results and figures need of it: a CSV with other columns (or
+        # text in a number's place) would be stored and then refused there, on every rerun.
+        metrics(columns, "its columns")
+        return columns
+    # pandas' and decoding errors are ValueErrors (SchemaError is one too).
+    except (OSError, ValueError, TypeError) as e:
         raise MissingResults(f"{path} is missing or damaged ({str(e).splitlines()[0][:100]}): "
                              "train that run again (--retrain)") from e
 

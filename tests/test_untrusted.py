@@ -578,16 +578,23 @@ def test_a_moved_output_folder_still_makes_figures_and_the_run_table(trained, tm
     assert rows[0]["best_checkpoint"].startswith(str(moved / "runs" / run.name))
 
 
-@pytest.mark.parametrize("damage", ["garbage", "fifo"])
+@pytest.mark.parametrize("damage", ["garbage", "fifo", "columns", "text", "epochs"])
 def test_a_damaged_metrics_file_is_one_line(trained, damage):
     overrides, out, run = trained
     (out / "practical2" / "part1.json").unlink()
+    csv = run / "metrics.csv"
     with contextlib.ExitStack() as stack:
         if damage == "fifo":  # a FIFO hung `reportgen all` in an untrusted output folder
-            (run / "metrics.csv").unlink()
-            stack.enter_context(guarded_fifo(run / "metrics.csv"))
-        else:
-            (run / "metrics.csv").write_bytes(b"\xff\xfe\x00garbage\n\x00")
+            csv.unlink()
+            stack.enter_context(guarded_fifo(csv))
+        elif damage == "garbage":
+            csv.write_bytes(b"\xff\xfe\x00garbage\n\x00")
+        elif damage == "columns":  # valid CSV, but not a run's: stored, then refused forever
+            csv.write_text("a,b\n1,2\n")
+        elif damage == "text":
+            csv.write_text(csv.read_text().replace("\n1,", "\none,", 1))
+        else:  # no epoch at all
+            csv.write_text(csv.read_text().splitlines()[0] + "\n")
         r = runner.invoke(app, ["train", *overrides_to_args(overrides)])
     assert r.exit_code == 2 and "metrics.csv is missing or damaged" in r.output, r.output
     assert "Traceback" not in r.output
