@@ -148,7 +148,7 @@ def read_metrics(path: Path) -> dict[str, list[float]]:
 
     import pandas as pd
 
-    from .schema import SchemaError, metrics
+    from .schema import metrics
 
     try:
         table = pd.read_csv(io.StringIO(read_text(path)))  # read_text: a FIFO would block

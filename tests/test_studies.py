@@ -101,6 +101,16 @@ def test_a_registered_study_runs_everywhere(tmp_path):
     r = runner.invoke(app, ["train", *overrides_to_args(tiny_overrides(folder, out)),
                             "--set", "toy.scale=3"])
     assert r.exit_code == 2 and "unknown key toy at the top level" in r.output
+    # Results written while it was registered (their settings hold a [toy] section) are
+    # still read without it, and ones written before it registers lack only its own file.
+    r = runner.invoke(app, ["figures", *overrides_to_args(tiny_overrides(folder, out))])
+    assert r.exit_code == 0, r.output
+    (out / "practical2" / "toy.json").unlink()
+    runner.invoke(app, ["train", *overrides_to_args(tiny_overrides(folder, out))])
+    with registered(make_toy(tmp_path / "toy.html.j2")):
+        r = runner.invoke(app, ["figures", *overrides_to_args(tiny_overrides(folder, out))])
+        assert r.exit_code == 0 and "skipped: " in r.output, r.output
+        assert "toy.json is missing" in r.output and "part1.json" not in r.output
 
 
 def test_a_bad_study_setting_is_named(tmp_path):
