@@ -15,7 +15,8 @@ Python values:
                             "key?" a key it may lack
     Map(spec)               a table of any keys, every value matching spec
     Opt(spec)               None or spec
-    Num(lo, hi)             a finite number within [lo, hi]
+    Num(lo, hi)             a finite number within [lo, hi]; Num(finite=False) any number,
+                            NaN and inf too
     List(spec, min_len)     a list of at least min_len items
     ANY                     anything (a field another check reads)
 """
