@@ -167,16 +167,6 @@ def check(obj, spec, where: str = "") -> None:
         raise TypeError(f"not a schema: {spec!r}")
 
 
-def require(obj, where: str, keys, kind: type = dict) -> None:
-    """`obj` (found at `where` in a results file) must be a `kind` holding `keys`."""
-    if not isinstance(obj, kind):
-        raise SchemaError(f"{where or 'its top level'} as a {kind.__name__} (found "
-                          f"{type(obj).__name__})")
-    for k in keys:
-        if k not in obj:
-            raise SchemaError(f"the field {where + '.' if where else ''}{k}")
-
-
 def settings(raw, cls: type, where: str) -> None:
     """`raw` must be config class `cls` as reportgen writes it (config.to_dict): values the
     config file would accept, and every key, since a missing one would be read back as its

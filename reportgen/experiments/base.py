@@ -17,7 +17,7 @@ from typing import Any, Callable, ClassVar, Iterator
 from ..config import ExperimentConfig, to_dict
 from ..data import Splits, load_cifar10, make_splits
 from ..files import MissingResults, atomic_write_text, file_sha256, is_sealed, read_json, seal
-from ..schema import DATA, Map, SchemaError, check, require, settings  # noqa: F401
+from ..schema import DATA, Map, SchemaError, check, settings
 
 
 @dataclass(frozen=True)
@@ -221,8 +221,8 @@ class Study:
     # (abstract, introduction, method, results, discussion, conclusion, appendix).
     template: ClassVar[str] = ""
     figures: ClassVar[tuple[str, ...]] = ()  # the figure files (stems) that `draw` writes
-    fields: ClassVar[tuple[str, ...]] = ()  # top-level keys its results file must hold
-    # What those fields hold, in schema.py's vocabulary: key -> spec (checked when read).
+    # Its results file's own top-level fields and what they hold, in schema.py's vocabulary:
+    # key -> spec (ANY for a field only required), checked when the file is read.
     schema: ClassVar[dict[str, Any]] = {}
     epochs_key: ClassVar[str] = "train.epochs"  # the setting its command's --epochs sets
     seed_keys: ClassVar[tuple[str, ...]] = ()  # its own seed lists, which --seeds also sets
@@ -326,12 +326,9 @@ class Study:
         return res
 
     def check_schema(self, res: dict, where: str) -> None:
-        """Its results' shape: the fields every study writes, its own `schema`, then its
+        """Its results' shape: the fields every study writes and its own `schema`, then its
         `validate` (what one field says of another). SchemaError names the first misfit."""
-        require(res, "", ("config", "data", *self.fields))
-        check(res["data"], DATA, "data")
-        check(res.get("files_sha256", {}), Map(str), "files_sha256")
-        check(res, self.schema)
+        check(res, {"config": dict, "data": DATA, "files_sha256?": Map(str), **self.schema})
         settings(res["config"], ExperimentConfig, "config")  # the settings it ran with
         self.validate(res, where)
 

@@ -49,10 +49,6 @@ class Part1(Study):
     order = 10
     figures = ("part1_augmentation", "part1_learning_curves")
     predictions = True
-    fields = ("seeds", "per_seed", "run_dir", "val_acc", "test_acc", "parameters", "epochs", "train_images",
-              "best_epoch", "wall_time_s", "train_images_per_s", "device", "precision",
-              "versions", "model_info", "architecture", "optimizer", "train",
-              "flip_probability", "samples")
 
     schema = {
         "seeds": List(int, 1), "per_seed": List(SEED_ENTRY, 1), "run_dir": str,

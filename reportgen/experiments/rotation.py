@@ -353,8 +353,6 @@ class Rotation(Study):
     config = RotationConfig
     figures = ("rotation_accuracy", "rotation_per_class", "rotation_examples")
     predictions = True
-    fields = ("angles", "interpolation", "fill", "splits", "classes", "models", "example",
-              "sweep_wall_time_s", "sweep_images")
 
     schema = {
         "angles": List(float, 2), "interpolation": str, "fill": str, "splits": List(str, 1),

@@ -179,7 +179,6 @@ class Shuffle(Study):
     order = 30
     config = ShuffleConfig
     figures = ("shuffle_example", "shuffle_accuracy", "shuffle_learning_curves")
-    fields = ("epochs", "runs", "mlp", "positions", "example", "perm_seed")
     predictions = True
 
     schema = {
@@ -201,7 +200,7 @@ class Shuffle(Study):
             for i, e in enumerate(run["per_seed"]):
                 metrics(e["metrics"], f"runs.{name}.per_seed[{i}].metrics")
         pairs = {(r["model"], r["shuffled"]) for r in results["runs"].values()}
-        if (len(results["runs"]) != 4 or len({m for m, _ in pairs}) != 2 or len(pairs) != 4):
+        if len(results["runs"]) != 4 or len({m for m, _ in pairs}) != 2 or len(pairs) != 4:
             raise SchemaError("runs of two models, each on original and shuffled pixels")
         if results["mlp"]["optimizer"] not in OPTIMIZERS:
             raise SchemaError(f"mlp.optimizer as one of {', '.join(OPTIMIZERS)}")
