@@ -16,6 +16,7 @@ import base64
 import json
 import re
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -485,7 +486,12 @@ def pdf_engine():
     raises ImportError or OSError, which ended `reportgen report` (and hours of `reportgen
     all`) in a traceback."""
     try:
-        import weasyprint
+        with warnings.catch_warnings():
+            # WeasyPrint warns at import about optional system libraries (HarfBuzz-Subset);
+            # Python hides such warnings by default, but PYTHONWARNINGS=error turned this one
+            # into a traceback before anything ran.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            import weasyprint
     except (ImportError, OSError) as e:
         first = (str(e).splitlines() or [""])[0][:160]
         raise ReportError(

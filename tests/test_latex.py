@@ -206,6 +206,20 @@ def test_without_weasyprint_the_pdf_is_one_line_before_any_work(tiny, monkeypatc
     assert not (out / "runs").exists() and not (out / "cache").exists()
 
 
+def test_weasyprint_loads_when_warnings_are_errors():
+    """WeasyPrint warns at import when an optional system library (HarfBuzz-Subset) is
+    missing; with PYTHONWARNINGS=error that warning ended every command that makes a PDF in a
+    traceback. It is now imported with deprecation warnings ignored, as Python does by
+    default."""
+    import sys
+
+    code = ("from reportgen.report import pdf_engine; "
+            "print(pdf_engine().__name__)")
+    r = subprocess.run([sys.executable, "-W", "error", "-c", code], capture_output=True,
+                       text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "weasyprint", r.stderr[-2000:]
+
+
 @pytest.mark.slow
 def test_tex_export_needs_no_model_no_data_and_no_weasyprint(tiny, monkeypatch):
     """Like the HTML report, the export reads the results files: with the data folder and
