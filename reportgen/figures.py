@@ -40,8 +40,18 @@ class FigureError(MissingResults):
 
 
 def source_stamp(figures_dir: Path, study_name: str) -> Path:
-    """Records which results folder a study's figures were drawn from."""
+    """Records which results a study's figures were drawn from (see `stamp_text`)."""
     return Path(figures_dir) / f".{study_name}.source"
+
+
+def stamp_text(results_dir: Path, results: dict) -> str:
+    """The results folder and the checksum of the study's results file: the folder alone let
+    a report embed figures drawn from an earlier version of the same file (say, Part 1's
+    figures of one seed beside the numbers of two, after `reportgen train --seeds 2` drew its
+    figures elsewhere)."""
+    from .files import CHECKSUM
+
+    return f"{Path(results_dir).resolve()}\n{results.get(CHECKSUM, '')}"
 
 
 def require_figures_dir(figures_dir: Path) -> None:
@@ -60,8 +70,8 @@ def require_figures_dir(figures_dir: Path) -> None:
 
 def draw_study(study, results_dir: Path, figures_dir: Path) -> list[Path]:
     """Draw one study's figures from its results; every declared figure must be written.
-    A stamp next to them records the results folder, so a report never embeds figures drawn
-    from another output folder's results."""
+    A stamp next to them records the results folder and file, so a report never embeds
+    figures drawn from another output folder's results, or from an earlier version of them."""
     from .files import atomic_write_text
 
     results = study.load(results_dir)
@@ -79,7 +89,7 @@ def draw_study(study, results_dir: Path, figures_dir: Path) -> list[Path]:
             raise FigureError(f"study {study.name!r} declares figure {f.stem!r} but did not "
                               f"draw {f.name}: fix its draw() or its `figures` list")
     if study.figures:
-        atomic_write_text(source_stamp(figures_dir, study.name), str(Path(results_dir).resolve()))
+        atomic_write_text(source_stamp(figures_dir, study.name), stamp_text(results_dir, results))
     return written
 
 

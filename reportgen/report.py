@@ -333,23 +333,28 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
     for st in chosen:
         res = st.load(results)
         views.append(StudyView(st.name, st.title, st.partial, st.figures, res, st.facts(res)))
-    from .figures import source_stamp
+    from .figures import source_stamp, stamp_text
 
-    for st in chosen:
+    redraw = "run `reportgen figures` with the same --config and --out first"
+    for st, v in zip(chosen, views):
         stamp = source_stamp(figures_dir, st.name)
         try:
             drawn_from = read_text(stamp, 1 << 16)
         except (OSError, UnicodeDecodeError):  # missing, or not what `figures` writes
             drawn_from = None
-        if st.figures and drawn_from is None and not stamp.exists():
+        if not st.figures or drawn_from == stamp_text(results, v.r):
+            continue
+        if drawn_from is None and not stamp.exists():
+            raise MissingResults(f"the figures of {st.name} are not in {figures_dir}: {redraw}")
+        folder = (drawn_from or "").split("\n")[0]
+        if folder == str(Path(results).resolve()):
             raise MissingResults(
-                f"the figures of {st.name} are not in {figures_dir}: run `reportgen figures` "
-                "with the same --config and --out first")
-        if st.figures and drawn_from != str(Path(results).resolve()):
-            raise MissingResults(
-                f"the figures of {st.name} in {figures_dir} were drawn from "
-                f"{drawn_from or 'unknown results'}, not from {results}: run `reportgen figures` "
-                "with the same --config and --out first")
+                f"the figures of {st.name} in {figures_dir} were drawn from an earlier "
+                f"{st.results_path(results).name} ({st.results_path(results)} has changed "
+                f"since): {redraw}")
+        raise MissingResults(
+            f"the figures of {st.name} in {figures_dir} were drawn from "
+            f"{folder or 'unknown results'}, not from {results}: {redraw}")
     first = views[0].r
     for v in views:  # every results file must be the one study's, of this experiment
         if v.r.get("config", {}).get("name") not in (None, cfg.name):

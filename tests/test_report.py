@@ -229,6 +229,28 @@ def test_a_report_shows_only_its_own_figures(built, tmp_path):
             "`reportgen figures` with the same --config and --out first") in r.output
 
 
+@pytest.mark.slow
+def test_a_report_never_shows_figures_of_an_earlier_version_of_its_results(built, tmp_path):
+    """`reportgen train --seeds 2` with its figures drawn elsewhere rewrote part1.json; the
+    report then placed Part 1's figures of one seed beside the numbers of two."""
+    import shutil as sh
+
+    other = tmp_path / "other"
+    sh.copytree(built["out"], other)
+    overrides = {**built["overrides"], "out_dir": str(other), "figures_dir": str(tmp_path / "f")}
+    assert runner.invoke(app, ["figures", *overrides_to_args(overrides)]).exit_code == 0
+    r = runner.invoke(app, ["train", *overrides_to_args(
+        {**overrides, "figures_dir": str(tmp_path / "elsewhere")}), "--seeds", "2"])
+    assert r.exit_code == 0 and "mean of 2 seeds" in r.output, r.output
+    (other / "report.pdf").unlink()
+    r = runner.invoke(app, ["report", *overrides_to_args(overrides)])
+    assert r.exit_code == 2 and "were drawn from an earlier part1.json" in r.output, r.output
+    assert not (other / "report.pdf").exists()
+    assert runner.invoke(app, ["figures", *overrides_to_args(overrides)]).exit_code == 0
+    r = runner.invoke(app, ["report", *overrides_to_args(overrides)])
+    assert r.exit_code == 0 and (other / "report.pdf").is_file(), r.output
+
+
 def test_durations_read_at_every_scale():
     from reportgen.report import duration
 

@@ -12,6 +12,7 @@ from typer.testing import CliRunner
 from reportgen.cli import app
 from reportgen.config import check
 from reportgen.experiments import Study, registered, studies
+from reportgen.files import MissingResults
 from reportgen.report import Numbering, ReportError, build_context, render_html
 
 from helpers import overrides_to_args, tiny_overrides, write_image_folder
@@ -150,9 +151,11 @@ def test_numbering_errors_name_the_item(tmp_path, make, message):
         make(Numbering(tmp_path))
 
 
-def _toy_context(tmp_path, partial):
-    """The report's context for the toy study alone, from a crafted results file."""
+def _toy_context(tmp_path, partial, count_drawn: int = 3):
+    """The report's context for the toy study alone, from a crafted results file whose
+    figures were drawn from one with `count_drawn` things."""
     from reportgen.config import load_experiment, to_dict
+    from reportgen.figures import stamp_text
     from reportgen.files import seal
 
     toy = make_toy(tmp_path / "toy.html.j2", partial)
@@ -160,12 +163,25 @@ def _toy_context(tmp_path, partial):
     _png(tmp_path / "f" / "toy_bars.png")
     res_dir = tmp_path / cfg.name
     res_dir.mkdir()
-    (tmp_path / "f" / ".toy.source").write_text(str(res_dir.resolve()))
-    (res_dir / "toy.json").write_text(json.dumps(seal({  # as Study.save writes it
-        "study": "toy", "count": 3, "config": to_dict(cfg), "versions": {},
-        "data": {"source": "x", "classes": ["a", "b"], "train_pool": 10, "train_images": 8,
-                 "val_images": 2, "test_images": 4}})))
+
+    def results(count):  # as Study.save writes it
+        return seal({"study": "toy", "count": count, "config": to_dict(cfg), "versions": {},
+                     "data": {"source": "x", "classes": ["a", "b"], "train_pool": 10,
+                              "train_images": 8, "val_images": 2, "test_images": 4}})
+
+    (tmp_path / "f" / ".toy.source").write_text(stamp_text(res_dir, results(count_drawn)))
+    (res_dir / "toy.json").write_text(json.dumps(results(3)))
     return build_context(cfg, res_dir, tmp_path / "f", only=[toy()])
+
+
+def test_figures_drawn_from_an_earlier_version_of_the_results_are_refused(tmp_path):
+    """The same results folder is not enough: its file was written again since the figures
+    were drawn (say, `reportgen train --seeds 2` with its figures drawn elsewhere)."""
+    with pytest.raises(MissingResults, match=re.escape(
+            "were drawn from an earlier toy.json (") + ".*" + re.escape(
+            "toy.json has changed since): run `reportgen figures` with the same --config "
+            "and --out first")):
+        _toy_context(tmp_path, TOY_PARTIAL, count_drawn=4)
 
 
 def test_a_reference_to_a_figure_not_in_the_report_is_an_error(tmp_path):
