@@ -135,7 +135,7 @@ def _run(fn, *args, **kwargs):
               "epochs are kept")
 
 
-def load_config(config: Optional[Path], data: Optional[str] = None, out: Optional[str] = None,
+def load_config(config: Optional[str], data: Optional[str] = None, out: Optional[str] = None,
                 subset: Optional[int] = None, device: Optional[str] = None,
                 devices: Optional[int] = None, strategy: Optional[str] = None,
                 sets: Optional[list[str]] = None,
@@ -160,6 +160,7 @@ def load_config(config: Optional[Path], data: Optional[str] = None, out: Optiona
             overrides[key] = value
     overrides.update(extra or {})
     cfg = load_experiment(config, overrides)
+    _require_out_folder(Path(cfg.out_dir), "--out" if out is not None else "out_dir")
     if seeds is None:
         return cfg
     if seeds < 1:
@@ -177,6 +178,33 @@ def load_config(config: Optional[Path], data: Optional[str] = None, out: Optiona
     overrides["train.seeds"] = chosen
     overrides.update({k: chosen for st in studies() for k in st.seed_keys})
     return load_experiment(config, overrides)
+
+
+def _require_out_folder(out: Path, named: str) -> None:
+    """The output folder, or the nearest part of it that exists, must be a folder: every
+    command reads or writes there. Before, a file in its place gave `figures` and `report`
+    "part1.json is missing: run `reportgen train` first" and `train` mkdir's "File exists"."""
+    import stat as st_
+
+    from .files import special_kind
+
+    p = out
+    while True:
+        try:
+            st = p.stat()
+            break
+        except (FileNotFoundError, NotADirectoryError):  # the latter: a file above it
+            if p == p.parent:
+                return
+            p = p.parent
+        except OSError:  # a loop of links, a path too long: the stage says so with advice
+            return
+    if not st_.S_ISDIR(st.st_mode):
+        what = special_kind(st) or "a file"
+        where = f"{named} {out}" if p == out else f"{named} {out} ({p} is {what}, not a folder)"
+        raise ConfigError(f"{where}{' is ' + what + ', not a folder' if p == out else ''}: "
+                          "choose a folder for the runs, results and report with --out (it is "
+                          "made if missing)")
 
 
 @contextmanager
@@ -249,7 +277,7 @@ def _run_study(study, config, data, out, epochs, seeds, subset, device, devices,
 
 def _study_command(study) -> None:
     common = {
-        "config": (Optional[Path], ConfigOpt), "data": (Optional[str], DataOpt),
+        "config": (Optional[str], ConfigOpt), "data": (Optional[str], DataOpt),
         "out": (Optional[str], OutOpt),
         "epochs": (Optional[int], typer.Option(None, "--epochs", help=f"Training epochs "
                                                f"(overrides {study.epochs_key}).")),
@@ -284,7 +312,7 @@ _add_study_commands()
 # --- figures, report, all, bench -------------------------------------------------------------
 
 @app.command()
-def figures(config: Optional[Path] = ConfigOpt, out: Optional[str] = OutOpt,
+def figures(config: Optional[str] = ConfigOpt, out: Optional[str] = OutOpt,
             set_: Optional[list[str]] = SetOpt) -> None:
     """Redraw every figure from the stored results into the figures folder (no training)."""
     from .experiments import figures_path, results_dir
@@ -309,7 +337,7 @@ def _report_overrides(author, student_number, course, title) -> dict:
 
 
 @app.command()
-def report(config: Optional[Path] = ConfigOpt, out: Optional[str] = OutOpt,
+def report(config: Optional[str] = ConfigOpt, out: Optional[str] = OutOpt,
            set_: Optional[list[str]] = SetOpt,
            author: Optional[str] = ReportOpts["author"],
            student_number: Optional[str] = ReportOpts["student_number"],
@@ -343,7 +371,7 @@ def _print_documents(cfg: ExperimentConfig, pdf: Path) -> None:
 
 
 @app.command(name="all")
-def all_(config: Optional[Path] = ConfigOpt, data: Optional[str] = DataOpt,
+def all_(config: Optional[str] = ConfigOpt, data: Optional[str] = DataOpt,
          out: Optional[str] = OutOpt,
          epochs: Optional[int] = typer.Option(
              None, "--epochs", help="Training epochs of every study (sets train.epochs and each "
@@ -411,7 +439,7 @@ MAX_BENCH_STEPS = 100_000  # --warmup + --steps
 
 
 @app.command()
-def bench(config: Optional[Path] = ConfigOpt, device: Optional[str] = DeviceOpt,
+def bench(config: Optional[str] = ConfigOpt, device: Optional[str] = DeviceOpt,
           set_: Optional[list[str]] = SetOpt,
           as_json: bool = typer.Option(False, "--json", help="Print one JSON object."),
           steps: int = typer.Option(60, "--steps", help="Timed training steps."),

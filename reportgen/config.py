@@ -562,6 +562,12 @@ def parse_override(text: str) -> tuple[str, Any]:
 def load_experiment(path: str | Path | None, overrides: Mapping[str, Any] = ()) -> ExperimentConfig:
     """Read an experiment file, apply dotted `overrides`, and validate everything."""
     raw: dict = {}
+    if isinstance(path, str) and not path.strip():
+        # `--config "$FILE"` with FILE unset: before, read as the folder "." ("experiment
+        # file . cannot be read"), a message about a path nobody typed.
+        raise ConfigError(f"--config {path!r} is empty: name an experiment file, e.g. "
+                          "experiments/quick.toml, or leave --config out for the practical's "
+                          "settings")
     if path is not None:
         p = Path(path)
         if not p.exists():

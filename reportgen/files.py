@@ -64,6 +64,13 @@ def atomic_write_text(path: Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def special_kind(st: os.stat_result) -> str | None:
+    """'a FIFO', 'a device' or 'a socket' for such a file, else None."""
+    return ("a FIFO" if stat.S_ISFIFO(st.st_mode)
+            else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+            else "a socket" if stat.S_ISSOCK(st.st_mode) else None)
+
+
 def read_text(path: Path, limit: int = 16 << 20) -> str:
     """The UTF-8 text of a file someone named (an experiment file, the student's text, a
     permutation) or found in an output folder (results). Only a regular file of at most
@@ -71,9 +78,7 @@ def read_text(path: Path, limit: int = 16 << 20) -> str:
     ends, and a huge file would fill the memory. Raises OSError saying which (or the file
     system's own), or UnicodeDecodeError."""
     st = os.stat(path)  # not open(): opening a FIFO blocks until a writer comes
-    kind = ("a folder" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode)
-            else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
-            else "a socket" if stat.S_ISSOCK(st.st_mode) else None)
+    kind = "a folder" if stat.S_ISDIR(st.st_mode) else special_kind(st)
     if kind:
         raise OSError(f"it is {kind}, not a regular file")
     if st.st_size > limit:
@@ -200,8 +205,14 @@ class OutputLock:
             raise Busy(f"{self.dir} is in use by another reportgen ({who}): wait for it to "
                        "finish, or pass another --out") from None
         except OSError as e:
-            raise Busy(f"cannot write to {self.dir} ({e.strerror or e}): choose a writable "
-                       "--out") from e
+            why = e.strerror or e
+            try:  # mkdir's "File exists" for a file in the folder's place says nothing useful
+                st = self.dir.stat()
+                if not stat.S_ISDIR(st.st_mode):
+                    why = f"it is {special_kind(st) or 'a file'}, not a folder"
+            except OSError:
+                pass
+            raise Busy(f"cannot write to {self.dir} ({why}): choose a writable --out") from e
         self._lock = lock
         me = {"pid": os.getpid(), "command": " ".join(["reportgen", *sys.argv[1:]])}
         try:

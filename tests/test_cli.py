@@ -25,6 +25,34 @@ def test_an_empty_data_option_is_refused_not_read_as_the_default(command, tmp_pa
     assert sorted(p.name for p in tmp_path.iterdir()) == []  # no data/, no o/
 
 
+@pytest.mark.parametrize("command", ["train", "rotation", "shuffle", "all", "figures", "report",
+                                     "bench"])
+def test_an_empty_config_option_is_refused_not_read_as_the_current_folder(command, tmp_path,
+                                                                          monkeypatch):
+    """`--config "$FILE"` with FILE unset was read as the folder ".": "experiment file .
+    cannot be read", about a path nobody typed."""
+    monkeypatch.chdir(tmp_path)
+    r = runner.invoke(app, [command, "--config", ""])
+    assert r.exit_code == 2 and r.output.startswith("error: --config '' is empty: name an "
+                                                    "experiment file"), r.output
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["train", "all", "figures", "report"])
+def test_an_output_folder_that_is_a_file_is_named_as_such(command, tmp_path):
+    """Before, `figures` and `report` said part1.json was missing (run `reportgen train`,
+    which could not help), and the writing commands repeated mkdir's "File exists"."""
+    f = tmp_path / "results.txt"
+    f.write_text("mine")
+    for out, said in ((f, f"--out {f} is a file, not a folder"),
+                      (f / "sub", f"--out {f / 'sub'} ({f} is a file, not a folder)"),
+                      ("/dev/null", "--out /dev/null is a device, not a folder")):
+        r = runner.invoke(app, [command, "--out", str(out)])
+        assert r.exit_code == 2 and r.output.startswith(f"error: {said}: choose a folder for the "
+                                                      "runs, results and report with --out"), r.output
+    assert f.read_text() == "mine" and sorted(tmp_path.iterdir()) == [f]
+
+
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_debug_shows_the_traceback_of_a_user_error(how, monkeypatch):
     args = ["train", "--epochs", "0"]
