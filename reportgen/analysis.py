@@ -178,6 +178,14 @@ def _compare(arms: Sequence[tuple[float, np.ndarray]], alpha: float) -> dict:
         return {"diff": est, "lo": lo, "hi": hi, "p": p,
                 "significant": p < ALPHA, "test": "McNemar's exact test",
                 "discordant": [b, c], "n": n, "seeds": seeds}
+    if len(arms) == 1 and seeds == [1] and binary and arms[0][0] == 1:
+        # One accuracy (say, the mean over rotated angles when one angle is rotated): the
+        # Wilson interval that the tables give it. A t-interval over 0/1 values gave the same
+        # accuracy two different intervals on one page, and left [0, 1] at the extremes.
+        k = int(arms[0][1].sum())
+        lo, hi = wilson(k, n, alpha)
+        return {"diff": est, "lo": lo, "hi": hi, "p": 1.0 if k == 0 else 0.0,
+                "significant": k > 0, "test": "Wilson score interval", "n": n, "seeds": seeds}
     # Variance components: images (paired), then each arm's seeds.
     parts = [(float(d.var(ddof=1)) / n if n > 1 else 0.0, n - 1)]
     for w, v in arms:

@@ -96,6 +96,20 @@ def test_a_comparison_without_spread_keeps_an_interval():
     assert (one["lo"], one["hi"]) == pytest.approx(analysis.wilson(0, 10))
 
 
+def test_one_accuracy_of_one_seed_gets_the_wilson_interval_the_tables_give_it():
+    """The mean over rotated angles when one angle is rotated is an accuracy: a t-interval
+    over its 0/1 values gave 4 of 10 [3.1, 76.9] next to the table's [16.8, 68.7]."""
+    v = np.array([[1, 1, 1, 1, 0, 0, 0, 0, 0, 0]], dtype=float)
+    one = analysis.compare([(1, v)])
+    assert one["diff"] == pytest.approx(0.4) and one["test"] == "Wilson score interval"
+    assert (one["lo"], one["hi"]) == pytest.approx(analysis.wilson(4, 10))
+    picked = analysis.compare([(1, v)], looks=35)
+    assert (picked["lo"], picked["hi"]) == pytest.approx(analysis.wilson(4, 10, 0.05 / 35))
+    # A mean over several angles (not 0/1), or two seeds: still the t-interval over images.
+    assert analysis.compare([(1, v * 0.5)])["test"].startswith("paired t-test")
+    assert analysis.compare([(1, np.vstack([v, v[:, ::-1]]))])["test"] != "Wilson score interval"
+
+
 def test_a_difference_picked_as_the_worst_of_many_is_bonferroni_adjusted():
     # 0 against 7 discordant images: p = 0.016 for one pre-chosen comparison; picked as the
     # worst of 35 angles it is p = 0.55, and its interval widens to the 1 - 0.05/35 one.

@@ -225,6 +225,7 @@ def test_report_follows_the_configuration(tmp_path):
     assert "flipped" not in body and "probability 0.5" not in body
     assert "as the network sees them: random resized crop." in text
     assert "by each of 3 angles" in text and "in steps of" not in text
+    assert "repeats 0°" not in text  # 135° and a step would not reach 360°
     assert "rotated angles (45°–135°)" in text
     assert "Solid lines: validation images." in body and "dashed lines" not in body.lower()
     assert "filled with black" in text and "chance (10%)" in text
@@ -244,4 +245,5 @@ def test_default_words_for_the_defaults(tmp_path):
     assert "keeps the learning rate constant" in text  # milestones 70, 90 > 1 epoch
     assert "flipped horizontally with probability 0.5" in text
     assert "rotated angles (90°–270°)" in text and "in steps of 90°" in text
+    assert "in steps of 90° (360° repeats 0°)" in text  # why the sweep ends at 270°
     assert "Solid lines: validation images; dashed lines: test images." in text
