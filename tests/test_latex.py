@@ -149,7 +149,9 @@ def test_all_with_only_the_latex_export_prints_its_path(tiny):
 
 
 def _doc(body_pages: int, refs_at_top: bool):
-    import weasyprint
+    from reportgen.report import pdf_engine
+
+    weasyprint = pdf_engine()
 
     pages = "".join(f'<p style="page-break-after: always">page {i}</p>' for i in range(body_pages - 1))
     last = ('<p style="page-break-after: always">last body page</p>' if refs_at_top
