@@ -37,6 +37,9 @@ def test_bench_table_and_bad_input():
                             "100", "--set", "train.batch_size=8"])
     assert r.exit_code == 0 and "training" in r.stdout and "img/s" in r.stdout
     assert "side by side 3 runs" in r.stdout
+    # The sweep's line is scaled to 36 x 5,000 images and says from what.
+    assert "for 36 angles x 5,000 images (" in r.stdout
+    assert "s/angle; scaled from 1 angle x 100 images timed)" in r.stdout
     r = runner.invoke(app, ["bench", "--steps", "0"])
     assert r.exit_code == 2 and "--steps 0" in r.output
     r = runner.invoke(app, ["bench", "--sweep-angles", "37"])
