@@ -40,6 +40,27 @@ def atomic_write(path: Path, write: Callable[[Path], None],
         tmp.unlink(missing_ok=True)
 
 
+def atomic_write_all(writes: dict[Path, Callable[[Path], None]]) -> None:
+    """`atomic_write` for files that belong together (a .tex and the figures it includes):
+    every file is written and flushed under its temporary name first, and only then are all
+    renamed into place, so a failure while writing any of them (a full disk) leaves every
+    old file as it was, not new figures beside an old .tex."""
+    tmps: dict[Path, Path] = {}
+    try:
+        for path, write in writes.items():
+            path = Path(path)
+            tmp = tmps[path] = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+            tmp.unlink(missing_ok=True)  # as in atomic_write: never follow a planted link
+            write(tmp)
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        for path, tmp in tmps.items():
+            os.replace(tmp, path)
+    finally:
+        for tmp in tmps.values():
+            tmp.unlink(missing_ok=True)
+
+
 class LinkedFolder(UserError):
     """A folder reportgen writes into (or deletes from) is a symbolic link."""
 

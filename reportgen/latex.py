@@ -21,7 +21,7 @@ import unicodedata
 from html.parser import HTMLParser
 from pathlib import Path
 
-from .files import atomic_write_text
+from .files import atomic_write_all
 from .references import REFERENCES
 
 _TOKEN = re.compile(r"\x01(ref|cite|bib):([^\x02]*)\x02")
@@ -425,10 +425,15 @@ def write_latex(html: str, figures_dir: Path, out_dir: Path, log=print) -> Path:
         files[name] = src.name
     tex, cited = to_latex(html, files)
     (latex / "figures").mkdir(parents=True, exist_ok=True)
-    for name, fname in files.items():
-        shutil.copyfile(Path(figures_dir) / fname, latex / "figures" / fname)
-    atomic_write_text(latex / "references.bib", bibtex(cited))
-    atomic_write_text(latex / "report.tex", tex)
+    bib = bibtex(cited)
+    # All or nothing: a folder you \input from your own template never mixes new figures
+    # with an old report.tex. Other files there (your template) are left alone.
+    atomic_write_all({
+        **{latex / "figures" / fname: (lambda tmp, src=Path(figures_dir) / fname:
+                                       shutil.copyfile(src, tmp))
+           for fname in files.values()},
+        latex / "references.bib": lambda tmp: tmp.write_bytes(bib.encode()),
+        latex / "report.tex": lambda tmp: tmp.write_bytes(tex.encode())})
     log(f"LaTeX: {latex / 'report.tex'} with references.bib and {len(files)} figures "
         f"(compile: pdflatex, bibtex, pdflatex, pdflatex)")
     unset = unset_characters(html)

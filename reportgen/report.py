@@ -387,7 +387,7 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
         "seed_groups": sorted(seed_groups.items(), key=lambda kv: len(kv[0])), "results_dir": str(results),
         "user_text": {k: Markup(to_html(v))
                       for k, v in read_user_text(cfg.report.user_text).items()},
-        "css": (TEMPLATES / "report.css").read_text(),
+        "css": (TEMPLATES / "report.css").read_text(encoding="utf-8"),
         "numbering": Numbering(figures_dir), "page_limit": cfg.report.page_limit,
     }
 
@@ -396,7 +396,7 @@ def _outside_template(name: str):
     """A study may keep its partial outside templates/ (a plug-in's, a test's): an absolute path."""
     p = Path(name)
     if p.is_absolute() and p.is_file():
-        return p.read_text(), str(p), lambda: True
+        return p.read_text(encoding="utf-8"), str(p), lambda: True
     return None
 
 

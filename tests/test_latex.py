@@ -71,6 +71,46 @@ def test_figures_tables_references_and_citations_become_latex():
     assert r"\section{Results}" in body and r"\bibliography{" not in body
 
 
+def test_an_export_that_fails_part_way_leaves_the_previous_one_whole(tmp_path, monkeypatch):
+    """Figures were copied in place one by one before report.tex was written: a failure part
+    way (a full disk) left new figures beside the old .tex. Now nothing is renamed into place
+    until every file is written; a template of your own in the folder is never touched."""
+    import shutil as sh
+
+    from reportgen.latex import write_latex
+
+    figs = tmp_path / "fig"
+    figs.mkdir()
+    html = "".join(f'<figure id="fig-{n}"><img src="x"><figcaption>{n}</figcaption></figure>'
+                   for n in ("a", "b"))
+
+    def draw(version):
+        for n in ("a", "b"):
+            (figs / f"{n}.pdf").write_text(f"{n} {version}")
+
+    draw(1)
+    tex = write_latex(f"<body>{html}one</body>", figs, tmp_path, log=lambda m: None)
+    mine = tex.parent / "main.tex"
+    mine.write_text("my template")
+    before = {p: p.read_bytes() for p in tex.parent.rglob("*") if p.is_file()}
+    draw(2)
+    real, copied = sh.copyfile, []
+
+    def full_disk(src, dst):
+        if copied:
+            raise OSError(28, "No space left on device")
+        copied.append(real(src, dst))
+
+    monkeypatch.setattr(sh, "copyfile", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        write_latex(f"<body>{html}two</body>", figs, tmp_path, log=lambda m: None)
+    assert {p: p.read_bytes() for p in tex.parent.rglob("*") if p.is_file()} == before
+    monkeypatch.setattr(sh, "copyfile", real)
+    write_latex(f"<body>{html}two</body>", figs, tmp_path, log=lambda m: None)
+    assert "two" in tex.read_text() and (tex.parent / "figures" / "b.pdf").read_text() == "b 2"
+    assert mine.read_text() == "my template"
+
+
 def test_preformatted_settings_are_escaped_text_not_verbatim():
     """The appendix's settings were a verbatim environment, which ends at the first
     `\\end{verbatim}` in its text: report.title = '\\end{verbatim}^^5cinput{/etc/hostname}'
