@@ -33,7 +33,9 @@ def test_plan_lists_the_runs_then_trains_exactly_those(tiny):
     assert r.exit_code == 0, r.output
     trained = {p.name for p in (out / "runs").iterdir()}
     assert trained == set(first)
-    assert "the plan estimated" in r.output
+    # The estimate beside the time of the same work; the figures and report apart.
+    assert re.search(r"the plan estimated [^,]+ for training and sweeps, which took [^(]+ "
+                     r"\(then figures and report [^)]+\)", r.output), r.output[-400:]
     # Every run trains once, before the studies, which then use it without advice to retrain.
     assert r.output.count("evaluating best.ckpt") == 10
     # Part 1 uses 2 runs, Part 2 4 (plain and augmented), Part 3 8 (the CNN and the MLP on
