@@ -97,7 +97,7 @@ def read_text(path: Path, limit: int = 16 << 20) -> str:
     permutation) or found in an output folder (results). Only a regular file of at most
     `limit` bytes is read: a FIFO would block forever, a device such as /dev/zero never
     ends, and a huge file would fill the memory. Raises OSError saying which (or the file
-    system's own), or UnicodeDecodeError."""
+    system's own), or UnicodeDecodeError. A leading byte-order mark is dropped."""
     st = os.stat(path)  # not open(): opening a FIFO blocks until a writer comes
     kind = "a folder" if stat.S_ISDIR(st.st_mode) else special_kind(st)
     if kind:
@@ -109,7 +109,10 @@ def read_text(path: Path, limit: int = 16 << 20) -> str:
         data = f.read(limit + 1)  # a file that grew since the stat still stops here
     if len(data) > limit:
         raise OSError(f"it holds more than the {limit / 2**20:g} MiB such a file can have")
-    return data.decode("utf-8")
+    # utf-8-sig: a leading byte-order mark (Windows Notepad saves UTF-8 with one) is not
+    # text; as part of it, an experiment file failed as "Invalid statement (at line 1,
+    # column 1)" on a line that looks right.
+    return data.decode("utf-8-sig")
 
 
 class MissingResults(UserError, FileNotFoundError):

@@ -175,6 +175,30 @@ def test_invalid_toml_names_file(tmp_path):
         load_experiment(p)
 
 
+def test_files_saved_with_a_byte_order_mark_and_crlf_read_as_written(tmp_path):
+    """Windows Notepad saves UTF-8 with a byte-order mark and CRLF line ends: the experiment
+    file failed as "Invalid statement (at line 1, column 1)", the permutation file as
+    "Unexpected UTF-8 BOM"."""
+    import json
+
+    import torch
+
+    from reportgen.experiments.shuffle import load_permutation
+    from reportgen.usertext import read_user_text
+
+    bom = b"\xef\xbb\xbf"
+    exp = tmp_path / "mine.toml"
+    exp.write_bytes(bom + b'name = "mine"\r\n[train]\r\nepochs = 3\r\n')
+    perm = tmp_path / "perm.json"
+    perm.write_bytes(bom + json.dumps(list(range(1024))[::-1]).encode())
+    cfg = load_experiment(exp, {"shuffle.perm_file": str(perm)})
+    assert cfg.name == "mine" and cfg.train.epochs == 3
+    assert torch.equal(load_permutation(cfg), torch.arange(1023, -1, -1))
+    text = tmp_path / "text.toml"
+    text.write_bytes(bom + 'discussion = "Caf\u00e9 au lait."\r\n'.encode())
+    assert read_user_text(str(text)) == {"discussion": "Caf\u00e9 au lait."}
+
+
 @pytest.mark.parametrize("key,value,what", [
     ("figures_dir", "fig\0ures", "the control character U+0000"),  # os.mkdir: embedded null byte
     ("data.cache_dir", "a\0b", "U+0000"),
