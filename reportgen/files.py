@@ -97,7 +97,8 @@ def read_text(path: Path, limit: int = 16 << 20) -> str:
     permutation) or found in an output folder (results). Only a regular file of at most
     `limit` bytes is read: a FIFO would block forever, a device such as /dev/zero never
     ends, and a huge file would fill the memory. Raises OSError saying which (or the file
-    system's own), or UnicodeDecodeError. A leading byte-order mark is dropped."""
+    system's own), or UnicodeDecodeError. A leading byte-order mark is dropped; one of
+    UTF-16 (PowerShell's `>` writes it) is read as such."""
     st = os.stat(path)  # not open(): opening a FIFO blocks until a writer comes
     kind = "a folder" if stat.S_ISDIR(st.st_mode) else special_kind(st)
     if kind:
@@ -112,6 +113,8 @@ def read_text(path: Path, limit: int = 16 << 20) -> str:
     # utf-8-sig: a leading byte-order mark (Windows Notepad saves UTF-8 with one) is not
     # text; as part of it, an experiment file failed as "Invalid statement (at line 1,
     # column 1)" on a line that looks right.
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):  # UTF-16 with its mark: PowerShell's `>`
+        return data.decode("utf-16")
     return data.decode("utf-8-sig")
 
 

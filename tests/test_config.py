@@ -175,7 +175,7 @@ def test_invalid_toml_names_file(tmp_path):
         load_experiment(p)
 
 
-def test_files_saved_with_a_byte_order_mark_and_crlf_read_as_written(tmp_path):
+def test_files_saved_with_a_byte_order_mark_or_in_utf16_read_as_written(tmp_path):
     """Windows Notepad saves UTF-8 with a byte-order mark and CRLF line ends: the experiment
     file failed as "Invalid statement (at line 1, column 1)", the permutation file as
     "Unexpected UTF-8 BOM"."""
@@ -196,6 +196,9 @@ def test_files_saved_with_a_byte_order_mark_and_crlf_read_as_written(tmp_path):
     assert torch.equal(load_permutation(cfg), torch.arange(1023, -1, -1))
     text = tmp_path / "text.toml"
     text.write_bytes(bom + 'discussion = "Caf\u00e9 au lait."\r\n'.encode())
+    assert read_user_text(str(text)) == {"discussion": "Caf\u00e9 au lait."}
+    # PowerShell's `>` writes UTF-16 with its mark.
+    text.write_bytes('discussion = "Caf\u00e9 au lait."\r\n'.encode("utf-16"))
     assert read_user_text(str(text)) == {"discussion": "Caf\u00e9 au lait."}
 
 
