@@ -330,6 +330,28 @@ def read_image_folder(p: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 
 # --- torchvision's format ------------------------------------------------------------------
 
+def _download(root: Path) -> None:
+    """torchvision's download of CIFAR-10 (its URL, its md5 check, its extraction) into a
+    temporary folder inside `root`, moved into place only when complete. Downloaded in place,
+    a download cut short (Ctrl-C, a dropped connection) left a partial cifar-10-python.tar.gz
+    that every later run refused as failing the md5 check, with advice to download again that
+    reportgen then never did."""
+    import shutil
+
+    import torchvision.datasets.cifar as tvc
+
+    tmp = root / ".download-partial"
+    shutil.rmtree(tmp, ignore_errors=True)  # left by a process that was killed
+    try:
+        tvc.download_and_extract_archive(tvc.CIFAR10.url, str(tmp),
+                                         filename=tvc.CIFAR10.filename, md5=tvc.CIFAR10.tgz_md5)
+        for name in (tvc.CIFAR10.base_folder, tvc.CIFAR10.filename):
+            if (tmp / name).exists():
+                os.replace(tmp / name, root / name)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def read_torchvision(root: Path, download: bool, cache_dir: Path) -> tuple[torch.Tensor, ...]:
     """Read torchvision's CIFAR10 from `root`, extracting a tarball into the cache if needed."""
     from torchvision.datasets import CIFAR10
@@ -343,8 +365,10 @@ def read_torchvision(root: Path, download: bool, cache_dir: Path) -> tuple[torch
         tarball = root / "cifar-10-python.tar.gz"
     if not (root / "cifar-10-batches-py").is_dir() and tarball.is_file():
         if not check_integrity(str(tarball), CIFAR10.tgz_md5):
+            again = ("delete it and run the command again to download it anew" if download
+                     else "download it again")  # a folder the user named is never written
             raise DataError(f"{tarball} fails torchvision's md5 check (corrupt or incomplete): "
-                            "download it again or pass --data with an intact copy")
+                            f"{again}, or pass --data with an intact copy")
         for name in _archive_names(tarball):  # readable, and no member escapes
             _safe_member(name, tarball)
         root = cache_dir / "torchvision"
@@ -362,9 +386,11 @@ def read_torchvision(root: Path, download: bool, cache_dir: Path) -> tuple[torch
                 raise DataError(f"{f} fails torchvision's md5 check (damaged or incomplete): "
                                 "copy it again or pass --data with an intact CIFAR-10 copy")
     try:
+        if download and not batches.is_dir():
+            _download(root)
         parts = []
         for train in (True, False):
-            ds = CIFAR10(str(root), train=train, download=download)
+            ds = CIFAR10(str(root), train=train, download=False)
             parts += [torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(),
                       torch.tensor(ds.targets, dtype=torch.int64)]
     except RuntimeError as e:  # torchvision: "Dataset not found or corrupted."
@@ -479,8 +505,17 @@ def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print) -> Cifar10
             raise DataError(f"no CIFAR-10 found at {path} and downloads are off: put "
                             "cifar-10-python.tar.gz or an image folder there, or pass --data PATH")
         log(f"CIFAR-10 not found in {path}: downloading it with torchvision ...")
+        created = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
-        parts = read_torchvision(path, True, cache_dir)
+        try:
+            parts = read_torchvision(path, True, cache_dir)
+        except BaseException:
+            if created:  # offline: no empty ./data left behind in the user's folder
+                try:
+                    path.rmdir()
+                except OSError:
+                    pass
+            raise
     else:
         log(f"decoding CIFAR-10 from {path} (once; cached in {cache_dir}) ...")
         if kind in ("image-folder", "image-archive"):

@@ -136,6 +136,7 @@ def test_download_when_missing_uses_torchvision(tmp_path, monkeypatch):
 
     def fake_download(url, download_root, filename=None, md5=None, **kw):
         calls.append(url)
+        Path(download_root).mkdir(parents=True, exist_ok=True)  # as torchvision does
         os.rename(src, Path(download_root) / "cifar-10-batches-py")
 
     monkeypatch.setattr(tvc, "download_and_extract_archive", fake_download)
@@ -144,6 +145,46 @@ def test_download_when_missing_uses_torchvision(tmp_path, monkeypatch):
                         log=lambda m: None)
     check_tiny(ds, n_train=100, n_test=20)
     assert calls and "cifar-10-python.tar.gz" in calls[0]
+    assert sorted(p.name for p in (tmp_path / "data").iterdir()) == ["cifar-10-batches-py"]
+
+
+def test_a_download_cut_short_leaves_nothing_that_stops_the_next(tmp_path, monkeypatch):
+    """torchvision writes the archive in place: a download cut short left a partial
+    cifar-10-python.tar.gz that every later run refused ("fails torchvision's md5 check"),
+    telling the user to download again, which reportgen then never did."""
+    import torchvision.datasets.cifar as tvc
+
+    src = write_torchvision_batches(tmp_path / "mirror")
+    patch_torchvision_md5(monkeypatch, src)
+
+    def cut_short(url, download_root, filename=None, md5=None, **kw):
+        Path(download_root).mkdir(parents=True, exist_ok=True)
+        (Path(download_root) / filename).write_bytes(b"the first 32 KiB")
+        raise KeyboardInterrupt
+
+    def complete(url, download_root, filename=None, md5=None, **kw):
+        Path(download_root).mkdir(parents=True, exist_ok=True)
+        os.rename(src, Path(download_root) / "cifar-10-batches-py")
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(tvc, "download_and_extract_archive", cut_short)
+    (tmp_path / "data").mkdir()  # made by the user: kept
+    with pytest.raises(KeyboardInterrupt):
+        D.load_cifar10(DataConfig(cache_dir="cache", partial=True), env={}, log=lambda m: None)
+    assert list((tmp_path / "data").iterdir()) == []
+    monkeypatch.setattr(tvc, "download_and_extract_archive", complete)
+    ds = D.load_cifar10(DataConfig(cache_dir="cache", val_size=10, partial=True), env={},
+                        log=lambda m: None)
+    check_tiny(ds, n_train=100, n_test=20)
+    # A damaged archive where reportgen downloads (an older version's partial file): the
+    # advice is to delete it, which makes the next run download it.
+    tmp2 = tmp_path / "other"
+    (tmp2 / "data").mkdir(parents=True)
+    (tmp2 / "data" / "cifar-10-python.tar.gz").write_bytes(b"partial")
+    monkeypatch.chdir(tmp2)
+    with pytest.raises(D.DataError, match="fails torchvision's md5 check .*: delete it and run "
+                                          "the command again to download it anew"):
+        D.load_cifar10(DataConfig(cache_dir="cache", partial=True), env={}, log=lambda m: None)
 
 
 def test_offline_without_data_says_what_to_do(tmp_path, monkeypatch):
@@ -156,6 +197,7 @@ def test_offline_without_data_says_what_to_do(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(D.DataError, match=r"could not read or download CIFAR-10.*--data"):
         D.load_cifar10(DataConfig(cache_dir="cache"), env={}, log=lambda m: None)
+    assert not (tmp_path / "data").exists()  # the folder made for the download is gone
     with pytest.raises(D.DataError, match="downloads are off.*--data"):
         D.load_cifar10(DataConfig(cache_dir="cache", download=False), env={})
 
