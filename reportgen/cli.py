@@ -208,6 +208,20 @@ def _require_out_folder(out: Path, named: str) -> None:
 
 
 @contextmanager
+def _figures_held(cfg: ExperimentConfig):
+    """Hold the figures folder (figures.figures_locked) while the block draws or reads it."""
+    from .experiments import figures_path
+    from .figures import figures_locked
+
+    held = figures_locked(figures_path(cfg), log=_log)
+    _run(held.__enter__)
+    try:
+        yield
+    finally:
+        held.__exit__(None, None, None)
+
+
+@contextmanager
 def _locked(cfg: ExperimentConfig):
     """Hold the output folder's lock while the block writes into it."""
     from .experiments import figures_path
@@ -270,7 +284,8 @@ def _run_study(study, config, data, out, epochs, seeds, subset, device, devices,
         res = _run(study.run, cfg, prepared, retrain=retrain, log=_log, **options)
         if not res:
             return  # a DDP worker process: the main process writes and prints
-        _run(draw_study, study, results_dir(cfg), figures_path(cfg))
+        with _figures_held(cfg):
+            _run(draw_study, study, results_dir(cfg), figures_path(cfg))
     for line in study.summary(res):
         typer.echo(line)
 
@@ -319,7 +334,8 @@ def figures(config: Optional[str] = ConfigOpt, out: Optional[str] = OutOpt,
     from .figures import draw_all
 
     cfg = _run(load_config, config, None, out, sets=set_)
-    written = _run(draw_all, results_dir(cfg), figures_path(cfg), log=_log)
+    with _figures_held(cfg):
+        written = _run(draw_all, results_dir(cfg), figures_path(cfg), log=_log)
     typer.echo(f"{len(written)} files written to {figures_path(cfg)}/")
 
 
@@ -357,7 +373,7 @@ def report(config: Optional[str] = ConfigOpt, out: Optional[str] = OutOpt,
     if format_:
         extra["report.formats"] = list(format_)
     cfg = _run(load_config, config, None, out, sets=set_, extra=extra)
-    with _locked(cfg):
+    with _locked(cfg), _figures_held(cfg):
         _, pdf = _run(build_report, cfg, log=_log, strict=strict)
     _print_documents(cfg, pdf)
 
@@ -421,9 +437,10 @@ def all_(config: Optional[str] = ConfigOpt, data: Optional[str] = DataOpt,
                 return
         t_studies = time.perf_counter()
         _log("=== figures")
-        _run(draw_all, results_dir(cfg), figures_path(cfg), log=_log)
-        _log("=== report")
-        _, pdf = _run(build_report, cfg, log=_log)
+        with _figures_held(cfg):  # drawn and placed as one
+            _run(draw_all, results_dir(cfg), figures_path(cfg), log=_log)
+            _log("=== report")
+            _, pdf = _run(build_report, cfg, log=_log)
     from .report import duration
 
     # The estimate against the same work: training and sweeps, not the figures and report

@@ -5,6 +5,7 @@ figures from the stored results and holds the helpers they share.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -37,6 +38,46 @@ class FiguresDirError(UserError):
 
 class FigureError(MissingResults):
     """A study did not write a figure it declares."""
+
+
+FIGURES_WAIT_S = 600.0
+
+
+@contextmanager
+def figures_locked(figures_dir: Path, log=print, wait_s: float | None = None):
+    """Hold the figures folder while a command draws into it or builds a report from it.
+
+    The folder is figures_dir/<name>, shared by every output folder of one experiment: two
+    `reportgen all --out run1` and `--out run2` finishing together drew into it at the same
+    time, and a report could embed the other run's figures under its own stamp. Drawing and
+    a report take seconds, so a second command waits its turn (up to `wait_s`) rather than
+    failing after its training. A folder where no lock can be made (read-only) is only read
+    from, which needs none."""
+    from filelock import FileLock, Timeout
+
+    wait_s = FIGURES_WAIT_S if wait_s is None else wait_s
+    p = Path(figures_dir)
+    lock = FileLock(p / ".lock", thread_local=False, is_singleton=False)
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout:
+            log(f"waiting for another reportgen that draws into {p} ...")
+            try:
+                lock.acquire(timeout=wait_s)
+            except Timeout:
+                raise FiguresDirError(
+                    f"{p} has been in use by another reportgen for {wait_s / 60:.0f} min: let "
+                    "it finish and run the same command again, or set another figures_dir"
+                ) from None
+    except OSError:
+        lock = None  # drawing into it fails on its own, with its message
+    try:
+        yield
+    finally:
+        if lock is not None:
+            lock.release()
 
 
 def source_stamp(figures_dir: Path, study_name: str) -> Path:

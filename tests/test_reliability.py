@@ -212,6 +212,51 @@ def test_two_processes_one_folder_and_a_killed_holder(tiny):
     assert not (out / ".lock.owner").exists()
 
 
+HOLD_FIGURES = """
+import sys, time
+from reportgen.figures import figures_locked
+with figures_locked({fig!r}):
+    print("locked", flush=True)
+    time.sleep(float(sys.argv[1]))
+"""
+
+
+def test_commands_that_draw_into_one_figures_folder_take_turns(tmp_path, monkeypatch):
+    """Two output folders of one experiment share figures_dir/<name>: `all --out run1` and
+    `all --out run2` finishing together drew into it at once. A second command now waits
+    for the first (saying so), and after FIGURES_WAIT_S stops with one line."""
+    from reportgen import figures as F
+
+    fig = tmp_path / "figures" / "practical2"
+    root = Path(__file__).resolve().parents[1]
+
+    def hold(seconds):
+        p = subprocess.Popen([sys.executable, "-c", HOLD_FIGURES.format(fig=str(fig)),
+                              str(seconds)], stdout=subprocess.PIPE, text=True, cwd=root)
+        assert p.stdout.readline().strip() == "locked"
+        return p
+
+    holder = hold(120)
+    try:
+        monkeypatch.setattr(F, "FIGURES_WAIT_S", 0.5)
+        r = runner.invoke(app, ["figures", "--out", str(tmp_path / "run2"), "--set",
+                                f"figures_dir={tmp_path / 'figures'}"])
+        assert r.exit_code == 2 and "waiting for another reportgen that draws into" in r.output
+        assert f"error: {fig} has been in use by another reportgen for 0 min" in r.output
+    finally:
+        holder.kill()
+        holder.wait()
+    holder, said = hold(1.5), []
+    t0 = time.monotonic()
+    try:
+        with F.figures_locked(fig, log=said.append, wait_s=60):
+            assert time.monotonic() - t0 > 1.0  # entered only once the holder let go
+    finally:
+        holder.kill()
+        holder.wait()
+    assert said == [f"waiting for another reportgen that draws into {fig} ..."]
+
+
 def test_truncated_jpeg_is_named(image_folder):
     bad = image_folder / "train" / "dog" / "0003.png"
     buf = io.BytesIO()
