@@ -347,6 +347,11 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
         if drawn_from is None and not stamp.exists():
             raise MissingResults(f"the figures of {st.name} are not in {figures_dir}: {redraw}")
         folder = (drawn_from or "").split("\n")[0]
+        if folder == str(Path(results).resolve()) and "\n" not in drawn_from:
+            raise MissingResults(
+                f"the figures of {st.name} in {figures_dir} were drawn by an older reportgen, "
+                f"which did not record the version of {st.results_path(results).name} they "
+                f"show: {redraw}")
         if folder == str(Path(results).resolve()):
             raise MissingResults(
                 f"the figures of {st.name} in {figures_dir} were drawn from an earlier "

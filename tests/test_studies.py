@@ -151,7 +151,7 @@ def test_numbering_errors_name_the_item(tmp_path, make, message):
         make(Numbering(tmp_path))
 
 
-def _toy_context(tmp_path, partial, count_drawn: int = 3):
+def _toy_context(tmp_path, partial, count_drawn: int = 3, old_stamp: bool = False):
     """The report's context for the toy study alone, from a crafted results file whose
     figures were drawn from one with `count_drawn` things."""
     from reportgen.config import load_experiment, to_dict
@@ -169,7 +169,8 @@ def _toy_context(tmp_path, partial, count_drawn: int = 3):
                      "data": {"source": "x", "classes": ["a", "b"], "train_pool": 10,
                               "train_images": 8, "val_images": 2, "test_images": 4}})
 
-    (tmp_path / "f" / ".toy.source").write_text(stamp_text(res_dir, results(count_drawn)))
+    stamp = stamp_text(res_dir, results(count_drawn))
+    (tmp_path / "f" / ".toy.source").write_text(stamp.split("\n")[0] if old_stamp else stamp)
     (res_dir / "toy.json").write_text(json.dumps(results(3)))
     return build_context(cfg, res_dir, tmp_path / "f", only=[toy()])
 
@@ -182,6 +183,15 @@ def test_figures_drawn_from_an_earlier_version_of_the_results_are_refused(tmp_pa
             "toy.json has changed since): run `reportgen figures` with the same --config "
             "and --out first")):
         _toy_context(tmp_path, TOY_PARTIAL, count_drawn=4)
+
+
+def test_figures_of_an_older_reportgen_are_drawn_again(tmp_path):
+    """Its stamp names the results folder alone: which version of the file it showed is
+    unknown, and said so (not "an earlier toy.json", which nobody can tell)."""
+    with pytest.raises(MissingResults, match=re.escape(
+            "were drawn by an older reportgen, which did not record the version of toy.json "
+            "they show: run `reportgen figures` with the same --config and --out first")):
+        _toy_context(tmp_path, TOY_PARTIAL, old_stamp=True)
 
 
 def test_a_reference_to_a_figure_not_in_the_report_is_an_error(tmp_path):
