@@ -122,6 +122,33 @@ class MissingResults(UserError, FileNotFoundError):
     """A stage's input is missing or unusable; the message names the command that makes it."""
 
 
+FIGURE_LIMIT = 64 << 20  # far above any figure reportgen draws (a few hundred KB)
+
+
+def read_figure(path: Path, magic: bytes) -> bytes:
+    """The bytes of a figure `reportgen figures` drew, for embedding or export. A link, a FIFO
+    or a file that is not the image it is named as is refused: a figures folder from someone
+    else with `part1_learning_curves.png -> ~/.ssh/id_rsa` had that file's bytes embedded in
+    the report's HTML (as a broken image), and a FIFO hung the command."""
+    redraw = "run `reportgen figures` to draw it again"
+    try:  # O_NOFOLLOW: a link is refused by the open itself; O_NONBLOCK: a FIFO never blocks
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    except FileNotFoundError:
+        raise MissingResults(f"figure {path} is missing: run `reportgen figures`") from None
+    except OSError:
+        kind = "a symbolic link" if os.path.islink(path) else "not a readable file"
+        raise MissingResults(f"figure {path} is {kind}, not a figure reportgen drew: {redraw}")
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+            raise MissingResults(f"figure {path} is not a regular file, not a figure reportgen "
+                                 f"drew: {redraw}")
+        data = f.read(FIGURE_LIMIT + 1)
+    if len(data) > FIGURE_LIMIT or not data.startswith(magic):
+        raise MissingResults(f"figure {path} is not a {Path(path).suffix[1:].upper()} that "
+                             f"reportgen drew: {redraw}")
+    return data
+
+
 def read_json(path: Path, command: str):
     """A results file, or MissingResults naming `reportgen <command>`."""
     path = Path(path)

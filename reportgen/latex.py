@@ -16,12 +16,11 @@ the common course templates load.
 from __future__ import annotations
 
 import re
-import shutil
 import unicodedata
 from html.parser import HTMLParser
 from pathlib import Path
 
-from .files import atomic_write_all
+from .files import atomic_write_all, read_figure
 from .references import REFERENCES
 
 _TOKEN = re.compile(r"\x01(ref|cite|bib):([^\x02]*)\x02")
@@ -416,12 +415,13 @@ def write_latex(html: str, figures_dir: Path, out_dir: Path, log=print) -> Path:
 
     latex = Path(out_dir) / "latex"
     names = sorted(set(re.findall(r'<figure id="fig-([^"]+)"', html)))
-    files = {}
+    files, pdfs = {}, {}
     for name in names:
         src = Path(figures_dir) / f"{name}.pdf"
-        if not src.is_file():
+        if not src.exists() and not src.is_symlink():
             raise MissingResults(f"figure {src} is missing (the LaTeX export uses the vector "
                                  "PDFs): run `reportgen figures`")
+        pdfs[src.name] = read_figure(src, b"%PDF-")
         files[name] = src.name
     tex, cited = to_latex(html, files)
     (latex / "figures").mkdir(parents=True, exist_ok=True)
@@ -429,9 +429,8 @@ def write_latex(html: str, figures_dir: Path, out_dir: Path, log=print) -> Path:
     # All or nothing: a folder you \input from your own template never mixes new figures
     # with an old report.tex. Other files there (your template) are left alone.
     atomic_write_all({
-        **{latex / "figures" / fname: (lambda tmp, src=Path(figures_dir) / fname:
-                                       shutil.copyfile(src, tmp))
-           for fname in files.values()},
+        **{latex / "figures" / fname: (lambda tmp, data=data: tmp.write_bytes(data))
+           for fname, data in pdfs.items()},
         latex / "references.bib": lambda tmp: tmp.write_bytes(bib.encode()),
         latex / "report.tex": lambda tmp: tmp.write_bytes(tex.encode())})
     log(f"LaTeX: {latex / 'report.tex'} with references.bib and {len(files)} figures "

@@ -25,7 +25,7 @@ from markupsafe import Markup, escape
 from .config import ExperimentConfig, shown, to_dict
 from .errors import UserError
 from .usertext import read_user_text, to_html
-from .files import MissingResults, atomic_write_bytes, atomic_write_text, read_text
+from .files import MissingResults, atomic_write_bytes, atomic_write_text, read_figure, read_text
 from .figures import SPLIT_NAMES
 from .references import REFERENCES
 
@@ -198,10 +198,9 @@ class Numbering:
 
     def figure(self, name: str) -> dict:
         f = self.figures_dir / f"{name}.png"
-        if not f.is_file():
-            raise MissingResults(f"figure {f} is missing: run `reportgen figures`")
+        data = read_figure(f, b"\x89PNG\r\n\x1a\n")
         n = self._place("figure", name)
-        return {"n": n, "src": "data:image/png;base64," + base64.b64encode(f.read_bytes()).decode()}
+        return {"n": n, "src": "data:image/png;base64," + base64.b64encode(data).decode()}
 
     def defer(self, name: str, cls: str, caption: str) -> str:
         """Keep an optional figure for the appendix (placed there, numbered there)."""

@@ -75,8 +75,9 @@ def test_an_export_that_fails_part_way_leaves_the_previous_one_whole(tmp_path, m
     """Figures were copied in place one by one before report.tex was written: a failure part
     way (a full disk) left new figures beside the old .tex. Now nothing is renamed into place
     until every file is written; a template of your own in the folder is never touched."""
-    import shutil as sh
+    import os
 
+    import reportgen.files as files
     from reportgen.latex import write_latex
 
     figs = tmp_path / "fig"
@@ -86,7 +87,7 @@ def test_an_export_that_fails_part_way_leaves_the_previous_one_whole(tmp_path, m
 
     def draw(version):
         for n in ("a", "b"):
-            (figs / f"{n}.pdf").write_text(f"{n} {version}")
+            (figs / f"{n}.pdf").write_text(f"%PDF-1.4 {n} {version}")
 
     draw(1)
     tex = write_latex(f"<body>{html}one</body>", figs, tmp_path, log=lambda m: None)
@@ -94,21 +95,55 @@ def test_an_export_that_fails_part_way_leaves_the_previous_one_whole(tmp_path, m
     mine.write_text("my template")
     before = {p: p.read_bytes() for p in tex.parent.rglob("*") if p.is_file()}
     draw(2)
-    real, copied = sh.copyfile, []
+    real, flushed = os.fsync, []
 
-    def full_disk(src, dst):
-        if copied:
+    def full_disk(fd):
+        if flushed:
             raise OSError(28, "No space left on device")
-        copied.append(real(src, dst))
+        flushed.append(real(fd))
 
-    monkeypatch.setattr(sh, "copyfile", full_disk)
+    monkeypatch.setattr(files.os, "fsync", full_disk)
     with pytest.raises(OSError, match="No space left"):
         write_latex(f"<body>{html}two</body>", figs, tmp_path, log=lambda m: None)
     assert {p: p.read_bytes() for p in tex.parent.rglob("*") if p.is_file()} == before
-    monkeypatch.setattr(sh, "copyfile", real)
+    monkeypatch.setattr(files.os, "fsync", real)
     write_latex(f"<body>{html}two</body>", figs, tmp_path, log=lambda m: None)
-    assert "two" in tex.read_text() and (tex.parent / "figures" / "b.pdf").read_text() == "b 2"
+    assert "two" in tex.read_text()
+    assert (tex.parent / "figures" / "b.pdf").read_text() == "%PDF-1.4 b 2"
     assert mine.read_text() == "my template"
+
+
+@pytest.mark.parametrize("plant", ["link", "fifo", "not-an-image"])
+def test_a_figure_that_is_a_link_or_not_an_image_is_never_embedded(tmp_path, plant):
+    """A figures folder from someone else with `x.png -> ~/.ssh/id_rsa`: the linked file's
+    bytes went into the report's HTML (as a broken image) and into the LaTeX export's
+    figures; a FIFO hung the command."""
+    import os
+
+    from reportgen.files import MissingResults
+    from reportgen.latex import write_latex
+    from reportgen.report import Numbering
+
+    secret = tmp_path / "id_rsa"
+    secret.write_text("-----BEGIN OPENSSH PRIVATE KEY-----")
+    figs = tmp_path / "fig"
+    figs.mkdir()
+    for ext in ("png", "pdf"):
+        f = figs / f"a.{ext}"
+        if plant == "link":
+            f.symlink_to(secret)
+        elif plant == "fifo":
+            os.mkfifo(f)
+        else:
+            f.write_bytes(secret.read_bytes())
+    what = {"link": "is a symbolic link", "fifo": "is not a regular file",
+            "not-an-image": "is not a PNG that reportgen drew"}[plant]
+    with pytest.raises(MissingResults, match=what + ".*run `reportgen figures`"):
+        Numbering(figs).figure("a")
+    html = '<body><figure id="fig-a"><img src="x"><figcaption>a</figcaption></figure></body>'
+    with pytest.raises(MissingResults, match="run `reportgen figures`"):
+        write_latex(html, figs, tmp_path / "out", log=lambda m: None)
+    assert not (tmp_path / "out" / "latex" / "figures" / "a.pdf").exists()
 
 
 def test_preformatted_settings_are_escaped_text_not_verbatim():
