@@ -281,6 +281,26 @@ def test_words_flip_when_the_difference_becomes_significant(tmp_path):
     assert "training randomness" not in text[525]
 
 
+def test_inductive_bias_is_named_only_where_the_cnn_is_ahead_with_fewer_parameters(tmp_path):
+    """"The CNN's strength on images is its inductive bias, not its capacity" needs the CNN
+    measurably ahead on original pixels, with fewer parameters than the MLP: before, losing
+    more under shuffling was enough."""
+    def text(cnn_original_right, cnn_params):
+        r = shuffle_result(np.arange(520), cnn_shuffled_right=np.arange(200))
+        r["arrays"]["pred/resnet/42/test"] = preds(np.arange(cnn_original_right))
+        for label in ("resnet", "resnet-shuffled"):
+            r["runs"][label]["parameters"] = cnn_params
+        for label in ("mlp", "mlp-shuffled"):
+            r["runs"][label]["parameters"] = 394_634
+        return _discussion(r, tmp_path)
+
+    ahead = text(800, 83_946)
+    assert "strength on images (CNN minus MLP on original pixels +28.0 points [" in ahead
+    assert "is therefore its inductive bias, not its capacity" in ahead
+    for words in (text(520, 83_946), text(800, 1_000_000)):  # level with the MLP; larger
+        assert "The CNN loses more than the MLP" in words and "inductive bias" not in words
+
+
 def test_words_follow_a_difference_of_changes_in_either_direction(tmp_path):
     """Shuffling costs the MLP 22 points and the CNN 1: the difference of the changes is
     significant the other way round, and no part of the report calls it indistinguishable
