@@ -295,6 +295,11 @@ def test_inductive_bias_is_named_only_where_the_cnn_is_ahead_with_fewer_paramete
         return _discussion(r, tmp_path)
 
     ahead = text(800, 83_946)
+    r = shuffle_result(np.arange(520), cnn_shuffled_right=np.arange(200))
+    assert "what makes CNNs good at images" in _discussion(r, tmp_path, "conclusion")
+    r["arrays"]["pred/resnet/42/test"] = preds(np.arange(520))  # level with the MLP
+    level = _discussion(r, tmp_path, "conclusion")
+    assert "more than an MLP does (" in level and "good at images" not in level
     assert "strength on images (CNN minus MLP on original pixels +28.0 points [" in ahead
     assert "is therefore its inductive bias, not its capacity" in ahead
     for words in (text(520, 83_946), text(800, 1_000_000)):  # level with the MLP; larger
