@@ -95,6 +95,13 @@ def stamp_text(results_dir: Path, results: dict) -> str:
     return f"{Path(results_dir).resolve()}\n{results.get(CHECKSUM, '')}"
 
 
+def stamp_folder(text: str) -> tuple[str, bool]:
+    """A stamp's results folder, and whether it records the results' version (an older
+    reportgen's stamp holds the folder alone)."""
+    folder, versioned, _ = text.partition("\n")
+    return folder, bool(versioned)
+
+
 def require_figures_dir(figures_dir: Path) -> None:
     """Stop before any training where the figures folder could not be made: its nearest
     existing part must be a writable folder."""

@@ -24,23 +24,11 @@ def atomic_write(path: Path, write: Callable[[Path], None],
     The temporary name keeps the suffix, so writers that infer a format from it still work.
     Whatever fails, `path` is either the old file or the complete new one.
     """
-    path = Path(path)
-    tmp = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-    # Anything already at the temporary name (left by a crash, or a link planted in a copied
-    # output folder) is removed, so the writer creates a new file instead of following it.
-    tmp.unlink(missing_ok=True)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        if verify is not None:
-            verify(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
+    atomic_write_all({path: write}, verify)
 
 
-def atomic_write_all(writes: dict[Path, Callable[[Path], None]]) -> None:
+def atomic_write_all(writes: dict[Path, Callable[[Path], None]],
+                     verify: Callable[[Path], None] | None = None) -> None:
     """`atomic_write` for files that belong together (a .tex and the figures it includes):
     every file is written and flushed under its temporary name first, and only then are all
     renamed into place, so a failure while writing any of them (a full disk) leaves every
@@ -50,10 +38,15 @@ def atomic_write_all(writes: dict[Path, Callable[[Path], None]]) -> None:
         for path, write in writes.items():
             path = Path(path)
             tmp = tmps[path] = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
-            tmp.unlink(missing_ok=True)  # as in atomic_write: never follow a planted link
+            # Anything already at the temporary name (left by a crash, or a link planted in a
+            # copied output folder) is removed, so the writer creates a new file instead of
+            # following it.
+            tmp.unlink(missing_ok=True)
             write(tmp)
             with open(tmp, "rb+") as f:
                 os.fsync(f.fileno())
+            if verify is not None:
+                verify(tmp)
         for path, tmp in tmps.items():
             os.replace(tmp, path)
     finally:
@@ -258,15 +251,9 @@ class OutputLock:
                 who = "its details are not written yet"
             raise Busy(f"{self.dir} is in use by another reportgen ({who}): wait for it to "
                        "finish, or pass another --out") from None
-        except OSError as e:
-            why = e.strerror or e
-            try:  # mkdir's "File exists" for a file in the folder's place says nothing useful
-                st = self.dir.stat()
-                if not stat.S_ISDIR(st.st_mode):
-                    why = f"it is {special_kind(st) or 'a file'}, not a folder"
-            except OSError:
-                pass
-            raise Busy(f"cannot write to {self.dir} ({why}): choose a writable --out") from e
+        except OSError as e:  # a file in the folder's place is named before (cli.load_config)
+            raise Busy(f"cannot write to {self.dir} ({e.strerror or e}): choose a writable "
+                       "--out") from e
         self._lock = lock
         me = {"pid": os.getpid(), "command": " ".join(["reportgen", *sys.argv[1:]])}
         try:

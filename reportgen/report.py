@@ -332,7 +332,7 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
     for st in chosen:
         res = st.load(results)
         views.append(StudyView(st.name, st.title, st.partial, st.figures, res, st.facts(res)))
-    from .figures import source_stamp, stamp_text
+    from .figures import source_stamp, stamp_folder, stamp_text
 
     redraw = "run `reportgen figures` with the same --config and --out first"
     for st, v in zip(chosen, views):
@@ -345,8 +345,8 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
             continue
         if drawn_from is None and not stamp.exists():
             raise MissingResults(f"the figures of {st.name} are not in {figures_dir}: {redraw}")
-        folder = (drawn_from or "").split("\n")[0]
-        if folder == str(Path(results).resolve()) and "\n" not in drawn_from:
+        folder, versioned = stamp_folder(drawn_from or "")
+        if folder == str(Path(results).resolve()) and not versioned:
             raise MissingResults(
                 f"the figures of {st.name} in {figures_dir} were drawn by an older reportgen, "
                 f"which did not record the version of {st.results_path(results).name} they "
