@@ -277,7 +277,7 @@ def _run_study(study, config, data, out, epochs, seeds, subset, device, devices,
     _run(study.check, cfg, **options)
     cfg = _run(study.configured, cfg, **options)
     with _locked(cfg):
-        prepared = _run(prepare_data, cfg, log=_log)
+        prepared = _run(prepare_data, cfg, log=_log, fetch=not plan)
         _plan(cfg, prepared, [study], retrain, plan, options)
         if plan:
             return
@@ -422,7 +422,7 @@ def all_(config: Optional[str] = ConfigOpt, data: Optional[str] = DataOpt,
     if "pdf" in cfg.report.formats:
         _run(pdf_engine)  # not after hours of training
     with _locked(cfg):
-        prepared = _run(prepare_data, cfg, log=_log)
+        prepared = _run(prepare_data, cfg, log=_log, fetch=not plan)
         planned = _plan(cfg, prepared, studies(), retrain, plan, one_call=True)
         if plan:
             return

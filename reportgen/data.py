@@ -40,6 +40,19 @@ class DataError(UserError, ValueError):
     """CIFAR-10 could not be read; the message names the file and says what to do."""
 
 
+class NotDownloaded(DataError):
+    """CIFAR-10 is not at the default place yet and `fetch` was off (a plan downloads nothing)."""
+
+    def __init__(self, path: Path):
+        super().__init__(f"CIFAR-10 is not in {path} yet")
+        self.path = path
+
+
+# torchvision's copy: its training and test images, and the archive's size in bytes.
+CIFAR10_SIZES = {"train": 50_000, "test": 10_000}
+CIFAR10_ARCHIVE_BYTES = 170_498_071
+
+
 @dataclass(frozen=True)
 class Cifar10:
     """The whole data set as uint8 NCHW tensors and int64 labels."""
@@ -464,8 +477,10 @@ def _read_cache(cache: Path, key: str, path: Path, log) -> Cifar10 | None:
         return None
 
 
-def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print) -> Cifar10:
-    """Find, decode (once) and return CIFAR-10; raises DataError with what to do."""
+def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print,
+                 fetch: bool = True) -> Cifar10:
+    """Find, decode (once) and return CIFAR-10; raises DataError with what to do.
+    fetch False: where it would be downloaded, NotDownloaded is raised instead."""
     path, explicit = resolve_source(cfg.source, env)
     # How the user named it, in every message: the option, or the environment variable.
     named = f"--data {path}" if cfg.source or not explicit else f"REPORTGEN_DATA={path}"
@@ -504,6 +519,8 @@ def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print) -> Cifar10
         if not cfg.download:
             raise DataError(f"no CIFAR-10 found at {path} and downloads are off: put "
                             "cifar-10-python.tar.gz or an image folder there, or pass --data PATH")
+        if not fetch:
+            raise NotDownloaded(path)
         log(f"CIFAR-10 not found in {path}: downloading it with torchvision ...")
         created = not path.exists()
         path.mkdir(parents=True, exist_ok=True)
@@ -548,19 +565,37 @@ def split_indices(n: int, val_size: int, seed: int) -> tuple[torch.Tensor, torch
     return torch.tensor(train.indices, dtype=torch.int64), torch.tensor(val.indices, dtype=torch.int64)
 
 
-def make_splits(data: Cifar10, cfg: DataConfig) -> Splits:
-    n = data.train_x.shape[0]
+def _check_split(n: int, cfg: DataConfig) -> int:
+    """The training images left of `n` after the validation hold-out and data.subset."""
     if cfg.val_size >= n:
         raise DataError(f"data.val_size = {cfg.val_size} leaves no training images out of {n}")
-    tr, va = split_indices(n, cfg.val_size, cfg.split_seed)
-    if cfg.subset > len(tr):
-        raise DataError(f"data.subset = {cfg.subset} is more than the {len(tr)} training images "
+    left = n - cfg.val_size
+    if cfg.subset > left:
+        raise DataError(f"data.subset = {cfg.subset} is more than the {left} training images "
                         f"left after holding out {cfg.val_size} for validation: use at most "
-                        f"{len(tr)}, or 0 for all")
+                        f"{left}, or 0 for all")
+    return cfg.subset or left
+
+
+def make_splits(data: Cifar10, cfg: DataConfig) -> Splits:
+    n = data.train_x.shape[0]
+    _check_split(n, cfg)
+    tr, va = split_indices(n, cfg.val_size, cfg.split_seed)
     if cfg.subset:
         tr = tr[: cfg.subset]  # the split is already a random order, so this is a random subset
     return Splits(data.train_x[tr], data.train_y[tr], data.train_x[va], data.train_y[va],
                   data.test_x, data.test_y)
+
+
+def expected_splits(cfg: DataConfig) -> Splits:
+    """Splits of the sizes torchvision's CIFAR-10 will give, before it is downloaded (for a
+    plan): every image a zero that takes no memory (one value, expanded)."""
+    def images(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        return (torch.zeros((), dtype=torch.uint8).expand(n, 3, 32, 32),
+                torch.zeros((), dtype=torch.int64).expand(n))
+
+    return Splits(*images(_check_split(CIFAR10_SIZES["train"], cfg)), *images(cfg.val_size),
+                  *images(CIFAR10_SIZES["test"]))
 
 
 # --- batches of indices, gathered on the device --------------------------------------------

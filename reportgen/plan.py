@@ -36,6 +36,7 @@ class Plan:
     device: str = ""
     rates: dict[str, tuple[float, float]] = field(default_factory=dict)  # model: train, eval img/s
     unknown: bool = False  # a model could not be timed: no estimate
+    download_to: str = ""  # CIFAR-10 is not there yet: the work downloads it first
 
     @property
     def to_train(self) -> list[PlannedRun]:
@@ -106,7 +107,8 @@ def make_plan(cfg, prepared, chosen, retrain: bool = False, options: dict | None
     s = prepared.splits
     sizes = {"val": len(s.val_x), "test": len(s.test_x)}
     plan = Plan(device=device_description(resolve_accelerator(cfg.train.device,
-                                                              cfg.train.devices)))
+                                                              cfg.train.devices)),
+                download_to=prepared.download_to)
     seen: dict[Path, PlannedRun] = {}
     evals: list[tuple[int, object]] = []
     specs = {}
@@ -217,5 +219,16 @@ def format_plan(plan: Plan) -> list[str]:
                   if r.action != "reuse" else "finished")
         if r.action == "resume" and not r.epochs_left:  # trained, its results.json unusable
             detail = "trained; its best checkpoint is evaluated again"
-        lines.append(f"  {what} {r.run_dir.name:<32} seed {r.seed:<5} {detail}")
+        # Before a download the folder's name (of the data's content) is not known yet.
+        name = f"{r.label}-..." if plan.download_to else r.run_dir.name
+        lines.append(f"  {what} {name:<32} seed {r.seed:<5} {detail}")
+    if plan.download_to:
+        from .data import CIFAR10_ARCHIVE_BYTES, CIFAR10_SIZES
+
+        # Run folders are named after the data's content, unknown before the download: runs
+        # finished on an earlier download of the same copy are reused, which this cannot see.
+        lines.append(f"  (CIFAR-10 is not in {plan.download_to} yet: the command first downloads "
+                     f"it, {CIFAR10_ARCHIVE_BYTES / 1e6:.0f} MB; this plan assumes its "
+                     f"{CIFAR10_SIZES['train']:,} training and {CIFAR10_SIZES['test']:,} test "
+                     "images and cannot see runs it would reuse)")
     return lines

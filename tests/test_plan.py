@@ -163,3 +163,34 @@ def test_plan_lines_say_small_counts_and_times_plainly():
     assert big.endswith("100 epochs x 45,000 images, about 1 min 35 s")
     head = format_plan(Plan(runs[:1], seconds=0.01, device="cpu"))[0]
     assert head == "plan: 1 run to train (500 training images), 0 to reuse; under 0.1 s on cpu"
+
+
+def test_plan_downloads_nothing_and_says_the_command_would(tiny, tmp_path, monkeypatch):
+    """--plan without data used to start torchvision's 170 MB download (offline: an error)."""
+    import torchvision.datasets.cifar as tvc
+
+    overrides, out = tiny
+    overrides = {k: v for k, v in overrides.items() if k not in ("data.source", "data.val_size")}
+    overrides["data.val_size"] = 5000
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("REPORTGEN_DATA", raising=False)
+
+    def no_download(*a, **k):
+        raise AssertionError("a plan downloaded CIFAR-10")
+
+    monkeypatch.setattr(tvc, "download_and_extract_archive", no_download)
+    r = runner.invoke(app, ["train", *overrides_to_args(overrides), "--plan"])
+    assert r.exit_code == 0, r.output
+    assert not (tmp_path / "data").exists() and not (out / "runs").exists()
+    assert "CIFAR-10 is not in data yet: the command first downloads it" in r.stdout
+    # The sizes the download will give: 50,000 less the 5,000 held out for validation.
+    assert re.search(r"^  train  resnet-\.\.\. +seed 42 +1 epoch x 45,000 images", r.stdout,
+                     flags=re.M), r.stdout
+    # Settings the real data would refuse are refused before any download, as in a run.
+    overrides["data.subset"] = 46000
+    r = runner.invoke(app, ["train", *overrides_to_args(overrides), "--plan"])
+    assert r.exit_code != 0 and "data.subset = 46000 is more than the 45000" in r.output
+    # Without --plan the command does download (here: the stand-in refuses it).
+    del overrides["data.subset"]
+    r = runner.invoke(app, ["train", *overrides_to_args(overrides)])
+    assert isinstance(r.exception, AssertionError), r.output

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Callable, ClassVar, Iterator
 
 from ..config import ExperimentConfig, to_dict
-from ..data import Splits, load_cifar10, make_splits
+from ..data import CIFAR10_SIZES, Splits, load_cifar10, make_splits
 from ..files import MissingResults, atomic_write_text, file_sha256, is_sealed, read_json, seal
 from ..schema import DATA, Map, SchemaError, check, settings
 
@@ -29,6 +29,7 @@ class Prepared:
     classes: tuple[str, ...]
     train_pool: int  # training images before the train/validation split (50,000)
     form: str = ""  # the copy's form in words (data.describe_form)
+    download_to: str = ""  # for a plan only: the data is not there yet, a run downloads it here
 
     def describe(self) -> dict:
         """Plain facts about the data, for the results files and the report."""
@@ -39,12 +40,19 @@ class Prepared:
                 "val_images": len(s.val_x), "test_images": len(s.test_x)}
 
 
-def prepare_data(cfg: ExperimentConfig, log=print) -> Prepared:
-    from ..data import CLASSES
+def prepare_data(cfg: ExperimentConfig, log=print, fetch: bool = True) -> Prepared:
+    """The data and its split. fetch False (a plan): where CIFAR-10 would first be downloaded,
+    nothing is; the Prepared then has the sizes the download will give and no content."""
+    from ..data import CLASSES, NotDownloaded, expected_splits
 
     dcfg = cfg.data if cfg.data.cache_dir else replace(
         cfg.data, cache_dir=str(Path(cfg.out_dir) / "cache"))
-    data = load_cifar10(dcfg, log=log)
+    try:
+        data = load_cifar10(dcfg, log=log, fetch=fetch)
+    except NotDownloaded as e:
+        check_models_fit_data(cfg, len(CLASSES))
+        return Prepared(expected_splits(cfg.data), "", "", tuple(CLASSES),
+                        CIFAR10_SIZES["train"], download_to=str(e.path))
     prepared = Prepared(make_splits(data, cfg.data), data.digest, data.source, tuple(CLASSES),
                         len(data.train_x), data.form)
     check_models_fit_data(cfg, len(prepared.classes))
