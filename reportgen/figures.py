@@ -6,6 +6,7 @@ figures from the stored results and holds the helpers they share.
 from __future__ import annotations
 
 from contextlib import contextmanager
+import os
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +59,7 @@ def figures_locked(figures_dir: Path, log=print, wait_s: float | None = None):
     wait_s = FIGURES_WAIT_S if wait_s is None else wait_s
     p = Path(figures_dir)
     lock = FileLock(p / ".lock", thread_local=False, is_singleton=False)
+    made = [d for d in (p, *p.parents) if not os.path.lexists(d)]  # innermost first
     try:
         p.mkdir(parents=True, exist_ok=True)
         try:
@@ -77,7 +79,16 @@ def figures_locked(figures_dir: Path, log=print, wait_s: float | None = None):
         yield
     finally:
         if lock is not None:
+            # Nothing drawn into a folder this command made (no results yet): no empty
+            # folders with a stray .lock are left. The lock file goes while still held.
+            if made and [f.name for f in p.iterdir()] == [".lock"]:
+                (p / ".lock").unlink(missing_ok=True)
             lock.release()
+            for d in made:
+                try:
+                    d.rmdir()
+                except OSError:  # not empty
+                    break
 
 
 def source_stamp(figures_dir: Path, study_name: str) -> Path:
@@ -105,8 +116,6 @@ def stamp_folder(text: str) -> tuple[str, bool]:
 def require_figures_dir(figures_dir: Path) -> None:
     """Stop before any training where the figures folder could not be made: its nearest
     existing part must be a writable folder."""
-    import os
-
     p = Path(figures_dir)
     while not p.exists() and not p.is_symlink() and p != p.parent:
         p = p.parent

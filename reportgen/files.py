@@ -233,6 +233,7 @@ class OutputLock:
         self.path = self.dir / ".lock"
         self.owner = self.dir / ".lock.owner"
         self._lock = None
+        self._made: list[Path] = []  # folders this lock made, innermost first
 
     def __enter__(self):
         from filelock import FileLock, Timeout
@@ -240,6 +241,7 @@ class OutputLock:
         if int(os.environ.get("LOCAL_RANK", "0") or 0) > 0:
             return self
         try:
+            self._made = [p for p in (self.dir, *self.dir.parents) if not os.path.lexists(p)]
             self.dir.mkdir(parents=True, exist_ok=True)
             lock = FileLock(self.path, timeout=0, thread_local=False, is_singleton=False)
             lock.acquire()
@@ -265,5 +267,16 @@ class OutputLock:
     def __exit__(self, *exc):
         if self._lock is not None:
             self.owner.unlink(missing_ok=True)
+            # Unlinked while held, so no other command holds it meanwhile (they take it
+            # without waiting, and one that opened this file fails to lock it); the file
+            # would otherwise stay in every output folder.
+            self.path.unlink(missing_ok=True)
             self._lock.release()
             self._lock = None
+            # A command that failed before writing anything (a typo in --out, no results
+            # yet) leaves no empty folder behind.
+            for p in self._made:
+                try:
+                    p.rmdir()
+                except OSError:  # not empty: something was written
+                    break

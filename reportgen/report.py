@@ -527,12 +527,12 @@ def build_report(cfg: ExperimentConfig, log=print, strict: bool = False) -> tupl
     LaTeX export in OUT/latex/; returns the HTML and PDF paths."""
     weasyprint = pdf_engine() if "pdf" in cfg.report.formats else None
     results = Path(cfg.out_dir) / cfg.name
-    if not cfg.report.author:
-        log("note: the title page has no author; pass --author and --student-number "
-            "(or set them under [report] in the experiment file)")
     from .experiments import figures_path
 
     context = build_context(cfg, results, figures_path(cfg))
+    if not cfg.report.author:  # after the results are read: not a note before their error
+        log("note: the title page has no author; pass --author and --student-number "
+            "(or set them under [report] in the experiment file)")
     out = Path(cfg.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     html_path, pdf_path = out / "report.html", out / "report.pdf"

@@ -53,6 +53,30 @@ def test_an_output_folder_that_is_a_file_is_named_as_such(command, tmp_path):
     assert f.read_text() == "mine" and sorted(tmp_path.iterdir()) == [f]
 
 
+@pytest.mark.parametrize("command", ["train", "figures", "report"])
+def test_a_command_that_fails_before_writing_leaves_no_folder_behind(command, tmp_path,
+                                                                     monkeypatch):
+    """A typo in --out made the folder (and its parents) with a stray .lock in it, although
+    the command then stopped: no results there, or no data."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "kept").mkdir()
+    for out in ("new/a/b", "kept/b"):
+        data = ["--data", "nowhere"] if command == "train" else []  # the others read results
+        r = runner.invoke(app, [command, "--out", out, *data])
+        assert r.exit_code == 2 and r.output.startswith("error: "), r.output
+    assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept"]
+
+
+def test_the_output_lock_leaves_no_file_after_the_command(tiny):
+    from reportgen.files import OutputLock
+
+    _, out = tiny
+    (out / "mine").mkdir(parents=True)
+    with OutputLock(out):
+        assert (out / ".lock").exists()
+    assert sorted(p.name for p in out.iterdir()) == ["mine"]  # a folder it did not make stays
+
+
 @pytest.mark.parametrize("how", ["flag", "env"])
 def test_debug_shows_the_traceback_of_a_user_error(how, monkeypatch):
     args = ["train", "--epochs", "0"]
