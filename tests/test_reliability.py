@@ -333,6 +333,7 @@ def test_ddp_on_two_cpu_processes(tiny, tmp_path):
     assert two["devices"] == 2 and two["strategy"] == "ddp"
     summaries = [l for l in proc.stdout.splitlines() if l.startswith("val_acc ")]
     assert len(summaries) == 1  # one summary line: rank 1 wrote and printed nothing
+    assert proc.stderr.count("note: optim.milestones") == 1  # not once more from rank 1
     # Expected noise: 2 x 5 images per step instead of 5, on 90 images for 3 epochs.
     assert abs(two["val_acc"] - one["val_acc"]) <= 0.5
     assert abs(two["test_acc"] - one["test_acc"]) <= 0.5

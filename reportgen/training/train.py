@@ -178,11 +178,11 @@ def _set_up(spec: RunSpec, run_dir: Path, retrain: bool, log: Callable[[str], No
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         (run_dir / "results.json").unlink(missing_ok=True)
     late = [m for m in spec.optim.milestones if m >= cfg.epochs]
-    if late:
+    if late and main:  # not once more from every DDP worker
         log(f"note: optim.milestones {late} are at or past the last epoch ({cfg.epochs}): the "
             "learning rate never drops there in this run")
     resume = resume_point(ckpt_dir, spec)
-    if resume is not None:
+    if resume is not None and main:
         log(f"resuming {run_dir.name} from {resume}")
     if main:
         spec.write_config(run_dir)
