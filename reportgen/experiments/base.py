@@ -12,12 +12,14 @@ import json
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Iterator
+from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterator
 
 from ..config import ExperimentConfig, to_dict
-from ..data import CIFAR10_SIZES, Splits, load_cifar10, make_splits
 from ..files import MissingResults, atomic_write_text, file_sha256, is_sealed, read_json, seal
 from ..schema import DATA, Map, SchemaError, check, settings
+
+if TYPE_CHECKING:  # data imports torch, which the command line's start does without
+    from ..data import Splits
 
 
 @dataclass(frozen=True)
@@ -43,7 +45,8 @@ class Prepared:
 def prepare_data(cfg: ExperimentConfig, log=print, fetch: bool = True) -> Prepared:
     """The data and its split. fetch False (a plan): where CIFAR-10 would first be downloaded,
     nothing is; the Prepared then has the sizes the download will give and no content."""
-    from ..data import CLASSES, NotDownloaded, expected_splits
+    from ..data import (CIFAR10_SIZES, CLASSES, NotDownloaded, expected_splits, load_cifar10,
+                        make_splits)
 
     dcfg = cfg.data if cfg.data.cache_dir else replace(
         cfg.data, cache_dir=str(Path(cfg.out_dir) / "cache"))

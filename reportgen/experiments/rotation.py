@@ -16,7 +16,6 @@ from typing import Callable
 
 from .. import analysis
 from ..config import ConfigError, ExperimentConfig, ModelConfig, check, shown
-from ..models import MODELS
 from ..training import RunSpec
 from .base import Prepared, Study, register_study, results_dir
 from .part1 import baseline_spec, run_label
@@ -95,6 +94,8 @@ class RotationConfig:
               "rotation.tta", list(self.tta), "names from rotation.models")
         # The report describes this model's group convolutions and calls it invariant to 90°
         # turns by construction: an MLP or a plain ResNet here would make those claims false.
+        from ..models import MODELS
+
         invariant = sorted(n for n, m in MODELS.items() if m.p4_invariant)
         check(MODELS[self.equivariant.name].p4_invariant, "rotation.equivariant.name",
               self.equivariant.name, f"a p4-equivariant model: {', '.join(invariant)}")

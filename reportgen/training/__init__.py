@@ -8,18 +8,27 @@
 - `sidebyside.py`: `train_runs` = several runs, same-shaped ones trained as one computation
   (one wide network of grouped layers, or stacked parameters under vmap).
 """
-from .callbacks import EpochMetrics, ValidateLastEpoch, VerifiedCheckpointIO
-from .errors import Interrupted, TrainingError
-from .module import Classifier
-from .rundir import (PREDICTIONS, RESULTS_VERSION, RunSpec, check_output_space, device_description,
-                     load_classifier, read_results, versions)
-from .train import (eval_batch_size, interactive, quiet_lightning, resolve_accelerator,
-                    resolve_precision, torch_device, train_run)
-from .sidebyside import train_runs
+import importlib
 
-__all__ = ["Classifier", "EpochMetrics", "Interrupted", "PREDICTIONS", "RESULTS_VERSION", "RunSpec",
-           "TrainingError", "ValidateLastEpoch", "VerifiedCheckpointIO", "check_output_space",
-           "device_description", "eval_batch_size", "interactive", "load_classifier",
-           "quiet_lightning",
-           "read_results", "resolve_accelerator", "resolve_precision", "torch_device",
-           "train_run", "train_runs", "versions"]
+# Where each name lives. Imported on first use (PEP 562): the command line's start (help,
+# version, a refused setting) declares the studies, whose run specs are plain data, and
+# importing Lightning for that took seconds of every command.
+_HOME = {"EpochMetrics": "callbacks", "ValidateLastEpoch": "callbacks",
+         "VerifiedCheckpointIO": "callbacks", "Interrupted": "errors", "TrainingError": "errors",
+         "Classifier": "module", "PREDICTIONS": "rundir", "RESULTS_VERSION": "rundir",
+         "RunSpec": "rundir", "check_output_space": "rundir", "device_description": "rundir",
+         "load_classifier": "rundir", "read_results": "rundir", "versions": "rundir",
+         "eval_batch_size": "train", "interactive": "train", "quiet_lightning": "train",
+         "resolve_accelerator": "train", "resolve_precision": "train", "torch_device": "train",
+         "train_run": "train", "train_runs": "sidebyside"}
+
+
+def __getattr__(name: str):
+    if name not in _HOME:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(f"{__name__}.{_HOME[name]}"), name)
+    globals()[name] = value
+    return value
+
+
+__all__ = sorted(_HOME)

@@ -17,8 +17,6 @@ import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-import torch
-
 from ..config import (DataConfig, ModelConfig, OptimConfig, TrainConfig, cut, digest,
                       is_path_component, to_dict)
 from ..files import atomic_write_text, file_sha256, is_sealed, read_text, require_real_folders
@@ -80,6 +78,7 @@ class RunSpec:
 
 def versions() -> dict[str, str]:
     import pytorch_lightning as pl
+    import torch
     import torchvision
 
     return {"python": platform.python_version(), "torch": torch.__version__,
@@ -87,6 +86,8 @@ def versions() -> dict[str, str]:
 
 
 def device_description(accelerator: str) -> str:
+    import torch
+
     if accelerator == "gpu" and torch.cuda.is_available():
         return torch.cuda.get_device_name(0)
     name = platform.processor() or platform.machine()
@@ -153,6 +154,8 @@ def load_checkpoint_dict(path: Path, mmap: bool = False) -> dict:
     so a planted file (a pickle whose `__reduce__` runs code) fails to load instead of running.
     Every load of a checkpoint in reportgen goes through this or passes weights_only=True.
     `mmap`: the tensors stay in the file until read (for looking at their shapes)."""
+    import torch
+
     return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
 
 
@@ -167,6 +170,8 @@ def _check_weights(ck: dict, path: Path) -> None:
     command (exit 137, no message). Every tensor's name and shape are compared on the meta
     device, which allocates nothing (weights of other shapes also failed only after the
     network was built); a network that does match is checked against the memory free now."""
+    import torch
+
     from ..models import build_model, check_model
     from . import memory
 
@@ -266,8 +271,10 @@ def _finished_run_of(path: Path) -> Path | None:
         else None
 
 
-def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
+def load_classifier(path: str | Path, device: str = "cpu"):
     """Load a trained Classifier from a checkpoint file, with a clear error if it is unusable."""
+    import torch
+
     from .module import Classifier
 
     path = Path(path)
