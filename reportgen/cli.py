@@ -11,6 +11,7 @@ import inspect
 import json
 import os
 import sys
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Optional
@@ -278,16 +279,30 @@ def _run_study(study, config, data, out, epochs, seeds, subset, device, devices,
     cfg = _run(study.configured, cfg, **options)
     with _locked(cfg):
         prepared = _run(prepare_data, cfg, log=_log, fetch=not plan)
-        _plan(cfg, prepared, [study], retrain, plan, options)
+        planned = _plan(cfg, prepared, [study], retrain, plan, options)
         if plan:
             return
+        t_work = time.perf_counter()
         res = _run(study.run, cfg, prepared, retrain=retrain, log=_log, **options)
         if not res:
             return  # a DDP worker process: the main process writes and prints
+        took = time.perf_counter() - t_work
         with _figures_held(cfg):
             _run(draw_study, study, results_dir(cfg), figures_path(cfg))
+    if planned and planned.seconds:
+        _log(_estimate_against(planned, took))
     for line in study.summary(res):
         typer.echo(line)
+
+
+def _estimate_against(planned, took: float) -> str:
+    """The plan's estimate beside the time of the same work: training and sweeps, not the
+    figures and report it does not cover (a tiny run's "0.6 s, which took 14 s" was mostly
+    the report)."""
+    from .report import duration
+
+    return (f"the plan estimated {duration(planned.seconds)} for training and sweeps, which "
+            f"took {duration(took)}")
 
 
 def _study_command(study) -> None:
@@ -403,8 +418,6 @@ def all_(config: Optional[str] = ConfigOpt, data: Optional[str] = DataOpt,
          course: Optional[str] = ReportOpts["course"],
          title: Optional[str] = ReportOpts["title"]) -> None:
     """Every study in order (train, rotation, shuffle, ...), then the figures and the report."""
-    import time
-
     from .experiments import figures_path, prepare_data, results_dir, studies, train_studies
     from .figures import draw_all
     from .report import build_report, pdf_engine
@@ -443,10 +456,7 @@ def all_(config: Optional[str] = ConfigOpt, data: Optional[str] = DataOpt,
             _, pdf = _run(build_report, cfg, log=_log)
     from .report import duration
 
-    # The estimate against the same work: training and sweeps, not the figures and report
-    # it does not cover (a tiny run's "0.6 s, which took 14 s" was mostly the report).
-    estimate = (f"; the plan estimated {duration(planned.seconds)} for training and sweeps, "
-                f"which took {duration(t_studies - t_work)} (then figures and report "
+    estimate = (f"; {_estimate_against(planned, t_studies - t_work)} (then figures and report "
                 f"{duration(time.perf_counter() - t_studies)})"
                 if planned and planned.seconds else "")
     _log(f"all stages done in {time.perf_counter() - t0:.0f} s{estimate}")

@@ -1,5 +1,6 @@
 """Part 2 end to end on tiny data: the sweep's files, its consistency, its figures, bad input."""
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -94,6 +95,13 @@ def test_single_checkpoint_sweep(swept):
     one = json.loads((out / "practical2-checkpoint" / "rotation.json").read_text())
     # Each orientation once, in order: 360 is 0 and -315 is 45.
     assert list(one["models"]) == ["checkpoint"] and one["angles"] == [0, 45]
+    # The plan counts the checkpoint's sweep (it said "nothing to train" and no sweep).
+    swept_images = sum(one["data"][f"{s}_images"] for s in one["splits"]) * 2
+    assert one["sweep_images"] == swept_images
+    assert (f"plan: 0 runs to train (0 training images), 0 to reuse, {swept_images:,} image "
+            "evaluations in sweeps; ") in r.output, r.output
+    took = r"which took (under )?[0-9.]+ s\n"
+    assert re.search(r"the plan estimated [^,]+ for training and sweeps, " + took, r.output)
     assert one["models"]["checkpoint"]["val"]["accuracy"][0] == res["models"]["resnet"]["val"]["accuracy"][0]
 
 

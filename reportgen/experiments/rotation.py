@@ -566,8 +566,16 @@ class Rotation(Study):
         specs = {"plain": baseline_spec(cfg, data_digest), "augmented": rotaug_spec(cfg, data_digest),
                  "equivariant": equivariant_spec(cfg, data_digest)}
         images = sum((split_sizes or {}).get(s, 0) for s in rc.splits) * len(rc.angles)
+        if checkpoint:  # its sweep only (the plan said "nothing to train" and no sweep)
+            from ..config import ModelConfig
+            from ..training.rundir import load_checkpoint_dict
+
+            hp = load_checkpoint_dict(Path(checkpoint), mmap=True)["hyper_parameters"]
+            model = ModelConfig(hp["model_name"], dict(hp["model_params"]))
+            return [("evaluate", images, RunSpec("checkpoint", model, cfg.optim, cfg.train,
+                                                 cfg.data, data_digest))]
         out: list = []
-        for role in ([] if checkpoint else rc.models):
+        for role in rc.models:
             for seed in cfg.train.run_seeds():
                 spec = specs[role].for_seed(seed)
                 out.append(("train", spec))
