@@ -198,3 +198,13 @@ def test_the_command_line_starts_without_torch_or_lightning():
                               text=True, timeout=120)
         assert proc.returncode == 0, proc.stderr
         assert proc.stdout.split(None, 1)[1].strip() == "[]", (args, proc.stdout)
+
+
+def test_python_dash_m_reportgen_is_the_command():
+    import subprocess
+    import sys
+
+    proc = subprocess.run([sys.executable, "-m", "reportgen", "train", "--epochs", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert proc.stderr.strip() == "error: train.epochs = 0 is not allowed: use a positive integer"
