@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .config import DataConfig, shown, text_problem
 from .errors import UserError
-from .files import atomic_write
+from .files import atomic_write, missing_folders, remove_empty
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")  # CIFAR-10's label order, which is also alphabetical
@@ -522,16 +522,12 @@ def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print,
         if not fetch:
             raise NotDownloaded(path)
         log(f"CIFAR-10 not found in {path}: downloading it with torchvision ...")
-        created = not path.exists()
+        made = missing_folders(path)
         path.mkdir(parents=True, exist_ok=True)
         try:
             parts = read_torchvision(path, True, cache_dir)
         except BaseException:
-            if created:  # offline: no empty ./data left behind in the user's folder
-                try:
-                    path.rmdir()
-                except OSError:
-                    pass
+            remove_empty(made)  # offline: no empty ./data left behind in the user's folder
             raise
     else:
         log(f"decoding CIFAR-10 from {path} (once; cached in {cache_dir}) ...")

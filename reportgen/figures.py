@@ -5,14 +5,14 @@ figures from the stored results and holds the helpers they share.
 """
 from __future__ import annotations
 
-from contextlib import contextmanager
 import os
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
 
 from .errors import UserError
-from .files import MissingResults
+from .files import MissingResults, missing_folders, remove_empty
 
 SPLIT_NAMES = {"val": "validation", "test": "test"}
 
@@ -59,7 +59,7 @@ def figures_locked(figures_dir: Path, log=print, wait_s: float | None = None):
     wait_s = FIGURES_WAIT_S if wait_s is None else wait_s
     p = Path(figures_dir)
     lock = FileLock(p / ".lock", thread_local=False, is_singleton=False)
-    made = [d for d in (p, *p.parents) if not os.path.lexists(d)]  # innermost first
+    made = missing_folders(p)
     try:
         p.mkdir(parents=True, exist_ok=True)
         try:
@@ -84,11 +84,7 @@ def figures_locked(figures_dir: Path, log=print, wait_s: float | None = None):
             if made and [f.name for f in p.iterdir()] == [".lock"]:
                 (p / ".lock").unlink(missing_ok=True)
             lock.release()
-            for d in made:
-                try:
-                    d.rmdir()
-                except OSError:  # not empty
-                    break
+            remove_empty(made)
 
 
 def source_stamp(figures_dir: Path, study_name: str) -> Path:

@@ -215,6 +215,23 @@ def read_metrics(path: Path) -> dict[str, list[float]]:
                              "train that run again (--retrain)") from e
 
 
+def missing_folders(path: Path) -> list[Path]:
+    """`path` and its parents that do not exist yet, innermost first: what a mkdir(parents=True)
+    would make, for `remove_empty` to take back."""
+    path = Path(path)
+    return [p for p in (path, *path.parents) if not os.path.lexists(p)]
+
+
+def remove_empty(folders: list[Path]) -> None:
+    """Remove `folders` (innermost first) while they are empty: a command that stopped before
+    writing anything (a typo in --out, no results yet) leaves no empty folders behind."""
+    for p in folders:
+        try:
+            p.rmdir()
+        except OSError:  # not empty: something was written
+            break
+
+
 class Busy(UserError, RuntimeError):
     """Another reportgen process is writing into the same output folder."""
 
@@ -241,7 +258,7 @@ class OutputLock:
         if int(os.environ.get("LOCAL_RANK", "0") or 0) > 0:
             return self
         try:
-            self._made = [p for p in (self.dir, *self.dir.parents) if not os.path.lexists(p)]
+            self._made = missing_folders(self.dir)
             self.dir.mkdir(parents=True, exist_ok=True)
             lock = FileLock(self.path, timeout=0, thread_local=False, is_singleton=False)
             lock.acquire()
@@ -273,10 +290,4 @@ class OutputLock:
             self.path.unlink(missing_ok=True)
             self._lock.release()
             self._lock = None
-            # A command that failed before writing anything (a typo in --out, no results
-            # yet) leaves no empty folder behind.
-            for p in self._made:
-                try:
-                    p.rmdir()
-                except OSError:  # not empty: something was written
-                    break
+            remove_empty(self._made)

@@ -53,11 +53,11 @@ def prepare_data(cfg: ExperimentConfig, log=print, fetch: bool = True) -> Prepar
     try:
         data = load_cifar10(dcfg, log=log, fetch=fetch)
     except NotDownloaded as e:
-        check_models_fit_data(cfg, len(CLASSES))
-        return Prepared(expected_splits(cfg.data), "", "", tuple(CLASSES),
-                        CIFAR10_SIZES["train"], download_to=str(e.path))
-    prepared = Prepared(make_splits(data, cfg.data), data.digest, data.source, tuple(CLASSES),
-                        len(data.train_x), data.form)
+        prepared = Prepared(expected_splits(cfg.data), "", "", tuple(CLASSES),
+                            CIFAR10_SIZES["train"], download_to=str(e.path))
+    else:
+        prepared = Prepared(make_splits(data, cfg.data), data.digest, data.source,
+                            tuple(CLASSES), len(data.train_x), data.form)
     check_models_fit_data(cfg, len(prepared.classes))
     return prepared
 

@@ -567,7 +567,6 @@ class Rotation(Study):
                  "equivariant": equivariant_spec(cfg, data_digest)}
         images = sum((split_sizes or {}).get(s, 0) for s in rc.splits) * len(rc.angles)
         if checkpoint:  # its sweep only (the plan said "nothing to train" and no sweep)
-            from ..config import ModelConfig
             from ..training.rundir import load_checkpoint_dict
 
             hp = load_checkpoint_dict(Path(checkpoint), mmap=True)["hyper_parameters"]

@@ -16,12 +16,16 @@ import shutil
 import zipfile
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..config import (DataConfig, ModelConfig, OptimConfig, TrainConfig, cut, digest,
                       is_path_component, to_dict)
 from ..files import atomic_write_text, file_sha256, is_sealed, read_text, require_real_folders
 from ..schema import RUN, SchemaError, check
 from .errors import TrainingError
+
+if TYPE_CHECKING:  # imported where used: the study declarations need none of torch
+    import torch
 
 RESULTS_VERSION = 1
 # Settings that say how a run is executed, not what it computes: not part of its key.
@@ -271,7 +275,7 @@ def _finished_run_of(path: Path) -> Path | None:
         else None
 
 
-def load_classifier(path: str | Path, device: str = "cpu"):
+def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
     """Load a trained Classifier from a checkpoint file, with a clear error if it is unusable."""
     import torch
 
