@@ -30,9 +30,10 @@ app = typer.Typer(
     help="Run the CNN practical (Practical 2) end to end and write a paper-style report.",
     no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 
-ConfigOpt = typer.Option(None, "--config", "-c", help="Experiment file (experiments/*.toml); "
-                         "default: the practical's settings with one seed "
-                         "(experiments/practical2.toml adds seeds and the p4 network).")
+ConfigOpt = typer.Option(None, "--config", "-c", help="Experiment file (experiments/*.toml), "
+                         "or a shipped preset by name: quick, practical2; default: the "
+                         "practical's settings with one seed (practical2 adds seeds and the p4 "
+                         "network).")
 DataOpt = typer.Option(None, "--data", help="CIFAR-10: a folder, or a .tar/.tar.gz/.zip image "
                        "folder archive (default: $REPORTGEN_DATA, else ./data).")
 OutOpt = typer.Option(None, "--out", help="Output folder for runs, results and the report.")
@@ -421,6 +422,7 @@ def all_(config: Optional[str] = ConfigOpt, data: Optional[str] = DataOpt,
     from .experiments import figures_path, prepare_data, results_dir, studies, train_studies
     from .figures import draw_all
     from .report import build_report, pdf_engine
+    from .resources import templates_dir
     from .usertext import read_user_text
 
     t0 = time.perf_counter()
@@ -432,6 +434,7 @@ def all_(config: Optional[str] = ConfigOpt, data: Optional[str] = DataOpt,
     for study in studies():  # inputs of later studies are checked before any training
         _run(study.check, cfg)
     _run(read_user_text, cfg.report.user_text)
+    _run(templates_dir)  # a broken install, found before hours of training
     if "pdf" in cfg.report.formats:
         _run(pdf_engine)  # not after hours of training
     with _locked(cfg):

@@ -19,6 +19,7 @@ from typing import Any, Mapping
 
 from .errors import UserError
 from .files import read_text
+from .resources import preset, presets
 
 try:
     import tomllib
@@ -559,6 +560,12 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
+def _name_one() -> str:
+    names = " or ".join(presets())
+    shipped = f", or a preset shipped with reportgen by name (--config {names})" if names else ""
+    return f"pass --config with an experiment file{shipped}"
+
+
 def load_experiment(path: str | Path | None, overrides: Mapping[str, Any] = ()) -> ExperimentConfig:
     """Read an experiment file, apply dotted `overrides`, and validate everything."""
     raw: dict = {}
@@ -566,18 +573,20 @@ def load_experiment(path: str | Path | None, overrides: Mapping[str, Any] = ()) 
         # `--config "$FILE"` with FILE unset: before, read as the folder "." ("experiment
         # file . cannot be read"), a message about a path nobody typed.
         raise ConfigError(f"--config {path!r} is empty: name an experiment file, e.g. "
-                          "experiments/quick.toml, or leave --config out for the practical's "
+                          "experiments/quick.toml or the shipped preset quick, or leave --config out for the practical's "
                           "settings")
     if path is not None:
         p = Path(path)
         if not p.exists():
-            raise ConfigError(f"experiment file {p} does not exist: pass --config with one of "
-                              f"experiments/*.toml")
+            # A file of that name comes first; else a bare name picks a shipped preset, which
+            # a pip-installed reportgen has no experiments/ folder to hold.
+            p = preset(str(path)) or p
+        if not p.exists():
+            raise ConfigError(f"experiment file {p} does not exist: {_name_one()}")
         try:
             text = read_text(p)
         except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"experiment file {p} cannot be read ({e}): pass --config with "
-                              "one of experiments/*.toml") from e
+            raise ConfigError(f"experiment file {p} cannot be read ({e}): {_name_one()}") from e
         try:
             raw = parse_toml(text)
         except ValueError as e:

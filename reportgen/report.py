@@ -28,9 +28,7 @@ from .usertext import read_user_text, to_html
 from .files import MissingResults, atomic_write_bytes, atomic_write_text, read_figure, read_text
 from .figures import SPLIT_NAMES
 from .references import REFERENCES
-
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
-
+from .resources import templates_dir
 
 class ReportError(UserError, RuntimeError):
     """The report cannot be built as its template asks; the message names what is wrong."""
@@ -391,7 +389,7 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
         "seed_groups": sorted(seed_groups.items(), key=lambda kv: len(kv[0])), "results_dir": str(results),
         "user_text": {k: Markup(to_html(v))
                       for k, v in read_user_text(cfg.report.user_text).items()},
-        "css": (TEMPLATES / "report.css").read_text(encoding="utf-8"),
+        "css": (templates_dir() / "report.css").read_text(encoding="utf-8"),
         "numbering": Numbering(figures_dir), "page_limit": cfg.report.page_limit,
     }
 
@@ -409,7 +407,7 @@ def environment():
 
     from .optimizers import OPTIMIZERS
 
-    loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(TEMPLATES)),
+    loader = jinja2.ChoiceLoader([jinja2.FileSystemLoader(str(templates_dir())),
                                   jinja2.FunctionLoader(_outside_template)])
     env = jinja2.Environment(loader=loader,
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
@@ -439,7 +437,7 @@ def render_html(context: dict, resolve: bool = True) -> str:
                  for v in context["studies"]}
         html = env.get_template("report.html.j2").render(**context, parts=parts)
     except jinja2.TemplateNotFound as e:
-        raise ReportError(f"template {e.name} is missing from {TEMPLATES}: a study's report "
+        raise ReportError(f"template {e.name} is missing from {templates_dir()}: a study's report "
                           "section lives there") from e
     for v in context["studies"]:
         for name in v.figures:

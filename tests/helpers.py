@@ -113,3 +113,25 @@ def only_run(out: Path) -> Path:
     runs = list((out / "runs").iterdir())
     assert len(runs) == 1, runs
     return runs[0]
+
+
+def build_wheel(dest: Path) -> Path:
+    """reportgen's wheel, built from a copy of the repository's sources (a build in the
+    repository would leave build/ there), offline, with this environment's setuptools."""
+    import shutil
+    import subprocess
+    import sys
+
+    repo = Path(__file__).resolve().parents[1]
+    src = dest / "src"
+    for name in ("reportgen", "templates", "experiments"):
+        shutil.copytree(repo / name, src / name,
+                        ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(repo / name, src / name)
+    r = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps",
+                        "--no-build-isolation", "--no-index", str(src), "-w", str(dest)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    (wheel,) = dest.glob("reportgen-*.whl")
+    return wheel

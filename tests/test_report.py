@@ -1,5 +1,6 @@
 """The report a person holds: `reportgen all` on tiny data, then the PDF itself."""
 import json
+import os
 import re
 import shutil
 
@@ -9,7 +10,7 @@ from typer.testing import CliRunner
 from reportgen.cli import app
 from reportgen.report import acc
 
-from helpers import overrides_to_args, tiny_overrides, write_image_folder
+from helpers import build_wheel, overrides_to_args, tiny_overrides, write_image_folder
 
 runner = CliRunner()
 FIGURES = ("part1_learning_curves", "part1_augmentation", "rotation_accuracy",
@@ -36,7 +37,8 @@ def built(tmp_path_factory):
     from pypdf import PdfReader  # here, not at the top: the GPU machine collects without it
 
     text = "\n".join(p.extract_text() for p in PdfReader(pdf).pages)
-    return {"out": out, "overrides": overrides, "pdf": pdf, "text": re.sub(r"\s+", " ", text)}
+    return {"out": out, "overrides": overrides, "pdf": pdf, "text": re.sub(r"\s+", " ", text),
+            "html": (out / "report.html").read_text()}
 
 
 @pytest.mark.slow
@@ -164,6 +166,37 @@ def test_failed_build_keeps_the_good_report(built):
         assert built["pdf"].read_bytes() == before
     finally:
         missing.write_bytes(keep)
+
+
+@pytest.mark.slow
+def test_an_installed_wheel_writes_the_report_from_another_folder(built, tmp_path):
+    """`pip install .` (not -e) has no templates/ beside the package: before, `reportgen
+    report` failed there on the missing templates/report.css."""
+    import subprocess
+    import sys
+    import zipfile
+
+    site = tmp_path / "site"
+    with zipfile.ZipFile(build_wheel(tmp_path)) as z:
+        z.extractall(site)
+    out = tmp_path / "copy"
+    shutil.copytree(built["out"], out,
+                    ignore=shutil.ignore_patterns("report.*", "latex", "figures"))
+    overrides = {**built["overrides"], "out_dir": str(out), "figures_dir": str(out / "figures")}
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    for command in ("figures", "report"):
+        r = subprocess.run([sys.executable, "-m", "reportgen", command,
+                            *overrides_to_args(overrides), "--set", 'report.author="Ada Lovelace"',
+                            "--set", 'report.student_number="s1234567"'], cwd=elsewhere, capture_output=True,
+                           text=True, env={**os.environ, "PYTHONPATH": str(site)})
+        assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1] == str(out / "report.pdf")
+    # The same report, but for the folder it reads and the figures' bytes (drawn anew).
+    def text(html: str) -> str:
+        html = html.replace(str(out), "OUT").replace(str(built["out"]), "OUT")
+        return re.sub(r"base64,[A-Za-z0-9+/=]+", "", html)
+    assert text((out / "report.html").read_text()) == text(built["html"])
 
 
 @pytest.mark.slow
