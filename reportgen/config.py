@@ -137,6 +137,10 @@ def is_rate(v: float, zero_ok: bool = False) -> bool:
     return (zero_ok and v == 0) or F32_TINY <= v <= F32_MAX
 
 
+# CIFAR-10's training and test images (torchvision's copy; a partial copy has fewer).
+CIFAR10_SIZES = {"train": 50_000, "test": 10_000}
+
+
 @dataclass(frozen=True)
 class DataConfig:
     source: str = ""  # CIFAR-10 path (folder, .tar/.tar.gz/.zip); "" = $REPORTGEN_DATA or ./data

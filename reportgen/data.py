@@ -23,7 +23,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .config import DataConfig, shown, text_problem
+from .config import CIFAR10_SIZES, DataConfig, shown, text_problem
 from .errors import UserError
 from .files import atomic_write, missing_folders, remove_empty
 
@@ -48,8 +48,7 @@ class NotDownloaded(DataError):
         self.path = path
 
 
-# torchvision's copy: its training and test images, and the archive's size in bytes.
-CIFAR10_SIZES = {"train": 50_000, "test": 10_000}
+# torchvision's copy: the archive's size in bytes (its images: config.CIFAR10_SIZES).
 CIFAR10_ARCHIVE_BYTES = 170_498_071
 
 

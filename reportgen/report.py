@@ -22,7 +22,7 @@ from pathlib import Path
 
 from markupsafe import Markup, escape
 
-from .config import ExperimentConfig, shown, to_dict
+from .config import CIFAR10_SIZES, DataConfig, ExperimentConfig, shown, to_dict
 from .errors import UserError
 from .usertext import read_user_text, to_html
 from .files import MissingResults, atomic_write_bytes, atomic_write_text, read_figure, read_text
@@ -384,6 +384,10 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
                  "date": time.strftime("%d %B %Y").lstrip("0")},
         "config": shown_config, "config_text": toml_text(shown_config),
         "data": first["data"], "studies": views,
+        # What CIFAR-10 and the practical's split are, against which the Method describes
+        # this copy and this split.
+        "cifar10": {**CIFAR10_SIZES, "val_size": DataConfig().val_size,
+                    "split_seed": DataConfig().split_seed},
         "results": {v.name: v.r for v in views}, "facts": {v.name: v.f for v in views},
         "runs": _runs(run_dirs, first["data"], cfg.out_dir), "versions": versions,
         "seed_groups": sorted(seed_groups.items(), key=lambda kv: len(kv[0])), "results_dir": str(results),

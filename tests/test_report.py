@@ -3,6 +3,7 @@ import json
 import os
 import re
 import shutil
+from html import unescape
 
 import pytest
 from typer.testing import CliRunner
@@ -356,6 +357,39 @@ def test_the_augmentation_caption_names_every_transform(tiny, epochs):
     words = " ".join(str(module.results()).split())
     assert ("The validation images chose the checkpoint among 2 validations, so their accuracy "
             "reads slightly high" in words) == (epochs == 2)
+
+
+def test_the_network_is_called_the_practicals_only_when_it_is(tiny):
+    """The practical's network is its pre-activation ResNet with num_blocks [2, 2, 3] and
+    c_hidden [16, 24, 32]; before, the report called any trained network "the practical's"."""
+    from reportgen.experiments import get_study
+    from reportgen.files import read_json
+    from reportgen.report import Numbering, environment
+
+    overrides, out = tiny
+    r = runner.invoke(app, ["train", *overrides_to_args(overrides)])
+    assert r.exit_code == 0, r.output
+    st = get_study("part1")
+    results = read_json(out / "practical2" / "part1.json", "train")
+
+    def network(info: dict) -> str:
+        res = {**results, "model_info": {**results["model_info"], **info}}
+        module = environment().get_template(st.partial).make_module(
+            {"st": st, "r": res, "f": st.facts(res),
+             "numbering": Numbering(out / "figures" / "practical2"),
+             "page_limit": None})
+        words = " ".join(unescape(re.sub(r"<[^>]+>", "", str(module.method()))).split())
+        return words[words.index("The network is"):].split(". ")[0]
+
+    practical = {"num_classes": 10, "num_blocks": [2, 2, 3], "c_hidden": [16, 24, 32]}
+    assert network({}) == ("The network is a pre-activation ResNet \x01cite:he2016identity,"
+                           "ioffe2015\x02, the practical's architecture at another size (the "
+                           "practical uses num blocks [2, 2, 3] and c hidden [16, 24, 32])")
+    assert network({"params": practical}).startswith(
+        "The network is the practical's pre-activation ResNet \x01cite:")
+    assert network({"name": "resnet", "description": "ResNet with original residual blocks",
+                    "params": practical}).startswith(
+        "The network is a ResNet with original residual blocks \x01cite:")
 
 
 @pytest.mark.slow

@@ -4,6 +4,7 @@ configuration it ran with."""
 import json
 import re
 from dataclasses import dataclass
+from html import unescape
 from pathlib import Path
 
 import pytest
@@ -229,7 +230,7 @@ def test_report_follows_the_configuration(tmp_path):
     text = pdf_text(out / "report.pdf")
     body = text[:text.index("References")]  # not the appendix's configuration dump
     assert "split into 40 for training and 20 for validation" in text
-    assert "has 60 training and 20 test images" in text and "in 10 classes" in text
+    assert "Only part of it was used here: 60 training and 20 test images in 10 classes" in text
     assert "Training uses Adam [" in body and "SGD" not in body and "momentum" not in body
     assert "multiplies the learning rate by 0.1 after epoch 1," in text
     assert "flipped" not in body and "probability 0.5" not in body
@@ -257,3 +258,31 @@ def test_default_words_for_the_defaults(tmp_path):
     assert "rotated angles (90°–270°)" in text and "in steps of 90°" in text
     assert "in steps of 90° (360° repeats 0°)" in text  # why the sweep ends at 270°
     assert "Solid lines: validation images; dashed lines: test images." in text
+
+
+@pytest.mark.parametrize("train_pool, test_images, val_images, split_seed, expected", [
+    (50_000, 10_000, 5_000, 42, "As in the practical, the training images are split into "
+     "45,000 for training and 5,000 for validation with random_split and a generator seeded 42."),
+    (50_000, 10_000, 5_000, 7, "The training images are split into 45,000 for training and "
+     "5,000 for validation with random_split and a generator seeded 7 (the practical splits "
+     "its 50,000 into 45,000 and 5,000, seeded 42)."),
+    (50_000, 10_000, 1_000, 42, "The training images are split into 49,000 for training and "
+     "1,000 for validation"),
+    (600, 200, 100, 42, "Only part of it was used here: 600 training and 200 test images in 2 "
+     "classes. The training images are split into 500 for training and 100 for validation"),
+])
+def test_the_method_says_as_in_the_practical_only_where_data_and_split_are(
+        tmp_path, train_pool, test_images, val_images, split_seed, expected):
+    """Before, a partial copy read "CIFAR-10 has 60 training and 20 test images", and any
+    split "As in the practical"."""
+    context = _toy_context(tmp_path, TOY_PARTIAL)
+    context["data"] = {**context["data"], "train_pool": train_pool, "test_images": test_images,
+                       "val_images": val_images, "train_images": train_pool - val_images}
+    context["config"]["data"]["split_seed"] = split_seed
+    html = render_html(context)
+    method = " ".join(unescape(re.sub(r"<[^>]+>", "", html[html.index("Data and split"):])).split())
+    assert method.startswith("Data and split CIFAR-10 [4] has 50,000 training and 10,000 test "
+                             "images of 32×32 pixels in 10 classes. ")
+    assert expected in method
+    assert ("As in the practical" in method) == expected.startswith("As in the practical")
+    assert ("Only part of it" in method) == (train_pool != 50_000)

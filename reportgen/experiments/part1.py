@@ -40,6 +40,22 @@ def model_info(name: str, params: dict) -> dict:
             "cite": list(m.cite), "params": to_dict(with_defaults(name, dict(params)))}
 
 
+def practical_network(info: dict) -> dict:
+    """How the trained network relates to the practical's (the default model, whose builder
+    defaults are the practical's settings): "same", "resized" (its architecture at other
+    depths or widths, whose settings come along) or "other", so the report calls only the
+    practical's own network "the practical's"."""
+    from ..config import ModelConfig
+
+    practical = ModelConfig()
+    if info["name"] != practical.name:
+        return {"relation": "other"}
+    params = to_dict(practical.params)
+    if info["params"] == params:
+        return {"relation": "same"}
+    return {"relation": "resized", "params": params}
+
+
 @register_study
 class Part1(Study):
     name = "part1"
@@ -133,6 +149,7 @@ class Part1(Study):
         o = results["optimizer"]
         opt = OPTIMIZERS[o["name"]]
         return {"optimizer": opt.title, "cite": list(opt.cite),
+                "network": practical_network(results["model_info"]),
                 "momentum": o["momentum"] if opt.uses_momentum else None,
                 "seeds": len(results["seeds"]),
                 # Validations that competed for the best checkpoint: with more than one, the
