@@ -67,6 +67,15 @@ def acc(stat) -> str:
     return out + f" [{lo * 100:.1f}, {hi * 100:.1f}]"
 
 
+def stat_cell(text) -> Markup:
+    """A table cell's number with its intervals, which may wrap only before its bracketed
+    interval (and after an angle's colon), never inside a number or an interval. So a wide
+    table takes two lines a cell where one line would run off the page: Part 2's table with four
+    models and seeds ran past the right margin, its last column cut off."""
+    kept = str(text).replace(" ", "\xa0").replace("\xa0[", " [").replace(":\xa0", ": ")
+    return Markup(escape(kept))
+
+
 def est(c) -> str:
     """A mean accuracy estimated over images (and seeds) with its 95% interval."""
     if c is None:
@@ -417,7 +426,7 @@ def environment():
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
                              undefined=jinja2.StrictUndefined, trim_blocks=False)
     env.filters.update(pct=pct, pct1=pct1, pp=pp, deg=deg, thousands=thousands, acc=acc,
-                       est=est, diff=diff, change=change, pvalue=_p,
+                       est=est, stat=stat_cell, diff=diff, change=change, pvalue=_p,
                        fraction=lambda x: "–" if x is None else f"{x:.2f}",
                        duration=duration, and_list=and_list,
                        optimizer=lambda n: OPTIMIZERS[n].title if n in OPTIMIZERS else n,
@@ -480,6 +489,33 @@ def page_budget(document) -> dict:
             items[key] = max(items.get(key, 0.0), box.border_height() * PX_TO_CM)
     largest = sorted(((k, n, cm) for (k, n), cm in items.items()), key=lambda t: -t[2])
     return {"pages": pages, "largest": largest}
+
+
+def past_margin(document) -> list[tuple[int, str, float]]:
+    """What runs past the right margin of a rendered WeasyPrint document: (page number, what,
+    by how many cm), one entry per table, figure or other element, at its widest. A table or
+    a line that does not fit is cut off at the paper's edge in the PDF."""
+    found: dict[tuple[int, str], float] = {}
+
+    def walk(box, name: str, page: int, right: float) -> None:
+        el = getattr(box, "element", None)
+        tag = getattr(box, "element_tag", None)
+        if tag == "table" and el is not None and el.find("caption") is not None:
+            name = f"table {el.find('caption').get('data-name')}"
+        elif tag == "figure" and el is not None:
+            name = f"figure {(el.get('id') or '').removeprefix('fig-')}"
+        elif name == "" and tag is not None and tag not in ("html", "body", "section"):
+            name = tag
+        over = box.border_box_x() + box.border_width() - right
+        if over > 1 and name:  # a pixel's rounding is not an overflow
+            found[(page, name)] = max(found.get((page, name), 0.0), over * PX_TO_CM)
+        for child in getattr(box, "children", ()):
+            walk(child, name, page, right)
+
+    for i, p in enumerate(document.pages):
+        page_box = p._page_box
+        walk(page_box, "", i + 1, page_box.content_box_x() + page_box.width)
+    return [(page, name, cm) for (page, name), cm in found.items()]
 
 
 def _bookmarks(tree):
@@ -558,6 +594,11 @@ def build_report(cfg: ExperimentConfig, log=print, strict: bool = False) -> tupl
     budget = page_budget(document)
     log(f"report: {html_path} and {pdf_path} ({len(pdf) / 1024:.0f} KiB, "
         f"{len(document.pages)} pages, {budget['pages']} of them the main body)")
+    for page, name, cm in past_margin(document):
+        # reportgen's layout, not the student's doing; said so that no one hands it in unseen.
+        log(f"note: {name} on page {page} runs {cm:.1f} cm past the right margin and is cut "
+            "off in the PDF (a layout bug in reportgen; the LaTeX export scales its tables to "
+            "the page)")
     limit = cfg.report.page_limit
     if limit and budget["pages"] > limit:
         largest = ", ".join(f"{kind} {name} ({cm:.1f} cm)" for kind, name, cm in budget["largest"][:3])

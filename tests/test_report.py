@@ -39,7 +39,7 @@ def built(tmp_path_factory):
 
     text = "\n".join(p.extract_text() for p in PdfReader(pdf).pages)
     return {"out": out, "overrides": overrides, "pdf": pdf, "text": re.sub(r"\s+", " ", text),
-            "html": (out / "report.html").read_text()}
+            "html": (out / "report.html").read_text(), "output": r.output}
 
 
 @pytest.mark.slow
@@ -142,6 +142,40 @@ def test_html_is_written_next_to_pdf(built):
     assert "with Newcombe's hybrid score interval for paired proportions [" in words
     assert "the interval can exclude 0 while the exact test does not; the test decides" in words
     assert "is Bonferroni-adjusted for that choice: its p-value is multiplied by the number" in words
+
+
+def test_a_stat_cell_breaks_only_before_its_interval():
+    from reportgen.report import stat_cell
+
+    assert stat_cell("35.0% ± 63.5 [13.7, 64.6]") == "35.0%\xa0±\xa063.5 [13.7,\xa064.6]"
+    assert stat_cell("90°: 5.0% [0.5, 34.5]") == "90°: 5.0% [0.5,\xa034.5]"
+    assert stat_cell("<b>") == "&lt;b&gt;"  # escaped like any other text
+
+
+@pytest.mark.parametrize("cell_class, fits", [("num stat", True), ("num", False)])
+def test_a_wide_table_of_intervals_fits_the_page_and_one_that_does_not_is_named(cell_class, fits):
+    """Part 2's table with six models and seeds: its cells take two lines rather than run past
+    the margin; a table that cannot (cells kept on one line) is named by past_margin, whose
+    note build_report prints."""
+    import weasyprint  # here: the GPU machine collects without it
+
+    from reportgen.report import environment, past_margin
+    from reportgen.resources import templates_dir
+
+    cell = environment().from_string("{{ v | stat }}").render(v="35.0% ± 190.6 [13.7, 64.6]")
+    row = "<tr><td>worst angle</td>" + f'<td class="{cell_class}">{cell}</td>' * 6 + "</tr>"
+    html = (f"<html><head><style>{(templates_dir() / 'report.css').read_text()}</style></head>"
+            f'<body><table class="compact"><caption data-name="rotation">Accuracy</caption>'
+            f"{row * 3}</table></body></html>")
+    over = past_margin(weasyprint.HTML(string=html).render())
+    assert (over == []) == fits, over
+    if not fits:
+        assert [(page, name) for page, name, _ in over] == [(1, "table rotation")]
+
+
+@pytest.mark.slow
+def test_nothing_in_the_report_runs_past_the_margin(built):
+    assert "past the right margin" not in built["output"]
 
 
 @pytest.mark.slow
