@@ -286,3 +286,17 @@ def test_the_method_says_as_in_the_practical_only_where_data_and_split_are(
     assert expected in method
     assert ("As in the practical" in method) == expected.startswith("As in the practical")
     assert ("Only part of it" in method) == (train_pool != 50_000)
+
+
+def test_the_running_header_holds_a_long_title_cut_at_a_word(tmp_path):
+    def header(title: str | None, where) -> str:
+        where.mkdir()
+        context = _toy_context(where, TOY_PARTIAL)
+        context["meta"]["title"] = title or context["meta"]["title"]
+        html = render_html(context)
+        return unescape(re.search(r'<h1 data-short="([^"]*)">', html).group(1))
+
+    # A title of one line as it is.
+    assert header(None, tmp_path / "a") == "Convolutional Neural Networks on CIFAR-10"
+    short = header(" ".join(["Convolutional"] * 21), tmp_path / "b")  # 293 characters
+    assert short == " ".join(["Convolutional"] * 6) + "…" and len(short) <= 91
