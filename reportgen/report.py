@@ -504,6 +504,8 @@ def past_margin(document) -> list[tuple[int, str, float]]:
             name = f"table {el.find('caption').get('data-name')}"
         elif tag == "figure" and el is not None:
             name = f"figure {(el.get('id') or '').removeprefix('fig-')}"
+        elif el is not None and el.get("data-section"):
+            name = f"your text in the {el.get('data-section')} section"
         elif name == "" and tag is not None and tag not in ("html", "body", "section"):
             name = tag
         over = box.border_box_x() + box.border_width() - right
@@ -597,8 +599,8 @@ def build_report(cfg: ExperimentConfig, log=print, strict: bool = False) -> tupl
     for page, name, cm in past_margin(document):
         # reportgen's layout, not the student's doing; said so that no one hands it in unseen.
         log(f"note: {name} on page {page} runs {cm:.1f} cm past the right margin and is cut "
-            "off in the PDF (a layout bug in reportgen; the LaTeX export scales its tables to "
-            "the page)")
+            "off in the PDF: a layout bug in reportgen, please report it (the LaTeX export, "
+            "report.formats = [\"tex\"], scales wide tables to the page)")
     limit = cfg.report.page_limit
     if limit and budget["pages"] > limit:
         largest = ", ".join(f"{kind} {name} ({cm:.1f} cm)" for kind, name, cm in budget["largest"][:3])

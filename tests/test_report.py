@@ -173,6 +173,30 @@ def test_a_wide_table_of_intervals_fits_the_page_and_one_that_does_not_is_named(
         assert [(page, name) for page, name, _ in over] == [(1, "table rotation")]
 
 
+def test_the_students_long_lines_wrap_inside_the_margin():
+    """A code block with a 400-character line, a long URL and long inline code in the
+    student's text: before, the code block ran 62 cm past the margin."""
+    import weasyprint
+
+    from reportgen.report import past_margin
+    from reportgen.resources import templates_dir
+    from reportgen.usertext import to_html
+
+    text = ("My code:\n\n```\nx = " + "+".join(["some_long_identifier"] * 20) + "\n```\n\n"
+            "See https://example.com/" + "a" * 200 + " and `" + "inline_code_" * 20 + "`.")
+    css = (templates_dir() / "report.css").read_text()
+
+    def over(body: str) -> list:
+        html = f"<html><head><style>{css}</style></head><body>{body}</body></html>"
+        return past_margin(weasyprint.HTML(string=html).render())
+
+    body = f'<div class="user-text" data-section="discussion">{to_html(text)}</div>'
+    assert over(body) == []
+    # Where something does not fit, the note names the student's section.
+    wide = body.replace("<pre>", '<pre style="white-space: pre">')
+    assert [name for _, name, _ in over(wide)] == ["your text in the discussion section"]
+
+
 @pytest.mark.slow
 def test_nothing_in_the_report_runs_past_the_margin(built):
     assert "past the right margin" not in built["output"]
