@@ -65,7 +65,24 @@ _TT = {ch: f"{{\\char{ord(ch)}}}" for ch in "\\{}^~_<>|"}
 
 
 def _tt_escape(text: str) -> str:
-    return "".join(_TT.get(ch) or escape(ch) for ch in text)
+    return breakable(text, lambda ch: _TT.get(ch) or escape(ch))
+
+
+LONG_WORD = 30  # characters without a space, past which a run may break anywhere
+# A legal line break, taken about as readily as a hyphen, with a little stretch: a justified
+# line made of one such run has no spaces to stretch, and came out a few points overfull.
+_BREAK = "\\penalty50\\hskip0pt plus0.5pt\\relax "
+
+
+def breakable(text: str, esc=None) -> str:
+    """`text` escaped (character by character with `esc`, else as plain text), where a run of
+    more than LONG_WORD characters without a space (a URL, an identifier in a code block) may
+    break between any two of its characters. TeX breaks lines only at spaces and hyphens, and
+    such a run in the student's text ran up to 60 cm past the margin."""
+    esc = esc or escape
+    parts = re.split(r"(\S{%d,})" % (LONG_WORD + 1), text)
+    return "".join(_BREAK.join(esc(ch) for ch in part) if i % 2 else
+                   "".join(esc(ch) for ch in part) for i, part in enumerate(parts))
 
 
 class LatexError(RuntimeError):
@@ -216,7 +233,7 @@ class _Writer:
     def _plain(s: str, pre: bool) -> str:
         if pre:
             return s
-        return escape(re.sub(r"[ \t\r\n]+", " ", s))  # not \xa0: it becomes ~
+        return breakable(re.sub(r"[ \t\r\n]+", " ", s))  # not \xa0: it becomes ~
 
     def children(self, node: _Node, pre: bool = False) -> str:
         return "".join(self.text(c, pre) if isinstance(c, str) else self.node(c)
@@ -400,7 +417,10 @@ def to_latex(html: str, figures: dict[str, str]) -> tuple[str, list[str]]:
     body = w.children(body_node)
     main, _, rest = body.partition("%% BIBLIOGRAPHY")
     appendix = rest.partition("%% APPENDIX")[2] if "%% APPENDIX" in rest else ""
-    tex = (PREAMBLE + f"\\title{{{w.title}}}\n\\author{{{w.author}}}\n\\date{{{w.date}}}\n"
+    # article's \maketitle sets the author in a one-line tabular: a long author ran into
+    # the margin; a centred paragraph box breaks it.
+    author = f"\\parbox[t]{{0.9\\textwidth}}{{\\centering {w.author}}}" if w.author else ""
+    tex = (PREAMBLE + f"\\title{{{w.title}}}\n\\author{{{author}}}\n\\date{{{w.date}}}\n"
            "\\begin{document}\n\\maketitle\n\n"
            "%% BODY: from here to the bibliography, paste into a course template\n"
            + re.sub(r"\n{3,}", "\n\n", main.strip()) + "\n%% END OF BODY\n\n"
