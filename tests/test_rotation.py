@@ -73,11 +73,20 @@ def test_per_class_accuracies_average_to_overall(swept, tmp_path):
 
 
 def test_figures_are_written(swept):
-    out, _, _, _, _ = swept
+    out, res, _, _, _ = swept
     for name in ("rotation_accuracy", "rotation_per_class", "rotation_examples"):
         for ext in ("png", "svg"):
             f = out / "figures" / "practical2" / f"{name}.{ext}"
             assert f.is_file() and f.stat().st_size > 1000, f
+    # The legend names each model once (its colour) and each split once (its line style):
+    # one entry per model and split made 13 lines for six models.
+    svg = (out / "figures" / "practical2" / "rotation_accuracy.svg").read_text()
+    legend = re.findall(r"<text [^>]*>([^<]*)</text>", svg)
+    assert res["splits"] == ["val", "test"]
+    for title in ("ResNet", "ResNet + rotation augmentation", "validation images",
+                  "test images", "chance (10%)"):
+        assert legend.count(title) == 1, (title, legend)
+    assert not any("(validation)" in t or "(test)" in t for t in legend)
 
 
 def test_single_checkpoint_sweep(swept):

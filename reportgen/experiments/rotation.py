@@ -652,6 +652,7 @@ class Rotation(Study):
         import matplotlib.pyplot as plt
         import numpy as np
         import torch
+        from matplotlib.lines import Line2D
 
         from .. import style, transforms
         from ..figures import SPLIT_NAMES, chance_line
@@ -669,11 +670,24 @@ class Rotation(Study):
                 _, hi = _closed(r["angles"], b[:, 1])
                 ax.fill_between(a, lo, hi, color=color, alpha=0.18 if j == 0 else 0.1, lw=0)
                 ax.plot(a, acc, color=color, ls=style.LINESTYLES[j], marker="o" if j == 0 else None,
-                        ms=2.5, label=f"{entry['title']} ({SPLIT_NAMES.get(split, split)})")
+                        ms=2.5)
         chance_line(ax, classes)
         ax.set(xlabel="rotation angle (degrees, counter-clockwise)", ylabel="accuracy (%)",
                xlim=(0, 360), ylim=(0, 100), xticks=range(0, 361, 45))
-        ax.legend(loc="upper center", ncol=2, bbox_to_anchor=(0.5, -0.22))
+        # One entry a model (its colour) and one a split (its line style), not one per pair:
+        # six models on two splits made a legend of 13 lines that squeezed the plot. The
+        # models fill the first one or two columns, the key (splits, chance) the last.
+        models = [Line2D([], [], color=style.CYCLE[i % len(style.CYCLE)], marker="o", ms=2.5,
+                         label=entry["title"]) for i, entry in enumerate(r["models"].values())]
+        key = [Line2D([], [], color="0.35", ls=style.LINESTYLES[j], marker="o" if j == 0 else None,
+                      ms=2.5, label=f"{SPLIT_NAMES.get(split, split)} images")
+               for j, split in enumerate(r["splits"])] if len(r["splits"]) > 1 else []
+        key += ax.get_legend_handles_labels()[0]  # chance
+        model_cols = 1 if len(models) <= 3 else 2
+        rows = max(-(-len(models) // model_cols), len(key))
+        blank = [Line2D([], [], alpha=0, label=" ")] * (model_cols * rows - len(models))
+        ax.legend(handles=models + blank + key, loc="upper center", ncol=model_cols + 1,
+                  bbox_to_anchor=(0.5, -0.22))
         style.save(fig, figures_dir / "rotation_accuracy")
 
         split = r["splits"][0]
