@@ -355,7 +355,8 @@ def test_tex_export_needs_no_model_no_data_and_no_weasyprint(tiny, monkeypatch):
     assert r.exit_code == 0, r.output
     assert ("note: report.tex prints ? for 1 character(s) that pdflatex cannot set (王); "
             "report.html and report.pdf keep them") in r.output
-    assert "\\author{? Zoë}" in (out / "latex" / "report.tex").read_text()
+    assert ("\\author{\\parbox[t]{0.9\\textwidth}{\\centering ? Zoë}}"
+            in (out / "latex" / "report.tex").read_text())
     assert r.exit_code == 0, r.output
     assert r.stdout.strip().splitlines()[-1] == str(out / "latex" / "report.tex")
     assert (out / "latex" / "report.tex").is_file() and (out / "latex" / "references.bib").is_file()
