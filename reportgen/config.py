@@ -577,8 +577,8 @@ def load_experiment(path: str | Path | None, overrides: Mapping[str, Any] = ()) 
         # `--config "$FILE"` with FILE unset: before, read as the folder "." ("experiment
         # file . cannot be read"), a message about a path nobody typed.
         raise ConfigError(f"--config {path!r} is empty: name an experiment file, e.g. "
-                          "experiments/quick.toml or the shipped preset quick, or leave --config out for the practical's "
-                          "settings")
+                          "experiments/quick.toml or the shipped preset quick, or leave "
+                          "--config out for the practical's settings")
     if path is not None:
         p = Path(path)
         if not p.exists():

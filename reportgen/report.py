@@ -30,6 +30,7 @@ from .figures import SPLIT_NAMES
 from .references import REFERENCES
 from .resources import templates_dir
 
+
 class ReportError(UserError, RuntimeError):
     """The report cannot be built as its template asks; the message names what is wrong."""
 
