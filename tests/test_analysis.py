@@ -443,3 +443,18 @@ def test_figures_draw_intervals_an_accuracy_can_have():
     assert analysis.shown_interval(two) == [0.0, 1.0]
     one = analysis.accuracy([0.7], 100)
     assert analysis.shown_interval(one) == pytest.approx(list(analysis.wilson(70, 100)))
+
+
+@pytest.mark.parametrize("angles, named", [
+    ([0.0, 10.0, 20.0, 90.0, 180.0, 270.0], "Rotating by 10°–20° already lowers accuracy by"),
+    ([0.0, 15.0, 90.0, 180.0, 270.0], "Rotating by 15° already lowers accuracy by"),
+    ([0.0, 90.0, 180.0, 270.0], None),
+])
+def test_the_discussion_names_the_small_angles_it_measured(tmp_path, angles, named):
+    """Before, a sweep with 15° as its only small angle read "Rotating by 10°–20°"."""
+    ks = [800] + [600 if 0 < a < 30 else 300 for a in angles[1:]]
+    text = _render("rotation", _sweep({"resnet": ("plain", ks)}, angles), tmp_path)
+    if named:
+        assert named in text
+    else:
+        assert "Rotating by" not in text

@@ -430,14 +430,20 @@ def test_the_network_is_called_the_practicals_only_when_it_is(tiny):
     st = get_study("part1")
     results = read_json(out / "practical2" / "part1.json", "train")
 
+    def module(res: dict):
+        return environment().get_template(st.partial).make_module(
+            {"st": st, "r": res, "f": st.facts(res),
+             "numbering": Numbering(out / "figures" / "practical2"), "page_limit": None})
+
     def network(info: dict) -> str:
         res = {**results, "model_info": {**results["model_info"], **info}}
-        module = environment().get_template(st.partial).make_module(
-            {"st": st, "r": res, "f": st.facts(res),
-             "numbering": Numbering(out / "figures" / "practical2"),
-             "page_limit": None})
-        words = " ".join(unescape(re.sub(r"<[^>]+>", "", str(module.method()))).split())
+        words = " ".join(unescape(re.sub(r"<[^>]+>", "", str(module(res).method()))).split())
         return words[words.index("The network is"):].split(". ")[0]
+
+    # "small" as CIFAR-10 networks go, not for a network of any size.
+    assert str(module(results).abstract()).startswith("We train a small pre-activation ResNet (")
+    assert str(module({**results, "parameters": 23_500_000}).abstract()).startswith(
+        "We train a pre-activation ResNet (23,500,000 parameters)")
 
     practical = {"num_classes": 10, "num_blocks": [2, 2, 3], "c_hidden": [16, 24, 32]}
     assert network({}) == ("The network is a pre-activation ResNet \x01cite:he2016identity,"

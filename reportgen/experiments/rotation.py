@@ -233,6 +233,7 @@ def model_facts(angles: list[float], classes: list[str], entry: dict, correct,
     zero_i = next((i for i, a in enumerate(angles) if a % 360 == 0), None)
     rotated = [i for i, a in enumerate(angles) if a % 360 != 0]
     small = [i for i, a in enumerate(angles) if 10 <= a % 360 <= 20]
+    small_deg = [angles[i] for i in small]
     # On a tie the worst angle is a rotated one: 0° is the reference, not a rotation.
     worst_i = min(range(len(acc)), key=lambda i: (acc[i], i == zero_i))
     class_mean = [mean(per_class[i][c] for i in rotated) if rotated else float("nan")
@@ -315,6 +316,9 @@ def model_facts(angles: list[float], classes: list[str], entry: dict, correct,
         "peaks": [(a, at[a]) for a, _ in analysis.circular_peaks(angles, acc, above)
                   if rises(a)][:3],
         "small_angles": vs_zero(small),
+        # The small angles measured, "10°–20°" or a single "15°", as the discussion names them.
+        "small_angle_range": sorted({min(a % 360 for a in small_deg),
+                                     max(a % 360 for a in small_deg)}) if small_deg else [],
         "robust_classes": [(classes[c], class_rotated(c)) for c in ranked[:2]],
         "fragile_classes": [(classes[c], class_rotated(c)) for c in ranked[-2:][::-1]],
         # The two best classes measurably above the two most fragile: each interval of the
