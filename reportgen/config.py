@@ -494,9 +494,17 @@ def from_dict(cls: type, raw: Mapping[str, Any], prefix: str = ""):
     if cls is ModelConfig:
         # Checked here, where the table's key is known: an error about Part 3's MLP names
         # shuffle.mlp.params.hidden, not model.hidden.
-        from reportgen.models import check_model
+        from reportgen.models import MODELS, check_model
 
         check_model(obj.name, dict(obj.params), prefix or "model")
+        if prefix in ("", "model"):
+            # The practical's network: the report calls it the CNN, and Part 3 trains the MLP
+            # beside it. An MLP here trained every part and then failed at the report, its
+            # Part 3 runs one model twice.
+            cnns = sorted(n for n, m in MODELS.items() if m.convolutional)
+            check(MODELS[obj.name].convolutional, "model.name", obj.name,
+                  f"a convolutional network: {', '.join(cnns)} (the report studies a CNN; "
+                  "Part 3 trains an MLP beside it, set in shuffle.mlp)")
     return obj
 
 

@@ -53,6 +53,10 @@ def test_unknown_key_is_named(tmp_path):
     ("rotation.angles", [0, 1000], "between -360 and 360"),
     ("rotation.angles", ["a"], "rotation.angles must be a number"),
     ("model.name", "vgg", "unknown model 'vgg'"),
+    # Part 1's network is the CNN: an MLP trained every part, then Part 3 held one model twice
+    # and the report failed after all the training.
+    ("model.name", "mlp", "model.name = 'mlp' is not allowed: use a convolutional network: "
+                          r"p4_preact_resnet, preact_resnet, resnet \(the report studies a CNN"),
     ("shuffle.perm_seed", -1, "shuffle.perm_seed"),
     ("shuffle.perm_seed", 2**32 + 42, "shuffle.perm_seed = 4294967338 is not allowed: use an "
                                       "integer in"),
@@ -256,7 +260,7 @@ def test_a_partial_model_table_keeps_its_sections_own_model():
     assert p4.rotation.equivariant.name == "p4_preact_resnet"
     assert p4.rotation.equivariant.params["num_blocks"] == [2, 2, 3]
     # Naming another model starts from that model's own defaults, not the ResNet's settings.
-    assert dict(load_experiment(None, {"model.name": "mlp"}).model.params) == {}
+    assert dict(load_experiment(None, {"model.name": "p4_preact_resnet"}).model.params) == {}
     assert load_experiment(None, {"model.params": {}}).model == load_experiment(None).model
     with pytest.raises(ConfigError, match="model 'mlp' has no setting 'c_hidden'"):
         load_experiment(None, {"shuffle.mlp.params.c_hidden": [8]})

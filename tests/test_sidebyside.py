@@ -276,8 +276,9 @@ def test_a_model_that_cannot_be_stacked_trains_its_runs_one_at_a_time(tiny):
             scale = 1.0 if x.abs().max().item() < 1e6 else 0.0  # a value read on the host
             return F.linear(x.flatten(1), self.weight) * scale
 
-    register_model("reads_values", label="reads", title="Reads", description="test model")(
-        lambda num_classes=10: Reads())
+    # A stand-in for the practical's network (`model`), which only a CNN may be.
+    register_model("reads_values", label="reads", title="Reads", description="test model",
+                   convolutional=True)(lambda num_classes=10: Reads())
     try:
         res, lines, _ = _train(tiny, "reads", side_by_side=2,
                                **{"model.name": "reads_values", "model.params": {}})

@@ -191,7 +191,7 @@ class _PoolRotationsSpace(nn.Module):
 @register_model(
     "p4_preact_resnet", label="p4resnet", title="p4-ResNet",
     description="p4-equivariant pre-activation ResNet", cite=("cohen2016", "he2016identity"),
-    check=check_groups, p4_invariant=True,
+    check=check_groups, p4_invariant=True, convolutional=True,
     details="Every convolution is a group convolution over the four rotations by multiples of "
             "90° (p4): the stem applies each 3×3 filter in its four rotations, and each later "
             "layer's filter for output rotation r is its base filter rotated by r with the input "

@@ -30,6 +30,9 @@ class ModelEntry:
     # Its logits are invariant to 90° turns by construction (p4 group convolutions): only such
     # a model may be Part 2's "equivariant" one, whose report section says so.
     p4_invariant: bool = False
+    # A convolutional network: only such a model may be the practical's network (`model`),
+    # which the report calls the CNN and Part 3 sets beside an MLP.
+    convolutional: bool = False
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -38,14 +41,15 @@ MODELS: dict[str, ModelEntry] = {}
 def register_model(name: str, *, label: str, title: str, description: str, details: str = "",
                    cite: tuple[str, ...] = (), check: Callable[[dict], None] | None = None,
                    channels_last: Callable[[dict], bool] | None = None,
-                   p4_invariant: bool = False):
+                   p4_invariant: bool = False, convolutional: bool = False):
     """Decorator: register `builder` under `name` with its description and policies."""
     def deco(builder):
         if name in MODELS:
             raise ValueError(f"model {name!r} is registered twice")
         MODELS[name] = ModelEntry(name, builder, label, title, description, details, tuple(cite),
                                   check or (lambda params, key: None),
-                                  channels_last or (lambda params: False), p4_invariant)
+                                  channels_last or (lambda params: False), p4_invariant,
+                                  convolutional)
         return builder
     return deco
 

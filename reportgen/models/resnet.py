@@ -169,6 +169,7 @@ _SUBSAMPLING = ("The first block of every group after the first halves the resol
 @register_model(
     "preact_resnet", label="resnet", title="ResNet", description="pre-activation ResNet",
     cite=("he2016identity", "ioffe2015"), check=check_groups, channels_last=_channels_last,
+    convolutional=True,
     details="A pre-activation block computes BN, ReLU, 3×3 convolution, BN, ReLU, 3×3 "
             "convolution and adds its input, so no non-linearity sits on the identity path and "
             "batch normalisation precedes every convolution. " + _SUBSAMPLING)
@@ -181,6 +182,7 @@ def preact_resnet(num_classes: int = 10, num_blocks: Sequence[int] = (2, 2, 3),
 @register_model(
     "resnet", label="resnet", title="ResNet", description="ResNet with original residual blocks",
     cite=("he2016deep", "ioffe2015"), check=check_groups, channels_last=_channels_last,
+    convolutional=True,
     details="An original residual block computes 3×3 convolution, BN, ReLU, 3×3 convolution, "
             "BN, adds its input and applies ReLU to the sum. " + _SUBSAMPLING)
 def resnet(num_classes: int = 10, num_blocks: Sequence[int] = (2, 2, 3),
