@@ -458,3 +458,20 @@ def test_the_discussion_names_the_small_angles_it_measured(tmp_path, angles, nam
         assert named in text
     else:
         assert "Rotating by" not in text
+
+
+@pytest.mark.parametrize("model, says, never", [
+    ("preact_resnet", "nothing ties a filter to its rotated copies", "by construction"),
+    ("p4_preact_resnet", "This network's group convolutions",
+     "nothing ties a filter to its rotated copies"),
+])
+def test_the_discussion_knows_when_the_network_itself_is_p4_equivariant(tmp_path, model, says,
+                                                                       never):
+    """With model.name = "p4_preact_resnet" the discussion said convolutions leave rotations out
+    and that invariance "has to be ... built into the architecture": it was."""
+    r = _sweep({"resnet": ("plain", PLAIN)}, EIGHT)
+    r["models"]["resnet"]["model"] = model
+    text = _render("rotation", r, tmp_path)
+    assert says in text and never not in text
+    intro = _render("rotation", r, tmp_path, part="introduction")
+    assert ("builds in for multiples of 90° only" in intro) == (model == "p4_preact_resnet")

@@ -247,6 +247,32 @@ def test_the_widest_part2_table_fits_the_page(tiny):
     assert "past the right margin" not in r.output
 
 
+def test_a_p4_network_as_model_is_not_also_the_equivariant_one(tiny):
+    """With model.name = "p4_preact_resnet", the plain and the equivariant model were one run
+    label: both trained, the second replaced the first in rotation.json, and the figures and
+    the report failed after the training. Refused before any work; without the equivariant
+    role the p4 network is a valid plain network."""
+    from typer.testing import CliRunner
+
+    from helpers import overrides_to_args
+    from reportgen.cli import app
+
+    overrides, out = tiny
+    p4 = {**overrides, "model.name": "p4_preact_resnet",
+          "model.params": {"num_classes": 10, "num_blocks": [1, 1], "c_hidden": [2, 4]}}
+    for command in ("all", "rotation"):
+        r = CliRunner().invoke(app, [command, *overrides_to_args(
+            {**p4, "rotation.models": ["plain", "augmented", "equivariant"]})])
+        assert r.exit_code == 2, r.output
+        assert r.output.startswith("error: rotation.models = ['plain', 'augmented', "
+                                   "'equivariant']: the plain and the equivariant model are both "
+                                   "p4_preact_resnet")
+        assert not out.exists()
+    r = CliRunner().invoke(app, ["rotation", "--plan", *overrides_to_args(
+        {**p4, "rotation.models": ["plain", "augmented"]})])
+    assert r.exit_code == 0, r.output
+
+
 def test_rotation_models_and_tta_are_checked():
     from reportgen.cli import load_config
     from reportgen.config import ConfigError

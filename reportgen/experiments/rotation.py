@@ -446,6 +446,24 @@ class Rotation(Study):
         return replace(cfg, name=base + suffix)
 
     def check(self, cfg, checkpoint: str | None = None, **options) -> None:
+        if checkpoint is None:
+            # Each model is a run of its own, keyed by its label in rotation.json: two roles
+            # with one label (a p4 network as model.name and as the equivariant one) trained,
+            # and then the second replaced the first and the figures and report failed.
+            rc = cfg.rotation
+            names = {"plain": cfg.model.name, "augmented": cfg.model.name,
+                     "equivariant": rc.equivariant.name}
+            labels = {role: run_label(names[role], *(["rotaug"] if role == "augmented" else []))
+                      for role in rc.models}
+            for i, role in enumerate(rc.models):
+                twin = next((r for r in rc.models[:i] if labels[r] == labels[role]), None)
+                if twin is not None:
+                    raise ConfigError(
+                        f"rotation.models = {list(rc.models)}: the {twin} and the {role} model "
+                        f"are both {names[role]} (model.name = {cfg.model.name!r}, "
+                        f"rotation.equivariant.name = {rc.equivariant.name!r}), one run twice: "
+                        f"drop {role!r} from rotation.models, or set model.name to a network "
+                        "that is not p4-equivariant, e.g. preact_resnet")
         if checkpoint is not None:
             from ..training import load_classifier
 
@@ -623,6 +641,12 @@ class Rotation(Study):
                      "aug_degrees": max((e.get("aug_degrees", 0)
                                          for e in results["models"].values()), default=0)}
         out["equivariant"] = roles.get("equivariant")
+        # The plain network itself p4-equivariant (model.name = "p4_preact_resnet"): the
+        # discussion must not say that its architecture leaves rotations out.
+        from ..models import MODELS
+
+        plain_model = results["models"][out["plain"]].get("model")
+        out["plain_p4"] = bool(plain_model in MODELS and MODELS[plain_model].p4_invariant)
         # Test-time averaged entries: their label -> the label of the model they average.
         out["tta"] = {label: roles.get(r[:-4]) for r, label in roles.items()
                       if r and r.endswith("-tta")}
