@@ -50,6 +50,9 @@ def test_unknown_key_is_named(tmp_path):
     ("optim.lr", -1.0, "optim.lr"),
     ("train.device", "tpu", "auto, cpu or gpu"),
     ("rotation.angles", [], "non-empty list"),
+    # A repeated split was swept twice, then its results failed the figures' and report's check.
+    ("rotation.splits", ["val", "val"], "each at most once"),
+    ("rotation.splits", ["train"], 'a non-empty list of "val" and "test"'),
     ("rotation.angles", [0, 1000], "between -360 and 360"),
     ("rotation.angles", ["a"], "rotation.angles must be a number"),
     ("model.name", "vgg", "unknown model 'vgg'"),

@@ -80,8 +80,11 @@ class RotationConfig:
         check(self.interpolation in ("bilinear", "nearest"), "rotation.interpolation",
               self.interpolation, "bilinear or nearest")
         check(self.fill in ("mean", "black"), "rotation.fill", self.fill, "mean or black")
-        check(len(self.splits) > 0 and set(self.splits) <= {"val", "test"}, "rotation.splits",
-              list(self.splits), 'a non-empty list of "val" and "test"')
+        # Each split once: a repeated one was swept twice, and its results file then failed
+        # the check that figures and report make ("splits without repeats").
+        check(len(self.splits) > 0 and set(self.splits) <= {"val", "test"}
+              and len(set(self.splits)) == len(self.splits), "rotation.splits",
+              list(self.splits), 'a non-empty list of "val" and "test", each at most once')
         check(0 < self.aug_degrees <= 180, "rotation.aug_degrees", self.aug_degrees,
               "between 0 (exclusive) and 180")
         # Every other model is compared with the plain one (and the report calls it that):
