@@ -116,6 +116,8 @@ def test_single_checkpoint_sweep(swept):
 
 @pytest.mark.parametrize("args,message", [
     (["--angles", "0,ten"], "--angles '0,ten': give numbers"),
+    (["--angles", "0,,10"], "--angles '0,,10' has an empty item: give numbers separated by commas"),
+    (["--angles", "0,10,"], "--angles '0,10,' has an empty item"),
     (["--angles", "0,720"], "between -360 and 360"),
     (["--angles", ","], "non-empty list"),
     # Only the upright images: the report compared "rotated angles" of which there were none.

@@ -155,8 +155,13 @@ def _mean_curves(curves: list[dict]) -> dict:
 
 
 def _parse_angles(text: str) -> list[float]:
+    items = [a.strip() for a in text.split(",")]
+    if "" in items and any(items):
+        # "0,,10" (a number left out, say) swept 0 and 10 without a word.
+        raise ConfigError(f"--angles {shown(text)} has an empty item: give numbers separated by "
+                          "commas, e.g. 0,10,20")
     try:
-        return [float(a) for a in text.split(",") if a.strip()]
+        return [float(a) for a in items if a]
     except ValueError:
         raise ConfigError(f"--angles {shown(text)}: give numbers separated by commas, e.g. "
                           "0,10,20") from None
