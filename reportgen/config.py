@@ -572,7 +572,7 @@ def parse_override(text: str) -> tuple[str, Any]:
     return key.strip(), value
 
 
-def _name_one() -> str:
+def _config_advice() -> str:
     names = " or ".join(presets())
     shipped = f", or a preset shipped with reportgen by name (--config {names})" if names else ""
     return f"pass --config with an experiment file{shipped}"
@@ -594,11 +594,11 @@ def load_experiment(path: str | Path | None, overrides: Mapping[str, Any] = ()) 
             # a pip-installed reportgen has no experiments/ folder to hold.
             p = preset(str(path)) or p
         if not p.exists():
-            raise ConfigError(f"experiment file {p} does not exist: {_name_one()}")
+            raise ConfigError(f"experiment file {p} does not exist: {_config_advice()}")
         try:
             text = read_text(p)
         except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"experiment file {p} cannot be read ({e}): {_name_one()}") from e
+            raise ConfigError(f"experiment file {p} cannot be read ({e}): {_config_advice()}") from e
         try:
             raw = parse_toml(text)
         except ValueError as e:

@@ -118,6 +118,12 @@ def rotaug_spec(cfg: ExperimentConfig, data_digest: str) -> RunSpec:
                    replace(cfg.train, augment=augment), cfg.data, data_digest)
 
 
+def role_specs(cfg: ExperimentConfig, data_digest: str) -> dict[str, RunSpec]:
+    """The run of each role rotation.models may name."""
+    return {"plain": baseline_spec(cfg, data_digest), "augmented": rotaug_spec(cfg, data_digest),
+            "equivariant": equivariant_spec(cfg, data_digest)}
+
+
 def sweep(module, x, y, angles, interpolation: str, fill: str, batch_size: int,
           progress: Callable[[], None] = lambda: None, keep_predictions: bool = False,
           tta: bool = False) -> dict:
@@ -241,7 +247,7 @@ def model_facts(angles: list[float], classes: list[str], entry: dict, correct,
     zero_i = next((i for i, a in enumerate(angles) if a % 360 == 0), None)
     rotated = [i for i, a in enumerate(angles) if a % 360 != 0]
     small = [i for i, a in enumerate(angles) if 10 <= a % 360 <= 20]
-    small_deg = [angles[i] for i in small]
+    small_deg = [angles[i] % 360 for i in small]
     # On a tie the worst angle is a rotated one: 0° is the reference, not a rotation.
     worst_i = min(range(len(acc)), key=lambda i: (acc[i], i == zero_i))
     class_mean = [mean(per_class[i][c] for i in rotated) if rotated else float("nan")
@@ -325,8 +331,7 @@ def model_facts(angles: list[float], classes: list[str], entry: dict, correct,
                   if rises(a)][:3],
         "small_angles": vs_zero(small),
         # The small angles measured, "10°–20°" or a single "15°", as the discussion names them.
-        "small_angle_range": sorted({min(a % 360 for a in small_deg),
-                                     max(a % 360 for a in small_deg)}) if small_deg else [],
+        "small_angle_range": sorted({min(small_deg), max(small_deg)}) if small_deg else [],
         "robust_classes": [(classes[c], class_rotated(c)) for c in ranked[:2]],
         "fragile_classes": [(classes[c], class_rotated(c)) for c in ranked[-2:][::-1]],
         # The two best classes measurably above the two most fragile: each interval of the
@@ -459,16 +464,14 @@ class Rotation(Study):
             # with one label (a p4 network as model.name and as the equivariant one) trained,
             # and then the second replaced the first and the figures and report failed.
             rc = cfg.rotation
-            names = {"plain": cfg.model.name, "augmented": cfg.model.name,
-                     "equivariant": rc.equivariant.name}
-            labels = {role: run_label(names[role], *(["rotaug"] if role == "augmented" else []))
-                      for role in rc.models}
+            specs = role_specs(cfg, "")
             for i, role in enumerate(rc.models):
-                twin = next((r for r in rc.models[:i] if labels[r] == labels[role]), None)
+                twin = next((r for r in rc.models[:i] if specs[r].label == specs[role].label),
+                            None)
                 if twin is not None:
                     raise ConfigError(
                         f"rotation.models = {list(rc.models)}: the {twin} and the {role} model "
-                        f"are both {names[role]} (model.name = {cfg.model.name!r}, "
+                        f"are both {specs[role].model.name} (model.name = {cfg.model.name!r}, "
                         f"rotation.equivariant.name = {rc.equivariant.name!r}), one run twice: "
                         f"drop {role!r} from rotation.models, or set model.name to a network "
                         "that is not p4-equivariant, e.g. preact_resnet")
@@ -512,10 +515,11 @@ class Rotation(Study):
             sources = []
             base = get_model(cfg.model.name).title
             speed: dict[str, float] = {}  # training images/s of each trained model (first seed)
-            specs = {"plain": (baseline_spec(cfg, prepared.data_digest), 0.0, base),
-                     "augmented": (rotaug_spec(cfg, prepared.data_digest), rc.aug_degrees,
+            runs = role_specs(cfg, prepared.data_digest)
+            specs = {"plain": (runs["plain"], 0.0, base),
+                     "augmented": (runs["augmented"], rc.aug_degrees,
                                    f"{base} + rotation augmentation"),
-                     "equivariant": (equivariant_spec(cfg, prepared.data_digest), 0.0,
+                     "equivariant": (runs["equivariant"], 0.0,
                                      get_model(rc.equivariant.name).title)}
             # One call for every model: the plain and the augmented ResNet can train side by side.
             trained = train_models([(specs[role][0], cfg.train.run_seeds()) for role in rc.models],
@@ -593,8 +597,7 @@ class Rotation(Study):
     def planned(self, cfg, data_digest: str, checkpoint: str | None = None,
                 split_sizes: dict | None = None, **options) -> list:
         rc = cfg.rotation
-        specs = {"plain": baseline_spec(cfg, data_digest), "augmented": rotaug_spec(cfg, data_digest),
-                 "equivariant": equivariant_spec(cfg, data_digest)}
+        specs = role_specs(cfg, data_digest)
         images = sum((split_sizes or {}).get(s, 0) for s in rc.splits) * len(rc.angles)
         if checkpoint:  # its sweep only (the plan said "nothing to train" and no sweep)
             from ..training.rundir import load_checkpoint_dict
