@@ -598,7 +598,8 @@ def load_experiment(path: str | Path | None, overrides: Mapping[str, Any] = ()) 
         try:
             text = read_text(p)
         except (OSError, UnicodeDecodeError) as e:
-            raise ConfigError(f"experiment file {p} cannot be read ({e}): {_config_advice()}") from e
+            raise ConfigError(f"experiment file {p} cannot be read ({e}): "
+                              f"{_config_advice()}") from e
         try:
             raw = parse_toml(text)
         except ValueError as e:
