@@ -232,12 +232,12 @@ def _locked(cfg: ExperimentConfig):
 
     lock = OutputLock(cfg.out_dir)
     _run(lock.__enter__)
-    # A new command (the tests run several in one process) forgets the runs trained before.
-    # Only where training was loaded: importing it for `figures` or `report` would import
-    # Lightning, 3.5 s of their 9.5 s.
+    # A new command (the tests run several in one process) forgets the runs trained and the
+    # notes printed before. Only where training was loaded: importing it for `figures` or
+    # `report` would import Lightning, 3.5 s of their 9.5 s.
     train = sys.modules.get("reportgen.training.train")
     if train is not None:
-        train.TRAINED_HERE.clear()
+        train.new_command()
     try:  # every command that takes the lock may draw figures: check before any training
         _run(require_figures_dir, figures_path(cfg))
     except BaseException:

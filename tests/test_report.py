@@ -130,6 +130,10 @@ def test_method_names_the_data_set_not_this_machine(built):
     assert folder not in method and "pytest-of" not in method and "/tmp" not in method
     appendix = text[text.index("Configuration, software and run times"):]
     assert "read from" in appendix
+    # The runs behind the numbers are listed with commas between them, so no name holds one.
+    seeds = method[method.index("Seeds behind the numbers:"):]
+    assert "ResNet on original pixels, ResNet on shuffled pixels, MLP on original pixels and " \
+           "MLP on shuffled pixels" in seeds and ", original pixels" not in seeds
 
 
 @pytest.mark.slow
@@ -481,3 +485,44 @@ def test_parts_made_with_different_settings_are_refused_in_one_line(tiny):
     assert r.exit_code == 0, r.output
     r = runner.invoke(app, ["report", *overrides_to_args(overrides)])
     assert r.exit_code == 0, r.output
+
+
+def test_the_augmentation_paragraph_says_what_was_done(tiny):
+    """The Method describes each transform the run used and no other: a crop whose smallest
+    area is the whole image is no crop (not "a random box covering 100–100% of its area"), a
+    range whose ends agree is one value, and a run with nothing on says it was not augmented."""
+    import copy
+
+    from reportgen.experiments import get_study
+    from reportgen.files import read_json
+    from reportgen.report import Numbering, environment
+
+    overrides, out = tiny
+    r = runner.invoke(app, ["train", *overrides_to_args(overrides)])
+    assert r.exit_code == 0, r.output
+    st = get_study("part1")
+    trained = read_json(out / "practical2" / "part1.json", "train")
+
+    def method(**augment):
+        results = copy.deepcopy(trained)
+        results["train"]["augment"].update(augment)
+        module = environment().get_template(st.partial).make_module(
+            {"st": st, "r": results, "f": st.facts(results),
+             "numbering": Numbering(out / "figures" / "practical2"), "page_limit": None})
+        return " ".join(str(module.method()).split())
+
+    html = method(flip=True, crop_scale=[0.8, 1.0], crop_ratio=[0.9, 1.1])
+    assert ("Each training image is flipped horizontally with probability 0.5 and cropped to a "
+            "random box covering 80–100% of its area with aspect ratio 0.9–1.1, resized back to "
+            "32×32 with bilinear interpolation (") in html
+    html = method(flip=False, crop_scale=[0.5, 0.5], crop_ratio=[1.0, 1.0], rotate_degrees=45.0)
+    assert ("cropped to a random box covering 50% of its area with aspect ratio 1.0, resized back "
+            "to 32×32 with bilinear interpolation and rotated by a random angle in ±45°") in html
+    assert "flipped" not in html
+    html = method(flip=True, crop_scale=[1.0, 1.0], crop_ratio=[0.9, 1.1])
+    assert "Each training image is flipped horizontally with probability 0.5 (" in html
+    assert "crop" not in html.replace("no crop", "") and "as the network sees them: random horizontal flip." in html
+    html = method(flip=False, crop_scale=[1.0, 1.0], rotate_degrees=0.0)
+    assert "The training images are not augmented" in html
+    assert "six views of each, as the network sees them: no augmentation." in html
+    assert "Each training image" not in html

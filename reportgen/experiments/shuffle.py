@@ -268,7 +268,8 @@ class Shuffle(Study):
         return out
 
     def seeds(self, results: dict) -> dict[str, list[int]]:
-        return {f"{r['title']}, {'shuffled' if r['shuffled'] else 'original'} pixels": r["seeds"]
+        # "on ... pixels", not ", ... pixels": the report lists these names separated by commas.
+        return {f"{r['title']} on {'shuffled' if r['shuffled'] else 'original'} pixels": r["seeds"]
                 for r in results["runs"].values()}
 
     def summary(self, results: dict) -> list[str]:

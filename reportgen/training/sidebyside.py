@@ -46,8 +46,8 @@ from .module import Classifier, PlainAttributes, optimizers, prepare_runs
 from .rundir import (RunSpec, check_output_space, load_checkpoint_dict, read_results,
                      resume_point)
 from .train import (check_compile_on_cpu, checkpoint_callbacks, data_device, finish_run, fit,
-                    interactive, is_main_process, quiet_lightning, resolve_accelerator,
-                    resolve_precision, train_loader, train_run, val_loader)
+                    interactive, is_main_process, note_late_milestones, quiet_lightning,
+                    resolve_accelerator, resolve_precision, train_loader, train_run, val_loader)
 
 # Precisions under which runs step together exactly as alone. "16-mixed" is not one: its
 # gradient scaler skips a step for every run when one run's gradients overflow.
@@ -572,10 +572,7 @@ def train_group(specs: list[RunSpec], splits: Splits, out_dir: str | Path, *,
         check_output_space(run_dir, count_parameters(m.model), spec.train.epochs)
         spec.write_config(run_dir)
         members.append(m)
-    late = [m for m in specs[0].optim.milestones if m >= cfg.epochs]
-    if late:
-        log(f"note: optim.milestones {late} are at or past the last epoch ({cfg.epochs}): the "
-            "learning rate never drops there in these runs")
+    note_late_milestones(specs[0].optim.milestones, cfg.epochs, log)
     names = [f"{s.label} seed {s.train.seed}" for s in specs]
     log(f"training {len(specs)} runs side by side ({', '.join(names)})"
         + (f", resuming after epoch {ckpts[0]['epoch'] + 1} from their last.ckpt" if ckpts else ""))

@@ -177,10 +177,8 @@ def _set_up(spec: RunSpec, run_dir: Path, retrain: bool, log: Callable[[str], No
     if retrain and main:
         shutil.rmtree(ckpt_dir, ignore_errors=True)
         (run_dir / "results.json").unlink(missing_ok=True)
-    late = [m for m in spec.optim.milestones if m >= cfg.epochs]
-    if late and main:  # not once more from every DDP worker
-        log(f"note: optim.milestones {late} are at or past the last epoch ({cfg.epochs}): the "
-            "learning rate never drops there in this run")
+    if main:  # not once more from every DDP worker
+        note_late_milestones(spec.optim.milestones, cfg.epochs, log)
     resume = resume_point(ckpt_dir, spec)
     if resume is not None and main:
         log(f"resuming {run_dir.name} from {resume}")
@@ -373,6 +371,25 @@ def finish_run(spec: RunSpec, splits: Splits, run_dir: Path, *, best: Path, rows
 # Run folders whose results this command wrote: `all` trains every study's runs first, and
 # a study that then reuses one says so without the advice to pass --retrain.
 TRAINED_HERE: set[Path] = set()
+# Notes this command has printed: one that holds for every run (a milestone past the last
+# epoch) is said once, not once per run.
+NOTED: set[str] = set()
+
+
+def new_command() -> None:
+    """Forget the runs trained and the notes printed by an earlier command in this process."""
+    TRAINED_HERE.clear()
+    NOTED.clear()
+
+
+def note_late_milestones(milestones, epochs: int, log: Callable[[str], None]) -> None:
+    """Say once per command that a learning-rate drop falls at or after the last epoch."""
+    late = [m for m in milestones if m >= epochs]
+    text = (f"note: optim.milestones {late} are at or past the last epoch ({epochs}): the "
+            "learning rate never drops there")
+    if late and text not in NOTED:
+        NOTED.add(text)
+        log(text)
 
 
 def train_run(spec: RunSpec, splits: Splits, out_dir: str | Path, retrain: bool = False,
