@@ -367,9 +367,19 @@ ReportOpts = {
 }
 
 
-def _report_overrides(author, student_number, course, title) -> dict:
-    return {f"report.{k}": v for k, v in (("author", author), ("student_number", student_number),
-                                          ("course", course), ("title", title)) if v is not None}
+FormatOpt = typer.Option(
+    None, "--format", help="pdf (report.html and report.pdf) or tex (OUT/latex/: report.tex, "
+    "references.bib, figures/*.pdf); repeat for both. Default: report.formats, [\"pdf\"].")
+StrictOpt = typer.Option(False, "--strict", help="Exit non-zero when the main body exceeds "
+                         "report.page_limit (the report is still written).")
+
+
+def _report_overrides(author, student_number, course, title, formats=None) -> dict:
+    extra = {f"report.{k}": v for k, v in (("author", author), ("student_number", student_number),
+                                           ("course", course), ("title", title)) if v is not None}
+    if formats:
+        extra["report.formats"] = list(formats)
+    return extra
 
 
 @app.command()
@@ -379,19 +389,12 @@ def report(config: Optional[str] = ConfigOpt, out: Optional[str] = OutOpt,
            student_number: Optional[str] = ReportOpts["student_number"],
            course: Optional[str] = ReportOpts["course"],
            title: Optional[str] = ReportOpts["title"],
-           format_: Optional[list[str]] = typer.Option(
-               None, "--format", help="pdf (report.html and report.pdf) or tex (OUT/latex/: "
-               "report.tex, references.bib, figures/*.pdf); repeat for both. Default: "
-               "report.formats, [\"pdf\"]."),
-           strict: bool = typer.Option(
-               False, "--strict", help="Exit non-zero when the main body exceeds "
-               "report.page_limit (the report is still written).")) -> None:
+           format_: Optional[list[str]] = FormatOpt,
+           strict: bool = StrictOpt) -> None:
     """Render the results and figures into OUT/report.html and OUT/report.pdf (or LaTeX)."""
     from .report import build_report
 
-    extra = _report_overrides(author, student_number, course, title)
-    if format_:
-        extra["report.formats"] = list(format_)
+    extra = _report_overrides(author, student_number, course, title, format_)
     cfg = _run(load_config, config, None, out, sets=set_, extra=extra)
     with _locked(cfg), _figures_held(cfg):
         _, pdf = _run(build_report, cfg, log=_log, strict=strict)
@@ -421,7 +424,9 @@ def all_(config: Optional[str] = ConfigOpt, data: Optional[str] = DataOpt,
          author: Optional[str] = ReportOpts["author"],
          student_number: Optional[str] = ReportOpts["student_number"],
          course: Optional[str] = ReportOpts["course"],
-         title: Optional[str] = ReportOpts["title"]) -> None:
+         title: Optional[str] = ReportOpts["title"],
+         format_: Optional[list[str]] = FormatOpt,
+         strict: bool = StrictOpt) -> None:
     """Every study in order (train, rotation, shuffle, ...), then the figures and the report."""
     from .experiments import figures_path, prepare_data, results_dir, studies, train_studies
     from .figures import draw_all
@@ -430,7 +435,7 @@ def all_(config: Optional[str] = ConfigOpt, data: Optional[str] = DataOpt,
     from .usertext import read_user_text
 
     t0 = time.perf_counter()
-    extra = _report_overrides(author, student_number, course, title)
+    extra = _report_overrides(author, student_number, course, title, format_)
     if epochs is not None:
         extra.update({"train.epochs": epochs, **{s.epochs_key: epochs for s in studies()}})
     cfg = _run(load_config, config, data, out, subset, device, devices, strategy, set_, extra,
@@ -460,7 +465,7 @@ def all_(config: Optional[str] = ConfigOpt, data: Optional[str] = DataOpt,
         with _figures_held(cfg):  # drawn and placed as one
             _run(draw_all, results_dir(cfg), figures_path(cfg), log=_log)
             _log("=== report")
-            _, pdf = _run(build_report, cfg, log=_log)
+            _, pdf = _run(build_report, cfg, log=_log, strict=strict)
     from .report import duration
 
     estimate = (f"; {_estimate_against(planned, t_studies - t_work)} (then figures and report "

@@ -243,11 +243,16 @@ def test_long_runs_without_a_space_stay_inside_the_margin_in_latex(tiny, tmp_pat
 
 @pytest.mark.slow
 def test_all_with_only_the_latex_export_prints_its_path(tiny):
+    """`all` takes report's --format and --strict as well."""
     overrides, out = tiny
-    r = runner.invoke(app, ["all", *overrides_to_args({**overrides, "report.formats": ["tex"]})])
+    r = runner.invoke(app, ["all", *overrides_to_args(overrides), "--format", "tex"])
     assert r.exit_code == 0, r.output
     assert r.stdout.splitlines()[-1] == str(out / "latex" / "report.tex")
     assert (out / "latex" / "report.tex").is_file() and not (out / "report.pdf").exists()
+    r = runner.invoke(app, ["all", *overrides_to_args(overrides), "--set", "report.page_limit=1",
+                            "--strict"])
+    assert r.exit_code == 2 and "error: the main body has" in r.output
+    assert (out / "report.pdf").is_file()  # written all the same, as the message says
 
 
 def _doc(body_pages: int, refs_at_top: bool):
