@@ -85,12 +85,17 @@ def test_shuffle_study_end_to_end(tiny):
     again = runner.invoke(app, ["shuffle", *overrides_to_args(overrides), "--set",
                                 f"shuffle.perm_file=\"{res_dir / 'permutation.json'}\""])
     assert again.exit_code == 0 and again.output.count("reusing finished run") == 4
+    # The saved file holds the permutation seed 42 draws, so the report still names the seed.
+    res = json.loads((res_dir / "shuffle.json").read_text())
+    assert res["perm_seed"] == 42 and res["perm_file"].endswith("permutation.json")
+    assert res["moved"] == sum(p != k for k, p in enumerate(perm))
 
 
 @pytest.mark.parametrize("content,message", [
     ("[1, 2, 3]", "3 entries, expected 1024"),
     (json.dumps([0] * 1024), "not a permutation"),
     ("not json", "cannot be read as JSON"),
+    (json.dumps(list(range(1024))), "leaves every pixel in place"),
     ('{"a": 1}', "JSON list of integers"),
 ])
 def test_bad_saved_permutation(tiny, tmp_path, content, message):
@@ -134,3 +139,29 @@ def test_an_mlp_without_hidden_layers_is_described_as_a_linear_classifier(tiny):
     words = " ".join((out / "report.html").read_text().split())
     assert "an MLP (flattened pixels, no hidden layer: a linear classifier, trained with" in words
     assert "units with" not in words
+
+
+def test_the_report_describes_a_permutation_read_from_a_file_as_it_is(tiny, tmp_path):
+    """A file's permutation is not called random unless it is the one shuffle.perm_seed draws,
+    and one that leaves pixels in place says how many (here two positions swap)."""
+    from reportgen.experiments import get_study
+    from reportgen.report import Numbering, environment
+
+    overrides, out = tiny
+    swap = list(range(1024))
+    swap[0], swap[1] = 1, 0
+    f = tmp_path / "swap.json"
+    f.write_text(json.dumps(swap))
+    r = runner.invoke(app, ["shuffle", *overrides_to_args(overrides), "--set",
+                            f"shuffle.perm_file=\"{f}\""])
+    assert r.exit_code == 0, r.output
+    st = get_study("shuffle")
+    results = st.load(out / "practical2")
+    assert results["perm_seed"] is None and results["moved"] == 2
+    module = environment().get_template(st.partial).make_module(
+        {"st": st, "r": results, "f": st.facts(results), "page_limit": None,
+         "numbering": Numbering(out / "figures" / "practical2")})
+    text = " ".join(str(module.results()).split())
+    assert ("whose 1,024 pixel positions were moved by one fixed permutation read from a file that "
+            "leaves 1,022 of them in place, the same for every image") in text
+    assert "random" not in text

@@ -84,9 +84,29 @@ def load_permutation(cfg: ExperimentConfig):
     if not (isinstance(values, list) and all(isinstance(v, int) for v in values)):
         raise ConfigError(f"shuffle.perm_file {p} must hold a JSON list of integers")
     try:
-        return transforms.check_permutation(torch.tensor(values, dtype=torch.int64))
+        perm = transforms.check_permutation(torch.tensor(values, dtype=torch.int64))
     except (ValueError, OverflowError, RuntimeError) as e:
         raise ConfigError(f"shuffle.perm_file {p}: {e}") from e
+    if torch.equal(perm, torch.arange(len(perm))):
+        # The "shuffled" runs would repeat the original ones, and the report would describe a
+        # shuffle that never happened.
+        raise ConfigError(f"shuffle.perm_file {p} leaves every pixel in place: use a permutation "
+                          "that moves them, or set shuffle.perm_file = \"\" to draw one from "
+                          "shuffle.perm_seed")
+    return perm
+
+
+def permutation_facts(cfg: ExperimentConfig, perm) -> dict:
+    """How the report describes the permutation: the seed it was drawn from (a saved file's
+    too, where it is the one shuffle.perm_seed draws), and how many positions it moves."""
+    import torch
+
+    from .. import transforms
+
+    sc = cfg.shuffle
+    drawn = not sc.perm_file or torch.equal(perm, transforms.pixel_permutation(sc.perm_seed))
+    return {"perm_seed": sc.perm_seed if drawn else None, "perm_file": sc.perm_file or None,
+            "positions": len(perm), "moved": int((perm != torch.arange(len(perm))).sum())}
 
 
 def shuffle_specs(cfg: ExperimentConfig, data_digest: str, perm) -> dict[str, RunSpec]:
@@ -182,7 +202,7 @@ class Shuffle(Study):
     predictions = True
 
     schema = {
-        "epochs": Num(1), "perm_seed": Opt(int), "positions": Num(1),
+        "epochs": Num(1), "perm_seed": Opt(int), "positions": Num(1), "moved?": Num(1),
         "runs": Map({"model": str, "title": str, "shuffled": bool, "val_acc": FRACTION,
                      "test_acc": FRACTION, "val_acc_std": Opt(float), "test_acc_std": Opt(float),
                      "parameters": COUNT, "run_dir": str, "wall_time_s": COUNT,
@@ -206,6 +226,9 @@ class Shuffle(Study):
             raise SchemaError(f"mlp.optimizer as one of {', '.join(OPTIMIZERS)}")
         image(results["example"]["image"], "example.image")
         label(results["example"]["label"], "example.label", results["data"]["classes"])
+        moved = results.get("moved", results["positions"])
+        if moved != int(moved) or moved > results["positions"]:
+            raise SchemaError("moved as a whole number of pixel positions, at most positions")
 
     epochs_key = "shuffle.epochs"
     seed_keys = ("shuffle.mlp_seeds",)
@@ -249,8 +272,7 @@ class Shuffle(Study):
         sc = cfg.shuffle
         mlp = {"name": sc.mlp.name, **to_dict(with_defaults(sc.mlp.name, dict(sc.mlp.params)))}
         result = {"version": RESULTS_VERSION, "epochs": sc.epochs,
-                  "perm_seed": None if sc.perm_file else sc.perm_seed,
-                  "perm_file": sc.perm_file or None, "positions": len(perm), "runs": runs,
+                  **permutation_facts(cfg, perm), "runs": runs,
                   "mlp": {**mlp, "optimizer": sc.mlp_optimizer, "lr": sc.mlp_lr,
                           "weight_decay": sc.mlp_weight_decay},
                   "example": {"image": prepared.splits.val_x[0].tolist(),
