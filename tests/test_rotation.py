@@ -245,3 +245,36 @@ def test_a_checkpoint_sweeps_name_fits_a_folder_name():
     assert rotation.configured(cfg).name == cfg.name
     named = rotation.configured(cfg, checkpoint="best.ckpt").name
     assert named == "é" * 44 + "-checkpoint" and len(named.encode()) <= 100
+
+
+def test_the_augmented_model_must_rotate_more_than_the_plain_one(tiny):
+    """With train.augment.rotate_degrees = 180 the "rotation-augmented" model trained exactly as
+    the plain one, and the report said it had an additional rotation: refused before any work.
+    A narrower range for the plain network is allowed, and the report says what replaced what."""
+    from reportgen.experiments import get_study
+    from reportgen.report import Numbering, environment
+
+    overrides, out = tiny
+    for command in ("all", "rotation"):
+        r = runner.invoke(app, [command, *overrides_to_args(
+            {**overrides, "train.augment.rotate_degrees": 180.0})])
+        assert r.exit_code == 2, r.output
+        assert r.output.startswith("error: rotation.aug_degrees = 180 is not more than "
+                                   "train.augment.rotate_degrees = 180")
+        assert not out.exists()
+    r = runner.invoke(app, ["rotation", *overrides_to_args(
+        {**overrides, "train.augment.rotate_degrees": 180.0, "rotation.models": ["plain"]}),
+        "--plan"])
+    assert r.exit_code == 0, r.output
+
+    r = runner.invoke(app, ["rotation", *overrides_to_args(
+        {**overrides, "train.augment.rotate_degrees": 30.0, "rotation.splits": ["val"]})])
+    assert r.exit_code == 0, r.output
+    st = get_study("rotation")
+    results = st.load(out / "practical2")
+    module = environment().get_template(st.partial).make_module(
+        {"st": st, "r": results, "f": st.facts(results), "page_limit": None,
+         "numbering": Numbering(out / "figures" / "practical2")})
+    text = " ".join(str(module.results()).split())
+    assert ("but was trained with random rotations uniform in ±180° instead of the plain "
+            "network's ±30°.") in text and "additional" not in text

@@ -475,6 +475,16 @@ class Rotation(Study):
                         f"rotation.equivariant.name = {rc.equivariant.name!r}), one run twice: "
                         f"drop {role!r} from rotation.models, or set model.name to a network "
                         "that is not p4-equivariant, e.g. preact_resnet")
+            # The comparison model's rotations replace the plain network's range: no wider, and
+            # it trained as the plain one (or with less), while the report said "additional".
+            base = cfg.train.augment.rotate_degrees
+            if "augmented" in rc.models and rc.aug_degrees <= base:
+                raise ConfigError(
+                    f"rotation.aug_degrees = {rc.aug_degrees:g} is not more than "
+                    f"train.augment.rotate_degrees = {base:g}: the rotation-augmented model "
+                    "would train with no more rotation than the plain one; set "
+                    "train.augment.rotate_degrees = 0 (the practical's), raise "
+                    "rotation.aug_degrees, or drop \"augmented\" from rotation.models")
         if checkpoint is not None:
             from ..training import load_classifier
 
