@@ -503,9 +503,11 @@ def test_the_augmentation_paragraph_says_what_was_done(tiny):
     st = get_study("part1")
     trained = read_json(out / "practical2" / "part1.json", "train")
 
-    def method(**augment):
+    def method(optimizer=None, epochs=1, **augment):
         results = copy.deepcopy(trained)
         results["train"]["augment"].update(augment)
+        results["optimizer"].update(optimizer or {})
+        results["epochs"] = epochs
         module = environment().get_template(st.partial).make_module(
             {"st": st, "r": results, "f": st.facts(results),
              "numbering": Numbering(out / "figures" / "practical2"), "page_limit": None})
@@ -526,3 +528,7 @@ def test_the_augmentation_paragraph_says_what_was_done(tiny):
     assert "The training images are not augmented" in html
     assert "six views of each, as the network sees them: no augmentation." in html
     assert "Each training image" not in html
+    # The schedule likewise: a drop by a factor of 1 is no drop.
+    for gamma, words in ((0.5, "multiplies the learning rate by 0.5 after epoch 1,"),
+                         (1.0, "and keeps the learning rate constant, for 2 epochs")):
+        assert words in method(optimizer={"milestones": [1], "gamma": gamma}, epochs=2)
