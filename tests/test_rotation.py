@@ -267,8 +267,11 @@ def test_the_augmented_model_must_rotate_more_than_the_plain_one(tiny):
         "--plan"])
     assert r.exit_code == 0, r.output
 
+    p4 = {"num_classes": 10, "num_blocks": [1, 1], "c_hidden": [2, 4]}
     r = runner.invoke(app, ["rotation", *overrides_to_args(
-        {**overrides, "train.augment.rotate_degrees": 30.0, "rotation.splits": ["val"]})])
+        {**overrides, "train.augment.rotate_degrees": 30.0, "rotation.splits": ["val"],
+         "rotation.models": ["plain", "augmented", "equivariant"],
+         "rotation.equivariant.params": p4})])
     assert r.exit_code == 0, r.output
     st = get_study("rotation")
     results = st.load(out / "practical2")
@@ -278,3 +281,5 @@ def test_the_augmented_model_must_rotate_more_than_the_plain_one(tiny):
     text = " ".join(str(module.results()).split())
     assert ("but was trained with random rotations uniform in ±180° instead of the plain "
             "network's ±30°.") in text and "additional" not in text
+    method = " ".join(str(module.method()).split())
+    assert "the plain network's budget, schedule and augmentation (rotations in ±30°)." in method
