@@ -364,7 +364,7 @@ def _sweep(models, angles, confidence=None):
     return {"angles": angles, "splits": ["val"], "classes": CLASSES, "arrays": arrays,
             "models": {label: entry(role, ks) for label, (role, ks) in models.items()},
             "fill": "mean", "interpolation": "bilinear",
-            "config": {"train": {"augment": {"flip": True}}}}
+            "config": {"train": {"augment": {"flip": True, "rotate_degrees": 0.0}}}}
 
 
 EIGHT = [0.0, 45.0, 90.0, 135.0, 180.0, 225.0, 270.0, 315.0]
@@ -400,6 +400,11 @@ def test_augmentation_is_said_to_teach_invariance_only_when_it_measurably_does(t
     helps = _render("rotation", _sweep({"resnet": ("plain", PLAIN), "aug": (
         "augmented", [600, 550, 560, 550, 580, 550, 560, 550])}, EIGHT), tmp_path)
     assert "Training with random rotations teaches the invariance" in helps
+    assert "the same network has to cover every orientation." in helps
+    narrow = _sweep({"resnet": ("plain", PLAIN), "aug": (
+        "augmented", [600, 550, 560, 550, 580, 550, 560, 550])}, EIGHT)
+    narrow["models"]["aug"]["aug_degrees"] = 30.0  # trained with rotations in ±30° only
+    assert "has to cover every orientation within ±30°." in _render("rotation", narrow, tmp_path)
     same = _render("rotation", _sweep({"resnet": ("plain", PLAIN), "aug": (
         "augmented", [800, 301, 200, 300, 500, 300, 250, 300])}, EIGHT), tmp_path)
     assert "Training with random rotations is meant to teach the invariance" in same
