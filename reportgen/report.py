@@ -51,7 +51,19 @@ def pp(x) -> str:
 
 
 def _p(p: float) -> str:
-    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}" if p < 0.01 else f"p = {p:.2f}"
+    """A p-value to two decimals (three under 0.01). One that decides "significant" never
+    prints as the threshold itself: 0.0497 reads "p = 0.0497", not "p = 0.05" beside a claimed
+    difference."""
+    from .analysis import ALPHA
+
+    if p < 0.001:
+        return "p < 0.001"
+    text = f"{p:.3f}" if p < 0.01 else f"{p:.2f}"
+    if p < ALPHA <= float(text):
+        text = f"{p:.4f}"
+        if float(text) >= ALPHA:
+            return f"p < {ALPHA:g}"
+    return f"p = {text}"
 
 
 def acc(stat) -> str:

@@ -355,6 +355,16 @@ def test_durations_read_at_every_scale():
         "under 0.1 s", "0.4 s", "10 s", "1 min 15 s", "3 h 0 min", "99 h 1 min", "4 d 4 h", "1,422 d 11 h"]
 
 
+def test_a_significant_p_value_never_prints_as_the_threshold():
+    """Part 3 of a tiny run read "The CNN loses more than the MLP (...; p = 0.05)": p was
+    0.0497, significant, but printed as the threshold a reader checks it against."""
+    from reportgen.report import _p
+
+    assert [_p(p) for p in (0.0002, 0.0042, 0.0123, 0.0497, 0.04999, 0.05, 0.0512, 0.49)] == [
+        "p < 0.001", "p = 0.004", "p = 0.01", "p = 0.0497", "p < 0.05", "p = 0.05", "p = 0.05",
+        "p = 0.49"]
+
+
 def test_one_epoch_curves_show_their_points_on_whole_epochs(tiny, monkeypatch):
     """A line through a single point draws nothing, and an axis around epoch 1 alone would
     be labelled 0.95 ... 1.05: every curve of a one-epoch run is drawn as markers, and the
