@@ -68,6 +68,8 @@ def test_two_seeds_give_mean_spread_and_per_seed_values_everywhere(tiny):
     # The rotation figure draws the seeds' band.
     svg = (out / "figures" / "practical2" / "rotation_accuracy.svg").read_text()
     assert "fill-opacity: 0.18" in svg
+    html = " ".join((out / "report.html").read_text().split())
+    assert "Over 2 seeds, the best checkpoints (epoch 1 of 1 for every seed) classify" in html
     # Run again with one seed: seed 42's runs are reused, nothing is trained.
     r = runner.invoke(app, ["all", *overrides_to_args(overrides)])
     assert r.exit_code == 0 and "epoch 1/1" not in r.output and "reusing finished run" in r.output
