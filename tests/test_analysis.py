@@ -296,10 +296,11 @@ def test_inductive_bias_is_named_only_where_the_cnn_is_ahead_with_fewer_paramete
 
     ahead = text(800, 83_946)
     r = shuffle_result(np.arange(520), cnn_shuffled_right=np.arange(200))
-    assert "what makes CNNs good at images" in _discussion(r, tmp_path, "conclusion")
+    assert "consistent with CNNs doing well on images because of what they assume about them" \
+        in _discussion(r, tmp_path, "conclusion")
     r["arrays"]["pred/resnet/42/test"] = preds(np.arange(520))  # level with the MLP
     level = _discussion(r, tmp_path, "conclusion")
-    assert "more than an MLP does (" in level and "good at images" not in level
+    assert "more than an MLP does (" in level and "well on images" not in level
     assert "strength on images (CNN minus MLP on original pixels +28.0 points [" in ahead
     assert "therefore points to its inductive bias rather than its capacity: it has fewer " \
            "parameters, 83,946 against the MLP's 394,634." in ahead
