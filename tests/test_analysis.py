@@ -241,7 +241,7 @@ def shuffle_result(mlp_shuffled_right, cnn_shuffled_right=np.arange(500)):
     arrays = {"labels/val": LABELS.astype(np.uint8), "labels/test": LABELS.astype(np.uint8)}
     for label, idx in correct.items():
         arrays[f"pred/{label}/42/val"] = arrays[f"pred/{label}/42/test"] = preds(idx)
-    return {"epochs": 10, "mlp": {"optimizer": "adam"}, "arrays": arrays,
+    return {"epochs": 10, "mlp": {"optimizer": "adam", "activation": "tanh"}, "arrays": arrays,
             "data": {"val_images": N, "test_images": N},
             "runs": {"resnet": run("resnet", False), "resnet-shuffled": run("resnet", True),
                      "mlp": run("mlp", False), "mlp-shuffled": run("mlp", True)}}
@@ -260,6 +260,20 @@ def test_shuffle_facts():
     assert d["diff"] == pytest.approx(-0.3 + 0.01) and d["significant"]
     assert d["test"] == "paired t-test over images"  # four arms: not McNemar
     assert f["runs"]["mlp"]["test"]["mean"] == 0.52 and f["mlp_optimizer"] == "Adam"
+    assert f["mlp_activation"] == "tanh"
+
+
+@pytest.mark.parametrize("activation, words", [
+    ("elu", "hidden layer of 16 units with ELU,"), ("relu", "hidden layer of 16 units with ReLU,"),
+    ("gelu", "hidden layer of 16 units with GELU,"), ("tanh", "hidden layer of 16 units with tanh,")])
+def test_the_mlps_activation_is_named_as_papers_write_it(tmp_path, activation, words):
+    # `upper` printed "TANH" and would have printed "RELU".
+    results = shuffle_result(np.arange(20, 530))
+    for name in get_study("shuffle").figures:  # the section embeds them; only the magic is read
+        (tmp_path / f"{name}.png").write_bytes(b"\x89PNG\r\n\x1a\n")
+    text = _render("shuffle", {**results, "mlp": {**_MLP, "activation": activation},
+                               "positions": 1024, "perm_seed": 42}, tmp_path, "results")
+    assert words in text
 
 
 def test_words_flip_when_the_difference_becomes_significant(tmp_path):
@@ -330,10 +344,12 @@ def test_words_follow_a_difference_of_changes_in_either_direction(tmp_path):
     assert "The CNN loses more than the MLP (difference of the two changes −29.0 points" in expected
 
 
+_MLP = {"optimizer": "adam", "hidden": [16], "activation": "elu", "lr": 1e-3}
+
+
 def _discussion(results, figures_dir, part="discussion") -> str:
     """The shuffle study's discussion paragraph rendered from crafted results."""
-    r = {**results, "mlp": {"optimizer": "adam", "hidden": [16], "activation": "elu", "lr": 1e-3},
-         "positions": 1024, "perm_seed": 42}
+    r = {**results, "mlp": _MLP, "positions": 1024, "perm_seed": 42}
     return _render("shuffle", r, figures_dir, part)
 
 
@@ -345,7 +361,7 @@ def _render(study, r, figures_dir, part="discussion") -> str:
 
     st = get_study(study)
     module = environment().get_template(st.partial).make_module(
-        {"st": st, "r": r, "f": st.facts(r), "numbering": Numbering(figures_dir)})
+        {"st": st, "r": r, "f": st.facts(r), "numbering": Numbering(figures_dir), "page_limit": 0})
     return re.sub(r"\s+", " ", str(getattr(module, part)()))
 
 

@@ -303,10 +303,12 @@ class Shuffle(Study):
         return lines
 
     def facts(self, results: dict) -> dict:
+        from ..models.mlp import activation_title
         from ..optimizers import OPTIMIZERS
 
         out = facts_of(results)
         out["mlp_optimizer"] = OPTIMIZERS[results["mlp"]["optimizer"]].title
+        out["mlp_activation"] = activation_title(results["mlp"]["activation"])
         return out
 
     def draw(self, results: dict, results_dir: Path, figures_dir: Path) -> None:

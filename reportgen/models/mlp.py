@@ -14,17 +14,25 @@ from torch import nn
 from ..config import ConfigError, shown
 from .registry import MAX_WIDTH, check_depth, positive_ints, register_model
 
-ACTIVATIONS = {"elu": nn.ELU, "relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
+# name in shuffle.mlp.params.activation -> (module, the name the report prints)
+ACTIVATIONS = {"elu": (nn.ELU, "ELU"), "relu": (nn.ReLU, "ReLU"), "tanh": (nn.Tanh, "tanh"),
+               "gelu": (nn.GELU, "GELU")}
+
+
+def activation_title(name: str) -> str:
+    """How the report names an activation; a name it does not know is printed as it is."""
+    return ACTIVATIONS[name][1] if name in ACTIVATIONS else name
 
 
 class MLP(nn.Module):
     def __init__(self, num_classes: int = 10, hidden: Sequence[int] = (128,),
                  activation: str = "elu", input_size: int = 3 * 32 * 32):
         super().__init__()
+        self.activation = activation
         layers: list[nn.Module] = [nn.Flatten()]
         width = input_size
         for h in hidden:
-            layers += [nn.Linear(width, h), ACTIVATIONS[activation]()]
+            layers += [nn.Linear(width, h), ACTIVATIONS[activation][0]()]
             width = h
         layers.append(nn.Linear(width, num_classes))
         self.net = nn.Sequential(*layers)
@@ -35,11 +43,11 @@ class MLP(nn.Module):
     def stages(self):
         """(name, modules, description) of each linear layer with its activation."""
         linears = [m for m in self.net if isinstance(m, nn.Linear)]
-        acts = [type(m).__name__ for m in self.net if not isinstance(m, (nn.Linear, nn.Flatten))]
+        act = activation_title(self.activation)
         for k, m in enumerate(linears):
             last = k == len(linears) - 1
             yield ("Output" if last else f"Hidden {k + 1}", [m],
-                   f"linear {m.in_features} -> {m.out_features}" + ("" if last else f", {acts[k]}"))
+                   f"linear {m.in_features} -> {m.out_features}" + ("" if last else f", {act}"))
 
 
 def _check(params: dict, key) -> None:
