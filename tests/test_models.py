@@ -62,6 +62,34 @@ def test_practical_resnet_parameter_count_and_init():
     assert abs(conv.weight.std().item() - expected) / expected < 0.15
 
 
+def test_architecture_tables_are_typeset_as_the_report_prints_them():
+    """Table 1's rows, in the report's typography: "×" for shapes and repeats, "→" for a
+    linear layer, thousands separated ("16 x 32 x 32" and "3x3 conv" stood under a caption
+    that says "channels × height × width")."""
+    from reportgen.models import architecture_table
+
+    rows = architecture_table(build_model("preact_resnet"))
+    assert [(r["stage"], r["layers"], r["output"]) for r in rows[:3]] == [
+        ("Stem", "3×3 conv", "16 × 32 × 32"),
+        ("Group 1", "2 × pre-activation block, 16 ch", "16 × 32 × 32"),
+        ("Group 2", "2 × pre-activation block, 24 ch (first subsamples)", "24 × 16 × 16")]
+    assert sum(r["parameters"] for r in rows) == 83_946
+    p4 = architecture_table(build_model("p4_preact_resnet"))
+    assert p4[1]["layers"] == "2 × p4 pre-activation block, 8 ch × 4 rotations"
+    assert p4[1]["output"] == "8 × 4 × 32 × 32"
+    mlp = architecture_table(build_model("mlp", hidden=[128], activation="relu"))
+    assert [r["layers"] for r in mlp] == ["linear 3,072 → 128, ReLU", "linear 128 → 10"]
+
+
+@pytest.mark.parametrize("name", sorted(n for n, m in MODELS.items() if m.convolutional))
+def test_the_tables_caption_names_every_axis_of_a_stages_output(name):
+    from reportgen.models import architecture_table
+
+    axes = MODELS[name].axes.split(" × ")
+    rows = architecture_table(build_model(name))
+    assert all(len(r["output"].split(" × ")) == len(axes) for r in rows[:-1]), rows  # the head: logits
+
+
 @pytest.mark.parametrize("name", sorted(MODELS))
 def test_registered_model_contract(name):
     torch.manual_seed(0)

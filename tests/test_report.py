@@ -469,6 +469,17 @@ def test_the_network_is_called_the_practicals_only_when_it_is(tiny):
                     "params": practical}).startswith(
         "The network is a ResNet with original residual blocks \x01cite:")
 
+    # Table 1's caption names the axes of the model's outputs: a p4 network's have rotations.
+    def axes(info: dict) -> str:
+        res = {**results, "model_info": {**results["model_info"], **info}}
+        if not info:
+            del res["model_info"]["axes"]  # a results file from before the field
+        return re.search(r"Output shapes are ([^.]*)\.", str(module(res).method())).group(1)
+
+    assert results["model_info"]["axes"] == "channels × height × width" == axes({})
+    assert axes({"axes": "channels × rotations × height × width"}) == (
+        "channels × rotations × height × width")
+
 
 @pytest.mark.slow
 def test_parts_made_with_different_settings_are_refused_in_one_line(tiny):

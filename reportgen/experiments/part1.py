@@ -37,7 +37,8 @@ def model_info(name: str, params: dict) -> dict:
 
     m = get_model(name)
     return {"name": name, "title": m.title, "description": m.description, "details": m.details,
-            "cite": list(m.cite), "params": to_dict(with_defaults(name, dict(params)))}
+            "cite": list(m.cite), "params": to_dict(with_defaults(name, dict(params))),
+            "axes": m.axes}
 
 
 def practical_network(info: dict) -> dict:
@@ -73,7 +74,7 @@ class Part1(Study):
         "train_images": COUNT, "best_epoch": int, "wall_time_s": COUNT,
         "train_images_per_s": COUNT, "device": str, "precision": str, "versions": Map(str),
         "model_info": {"name": str, "title": str, "description": str, "details": str,
-                       "cite": [str], "params": dict},
+                       "cite": [str], "params": dict, "axes?": str},
         "architecture": [{"stage": str, "layers": str, "output": str, "parameters": COUNT}],
         "optimizer": dict, "train": dict, "flip_probability": FRACTION,
         "samples": {"images": IMAGES, "labels": [int]}}

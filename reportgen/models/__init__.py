@@ -75,7 +75,7 @@ def architecture_table(model: nn.Module, input_shape=(1, 3, 32, 32)) -> list[dic
     model.train(was_training)
     for h in hooks:
         h.remove()
-    return [{"stage": name, "layers": layers, "output": " x ".join(str(d) for d in shapes.get(k, ())),
+    return [{"stage": name, "layers": layers, "output": " × ".join(str(d) for d in shapes.get(k, ())),
              "parameters": sum(count_parameters(m) for m in ms)}
             for k, (name, ms, layers) in enumerate(stages)]
 

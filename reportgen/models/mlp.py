@@ -47,7 +47,7 @@ class MLP(nn.Module):
         for k, m in enumerate(linears):
             last = k == len(linears) - 1
             yield ("Output" if last else f"Hidden {k + 1}", [m],
-                   f"linear {m.in_features} -> {m.out_features}" + ("" if last else f", {act}"))
+                   f"linear {m.in_features:,} → {m.out_features:,}" + ("" if last else f", {act}"))
 
 
 def _check(params: dict, key) -> None:

@@ -173,12 +173,12 @@ class P4ResNet(nn.Module):
         return self.output_net(self.features(x))
 
     def stages(self):
-        yield "Stem", list(self.input_net), "3x3 lifting conv (4 rotations)"
+        yield "Stem", list(self.input_net), "3×3 lifting conv (4 rotations)"
         i = 0
         for g, n in enumerate(self.num_blocks):
             sub = " (first subsamples)" if g > 0 else ""
             yield (f"Group {g + 1}", list(self.blocks)[i:i + n],
-                   f"{n} x p4 pre-activation block, {self.c_hidden[g]} ch x 4 rotations{sub}")
+                   f"{n} × p4 pre-activation block, {self.c_hidden[g]} ch × 4 rotations{sub}")
             i += n
         yield "Head", list(self.output_net), "BN, ReLU, mean over rotations and space, linear"
 
@@ -192,6 +192,7 @@ class _PoolRotationsSpace(nn.Module):
     "p4_preact_resnet", label="p4resnet", title="p4-ResNet",
     description="p4-equivariant pre-activation ResNet", cite=("cohen2016", "he2016identity"),
     check=check_groups, p4_invariant=True, convolutional=True,
+    axes="channels × rotations × height × width",
     details="Every convolution is a group convolution over the four rotations by multiples of "
             "90° (p4): the stem applies each 3×3 filter in its four rotations, and each later "
             "layer's filter for output rotation r is its base filter rotated by r with the input "

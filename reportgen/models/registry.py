@@ -33,6 +33,8 @@ class ModelEntry:
     # A convolutional network: only such a model may be the practical's network (`model`),
     # which the report calls the CNN and Part 3 sets beside an MLP.
     convolutional: bool = False
+    # What the dimensions of a stage's output are, for the caption of the report's table.
+    axes: str = "channels × height × width"
 
 
 MODELS: dict[str, ModelEntry] = {}
@@ -41,7 +43,8 @@ MODELS: dict[str, ModelEntry] = {}
 def register_model(name: str, *, label: str, title: str, description: str, details: str = "",
                    cite: tuple[str, ...] = (), check: Callable[[dict], None] | None = None,
                    channels_last: Callable[[dict], bool] | None = None,
-                   p4_invariant: bool = False, convolutional: bool = False):
+                   p4_invariant: bool = False, convolutional: bool = False,
+                   axes: str = ModelEntry.axes):
     """Decorator: register `builder` under `name` with its description and policies."""
     def deco(builder):
         if name in MODELS:
@@ -49,7 +52,7 @@ def register_model(name: str, *, label: str, title: str, description: str, detai
         MODELS[name] = ModelEntry(name, builder, label, title, description, details, tuple(cite),
                                   check or (lambda params, key: None),
                                   channels_last or (lambda params: False), p4_invariant,
-                                  convolutional)
+                                  convolutional, axes)
         return builder
     return deco
 

@@ -137,13 +137,13 @@ class ResNet(nn.Module):
 
     def stages(self):
         """(name, modules, description) of the stem, each group of blocks and the head."""
-        yield "Stem", list(self.input_net), "3x3 conv"
+        yield "Stem", list(self.input_net), "3×3 conv"
         i = 0
         kind = "pre-activation" if self.block == "preact" else "original"
         for g, n in enumerate(self.num_blocks):
             sub = " (first subsamples)" if g > 0 else ""
             yield (f"Group {g + 1}", list(self.blocks)[i:i + n],
-                   f"{n} x {kind} block, {self.c_hidden[g]} ch{sub}")
+                   f"{n} × {kind} block, {self.c_hidden[g]} ch{sub}")
             i += n
         head = "BN, ReLU, " if self.block == "preact" else ""
         yield "Head", list(self.output_net), f"{head}global avg pool, linear"
