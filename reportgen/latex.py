@@ -38,6 +38,7 @@ _UNICODE = {
     "∘": r"$\circ$", "⋯": r"$\cdots$", "∓": r"$\mp$", "ℓ": r"$\ell$", "∀": r"$\forall$",
     "∃": r"$\exists$", "∉": r"$\notin$", "⊂": r"$\subset$", "⊆": r"$\subseteq$",
     "∪": r"$\cup$", "∩": r"$\cap$", "ℕ": r"$\mathbb{N}$", "ℤ": r"$\mathbb{Z}$",
+    "\xad": r"\-",  # a soft hyphen: where the word may break
 }
 _COMMAND = re.compile(r"\\([A-Za-z]+|.)", re.S)  # a control word, or a control symbol
 
@@ -89,15 +90,26 @@ class LatexError(RuntimeError):
     """The report holds something the LaTeX export cannot write (a bug, not an input)."""
 
 
-def _greek(ch: str) -> str | None:
-    name = unicodedata.name(ch, "")
-    m = re.fullmatch(r"GREEK (SMALL|CAPITAL) LETTER ([A-Z]+)", name)
-    if not m:
-        return None
-    letter = m.group(2).lower()
-    if m.group(1) == "CAPITAL":
-        letter = letter.capitalize()
-    return f"$\\{letter}$"
+# The Greek alphabet as TeX sets it, written out: Unicode's names are no guide (λ is "GREEK
+# SMALL LETTER LAMDA", and $\lamda$ stopped pdflatex; so did $\Alpha$ and $\Heta$). Capitals
+# that look like Latin ones have no command of their own and are set as upright Latin letters,
+# the small omicron as an italic o.
+_GREEK = {
+    **dict(zip("αβγδεζηθικλμνξοπρςστυφχψω",
+               r"\alpha \beta \gamma \delta \epsilon \zeta \eta \theta \iota \kappa \lambda \mu "
+               r"\nu \xi o \pi \rho \varsigma \sigma \tau \upsilon \phi \chi \psi \omega".split())),
+    **dict(zip("ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ",
+               r"\mathrm{A} \mathrm{B} \Gamma \Delta \mathrm{E} \mathrm{Z} \mathrm{H} \Theta "
+               r"\mathrm{I} \mathrm{K} \Lambda \mathrm{M} \mathrm{N} \Xi \mathrm{O} \Pi "
+               r"\mathrm{P} \Sigma \mathrm{T} \Upsilon \Phi \mathrm{X} \Psi \Omega".split())),
+}
+
+
+# The characters of Latin-1 and Latin Extended-A (U+00A1-U+017F) that utf8 inputenc maps to a
+# command the export's default font encoding (OT1) lacks: "Command \k unavailable in encoding
+# OT1" stopped pdflatex on a name such as "Wąsik" or "Guðrún". Found by compiling each
+# character of the range alone (pdflatex, TeX Live 2022); the others there compile.
+_OT1_MISSING = frozenset("«»ÐÞðþĄąĐđĘęĦħĮįĸĿŀŉŊŋŦŧŲųſ")
 
 
 def _escape_char(ch: str) -> str | None:
@@ -106,10 +118,11 @@ def _escape_char(ch: str) -> str | None:
         return _SPECIALS[ch]
     if ch in _UNICODE:
         return _UNICODE[ch]
-    if (ord(ch) < 128 and (ch.isprintable() or ch in "\t\n\r")
-            or unicodedata.category(ch).startswith("L") and ord(ch) < 0x180):
-        return ch  # ASCII text, and the Latin letters that utf8 inputenc typesets
-    return _greek(ch)
+    if ord(ch) < 128 and (ch.isprintable() or ch in "\t\n\r"):
+        return ch
+    if 0xA1 <= ord(ch) < 0x180 and ch not in _OT1_MISSING:
+        return ch  # the accented letters and Latin-1 symbols (£, ©, ¿) utf8 inputenc sets
+    return f"${_GREEK[ch]}$" if ch in _GREEK else None
 
 
 def escape(text: str) -> str:
@@ -265,6 +278,9 @@ class _Writer:
             return f"\n\\section{star}{{{title}}}\n"
         if tag == "h3":
             return f"\n\\subsection{{{self.children(n).strip()}}}\n"
+        if tag in ("h4", "h5", "h6"):  # the student's own headings: unnumbered, run-in
+            command = "paragraph" if tag == "h4" else "subparagraph"
+            return f"\n\\{command}{{{self.children(n).strip()}}}\n"
         if tag == "p":
             return self.children(n).strip() + "\n\n"
         if tag in ("b", "strong"):

@@ -199,6 +199,19 @@ def _first_image(markdown: str) -> str | None:
     return None
 
 
+# The level of the student's top heading (`#`): below the report's own sections (h2) and
+# subsections (h3), so that the student's headings never take a section number or shift the
+# report's own. As written, `# Heading` came out as an <h1> the size of the title and
+# `## Heading` as a numbered section that renumbered every section after it.
+USER_HEADING = 4
+
+
 def to_html(markdown: str) -> str:
-    """The student's Markdown as HTML: raw HTML escaped, math set with tex_to_html."""
-    return _parser().render(markdown)
+    """The student's Markdown as HTML: raw HTML escaped, math set with tex_to_html, headings
+    from USER_HEADING down (`#` -> h4, `##` -> h5, deeper -> h6)."""
+    md = _parser()
+    tokens = md.parse(markdown)
+    for t in tokens:
+        if t.type in ("heading_open", "heading_close"):
+            t.tag = f"h{min(int(t.tag[1:]) + USER_HEADING - 1, 6)}"
+    return md.renderer.render(tokens, md.options, {})

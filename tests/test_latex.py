@@ -24,6 +24,34 @@ def test_specials_are_escaped():
     assert escape("a\x07b\x1bc\x7f\td") == "a?b?c?\td"  # control characters: pdflatex stops at them
 
 
+def test_latin_letters_outside_ot1_are_question_marks_not_a_failed_compile():
+    # "Command \\k unavailable in encoding OT1": a name with ą or ð stopped pdflatex.
+    assert escape("Łukasz Wąsik, Guðrún Þór") == "Łukasz W?sik, Gu?rún ?ór"
+    assert escape("50 £ © ¿ ½ Zoë ß ø œ Ő") == "50 £ © ¿ ½ Zoë ß ø œ Ő"
+    assert escape("co\xadop") == r"co\-op"  # a soft hyphen marks a break, it is not a '?'
+    # Unicode calls λ "LAMDA": it was written as $\lamda$, an undefined control sequence.
+    assert escape("λ = 0.1, Α ο ς") == r"$\lambda$ = 0.1, $\mathrm{A}$ $o$ $\varsigma$"
+    assert "?" not in escape("αβγδεζηθικλμνξοπρςστυφχψω ΑΒΓΔΕΖΗΘΙΚΛΜΝΞΟΠΡΣΤΥΦΧΨΩ")
+
+
+@pytest.mark.skipif(not HAVE_TEX, reason="pdflatex is not installed")
+def test_every_character_the_export_writes_compiles(tmp_path):
+    """What escape() writes for each character of Latin-1, Latin Extended-A and Greek, and the
+    report's symbols, compiles under the export's preamble with no missing glyph."""
+    from reportgen.latex import _UNICODE
+
+    text = "".join(map(chr, range(0x20, 0x7F))) + "".join(map(chr, range(0xA0, 0x3CA)))
+    body = " ".join(escape(ch) for ch in text + "".join(_UNICODE) if escape(ch) != "?")
+    (tmp_path / "c.tex").write_text(
+        "\\documentclass{article}\\usepackage[utf8]{inputenc}\\usepackage{textcomp}"
+        "\\usepackage{amsmath,amssymb}\\begin{document}\n" + body + "\n\\end{document}\n")
+    p = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "c.tex"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "c.log").read_text(errors="replace")
+    assert p.returncode == 0, [line for line in log.splitlines() if line.startswith("!")]
+    assert "Missing character" not in log
+
+
 def test_characters_pdflatex_cannot_set_are_named():
     """CJK letters in a name became '?' in report.tex without a word; now the export says
     which (the figure and citation tokens of the raw rendering and the markup are not text)."""
@@ -69,6 +97,16 @@ def test_figures_tables_references_and_citations_become_latex():
     assert r"A\_1 & 70.9\% [70.0, 71.8] \\" in tex and r"\toprule" in tex and r"\midrule" in tex
     body = tex.split("%% BODY")[1].split("%% END OF BODY")[0]
     assert r"\section{Results}" in body and r"\bibliography{" not in body
+
+
+def test_the_students_headings_are_unnumbered_paragraph_headings():
+    from reportgen.usertext import to_html
+
+    html = ('<body><h2>Introduction</h2><div class="user-text">'
+            + to_html("# Aim & scope\n\n## Why\n\ntext") + '</div><h2>Method</h2></body>')
+    body = to_latex(html, {})[0].split("%% BODY")[1]
+    assert body.count("\\section{") == 2  # Introduction and Method, nothing in between
+    assert "\\paragraph{Aim \\& scope}" in body and "\\subparagraph{Why}" in body
 
 
 def test_an_export_that_fails_part_way_leaves_the_previous_one_whole(tmp_path, monkeypatch):
@@ -223,7 +261,8 @@ def test_long_runs_without_a_space_stay_inside_the_margin_in_latex(tiny, tmp_pat
     60 cm past the margin ("Overfull \\hbox" in the log)."""
     overrides, out = tiny
     user = tmp_path / "mine.toml"
-    user.write_text("discussion = '''My code:\n\n```\nx = " + "+".join(["some_long_identifier"] * 20)
+    user.write_text("discussion = '''# My code\n\n## Part one\n\nMy code:\n\n```\nx = "
+                    + "+".join(["some_long_identifier"] * 20)
                     + "\n```\n\nSee https://example.com/" + "a" * 200 + " and `"
                     + "inline_code_" * 20 + "` in a justified paragraph of ordinary words.'''\n")
     overrides = {**overrides, "report.user_text": str(user), "report.author": "A" * 190,
@@ -239,6 +278,7 @@ def test_long_runs_without_a_space_stay_inside_the_margin_in_latex(tiny, tmp_pat
     log = (latex / "report.log").read_text(errors="replace")
     assert "Overfull \\hbox" not in log, [l for l in log.splitlines() if "Overfull" in l]
     assert "some_long_identifier" in _pdf_text(latex / "report.pdf").replace("\n", "")
+    assert "\\paragraph{My code}" in (latex / "report.tex").read_text()  # a heading compiles
 
 
 @pytest.mark.slow

@@ -12,6 +12,17 @@ def test_markdown_paragraphs_emphasis_lists_code_and_links():
     assert '<a href="https://example.org">site</a>' in out
 
 
+def test_the_students_headings_sit_below_the_reports_sections():
+    """`# Heading` came out as an <h1> the size of the title and `## Heading` as a numbered
+    section that renumbered the report's own; they start at h4 now, and stop at h6."""
+    out = to_html("# One\n\n## Two\n\n### Three\n\n###### Six\n\nSetext\n===\n\ntext")
+    assert out.split("\n")[:5] == ["<h4>One</h4>", "<h5>Two</h5>", "<h6>Three</h6>",
+                                   "<h6>Six</h6>", "<h4>Setext</h4>"]
+    assert not any(f"<h{k}" in out for k in (1, 2, 3))
+    # Link references still resolve with the headings rewritten.
+    assert '<a href="https://a.org">x</a>' in to_html("# H\n\n[x][r]\n\n[r]: https://a.org")
+
+
 @pytest.mark.parametrize("evil", ["<script>alert(1)</script>", '<img src=x onerror="alert(1)">',
                                   "<iframe src='https://x'></iframe>"])
 def test_html_in_the_text_is_escaped_not_executed(evil):
