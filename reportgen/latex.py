@@ -225,6 +225,8 @@ class _Writer:
         self.figures = figures  # figure name -> its file name under figures/
         self.title = self.author = self.date = ""
         self.in_appendix = False
+        self.lists: list[str] = []  # the list environments open around the current node
+        self.in_heading = False
 
     def text(self, s: str, pre: bool = False) -> str:
         out, last = [], 0
@@ -279,8 +281,18 @@ class _Writer:
         if tag == "h3":
             return f"\n\\subsection{{{self.children(n).strip()}}}\n"
         if tag in ("h4", "h5", "h6"):  # the student's own headings: unnumbered, run-in
-            command = "paragraph" if tag == "h4" else "subparagraph"
-            return f"\n\\{command}{{{self.children(n).strip()}}}\n"
+            self.in_heading = True
+            try:
+                title = self.children(n).strip()
+            finally:
+                self.in_heading = False
+            if self.lists:  # \paragraph right after \item: "Something's wrong--perhaps a
+                # missing \item"
+                return f"\\{'textbf' if tag == 'h4' else 'textit'}{{{title}}}\\par\n"
+            # Starred: nothing goes to the .aux, where a \% in the title was written as a bare
+            # % that commented out the rest of the entry ("File ended while scanning use of
+            # \@writefile").
+            return f"\n\\{'paragraph' if tag == 'h4' else 'subparagraph'}*{{{title}}}\n"
         if tag == "p":
             return self.children(n).strip() + "\n\n"
         if tag in ("b", "strong"):
@@ -296,8 +308,11 @@ class _Writer:
         if tag == "a":
             href = n.attrs.get("href", "")
             return f"\\href{{{escape(href)}}}{{{self.children(n)}}}" if href else self.children(n)
-        if tag == "br":
-            return "\\\\\n"
+        if tag == "br":  # a heading is one line (a Setext heading may hold a break)
+            # \leavevmode: a break that opens a paragraph or a list item ends an empty line;
+            # a bare \\ there stopped pdflatex ("There's no line here to end"). \relax: a
+            # "[" on the next line was read as \\'s optional length ("Missing number").
+            return " " if self.in_heading else "\\leavevmode\\\\\\relax\n"
         if "math" in cls:
             tex = n.attrs.get("data-tex")
             if tex is not None and safe_math(tex):
@@ -306,10 +321,7 @@ class _Writer:
         if "equation" in cls:
             return f"\\emph{{{self.children(n)}}}"
         if tag in ("ul", "ol"):
-            env = "enumerate" if tag == "ol" else "itemize"
-            items = "".join(f"  \\item {self.children(li).strip()}\n"
-                            for li in n.children if not isinstance(li, str) and li.tag == "li")
-            return f"\\begin{{{env}}}\n{items}\\end{{{env}}}\n"
+            return self.list(n, "enumerate" if tag == "ol" else "itemize")
         if tag == "figure":
             return self.figure(n)
         if tag == "table":
@@ -317,6 +329,29 @@ class _Writer:
         if tag == "pre":
             return code_block(n.text())
         return self.children(n)
+
+    def list(self, n: _Node, env: str) -> str:
+        """A list environment, numbered from the Markdown's first number as the HTML is. A
+        list nested deeper than LaTeX allows (4 of a kind, 6 in all: "Too deeply nested"
+        stopped pdflatex) becomes paragraphs, each marked with a dash or its number, inside the
+        enclosing item."""
+        items = [li for li in n.children if not isinstance(li, str) and li.tag == "li"]
+        numbered = env == "enumerate"
+        start = int(n.attrs.get("start") or 1) if numbered else 1
+        if self.lists.count(env) >= 4 or len(self.lists) >= 6:
+            return "".join(f"\\par {f'{start + k}.' if numbered else '--'} "
+                           f"{self.children(li).strip()}\n"
+                           for k, li in enumerate(items)) + "\\par\n"
+        self.lists.append(env)
+        try:
+            # {}: an item that starts with "[" was read as \item's optional label, and lost
+            # its bullet to the bracketed words
+            body = "".join(f"  \\item{{}} {self.children(li).strip()}\n" for li in items)
+        finally:
+            self.lists.pop()
+        counter = ("enumi", "enumii", "enumiii", "enumiv")[self.lists.count(env)]
+        first = f"\\setcounter{{{counter}}}{{{start - 1}}}\n" if start != 1 else ""
+        return f"\\begin{{{env}}}\n{first}{body}\\end{{{env}}}\n"
 
     def figure(self, n: _Node) -> str:
         name = n.attrs.get("id", "").removeprefix("fig-")

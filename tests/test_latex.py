@@ -52,6 +52,69 @@ def test_every_character_the_export_writes_compiles(tmp_path):
     assert "Missing character" not in log
 
 
+@pytest.mark.skipif(not HAVE_TEX, reason="pdflatex is not installed")
+def test_the_students_markdown_compiles_in_every_construct(tmp_path):
+    """Each of these stopped pdflatex: a hard line break (a trailing backslash) that opens a
+    paragraph, a list item or a quote was a bare \\\\ there ("There's no line here to end"); a
+    heading in a list item was \\item \\paragraph ("perhaps a missing \\item"); lists nested
+    more than four deep ("Too deeply nested"); a heading with a % in it (written to the .aux as
+    a bare %); a break followed by "[" (read as \\\\'s optional length). And an item that
+    starts with "[" lost its bullet and the bracketed words to \\item's optional label."""
+    from reportgen.usertext import to_html
+
+    markdown = ("\\\nopens a paragraph\n\n- \\\n  opens an item\n\n> \\\n> opens a quote\n\n"
+                "# Heading\n\n## Sub\n\nin a line\\\nbreaks twice\\\n\\\nhere\n\n"
+                "1. one\n   - nested `a_b`\n\n```\ncode { %\n```\n\n---\n\n**bold \\\nbreak**\n\n"
+                "- # a heading in an item\n- ## and a lower one\n\n"
+                "- - - - - - - seven deep\n\n1. 1. 1. 1. 1. numbered five deep\n\nThen:\n\n"
+                "3. starts at three\n4. four\n\n# 100% & #1 of it\n\nSetext with\\\na break\n===\n\n"
+                "a break before\\\n[a bracket]\n\n- [x] a done task")
+    html = ('<body><h2>Introduction</h2><div class="user-text">' + to_html(markdown)
+            + "</div></body>")
+    (tmp_path / "c.tex").write_text(to_latex(html, {})[0])
+    p = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "c.tex"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    log = (tmp_path / "c.log").read_text(errors="replace")
+    assert p.returncode == 0, [line for line in log.splitlines() if line.startswith("!")]
+    text = _pdf_text(tmp_path / "c.pdf")
+    assert "opens an item" in text and "seven deep" in text and "3. starts at three" in text
+    assert "100% & #1 of it" in text and "[a bracket]" in text and "[x] a done task" in text
+
+
+# Pieces of Markdown that a student's text may hold, each harmless alone.
+_PIECES = ["# H", "## H2 *e*", "###### h6", "- a", "- ", "1. x", "3. y", "   - nested", "  - n2",
+           "    - n3", "> q", "> > qq", "> - ql", "1. # h", "- - - - x", "\\", "a\\", "  ", "```",
+           "```py", "    indented code", "***", "---", "text", "*em*", "**b**", "_u_", "`c`", "``",
+           "$x^2$", "$$\\frac{a}{b}$$", "$a % b$", "$5", "[l](https://a.org/_%#)", "<https://a.org>",
+           "<a@b.c>", "<b>x</b>", "&amp;", "&#x1F600;", "&nbsp;", "\\*", "\\{", "~", "^", "%", "#",
+           "&", "_", "{", "}", "|a|b|", "λ", "ą", "ð", "中", "[ref]", "[ref]: https://x.org", "===",
+           "- [ ] task", "<!-- c -->", "\\end{document}", "\\input{x}", "^^5c", "\u202e"]
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not HAVE_TEX, reason="pdflatex is not installed")
+def test_random_markdown_compiles(tmp_path):
+    """40 documents of random lines drawn from _PIECES, each exported and compiled alone (a
+    fuzzer of 500 such documents found the constructs of the test above)."""
+    import random
+
+    from reportgen.usertext import to_html
+
+    rng = random.Random(23)
+    for k in range(40):
+        lines = [" ".join(rng.choice(_PIECES) for _ in range(rng.randint(1, 3)))
+                 + ("\n" if rng.random() < 0.3 else "") for _ in range(rng.randint(1, 12))]
+        markdown = "\n".join(lines)
+        html = ('<body><h2>Introduction</h2><p>x</p><div class="user-text">'
+                + to_html(markdown) + "</div></body>")
+        (tmp_path / "c.aux").unlink(missing_ok=True)  # a failed run leaves half of one
+        (tmp_path / "c.tex").write_text(to_latex(html, {})[0])
+        p = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "c.tex"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        log = (tmp_path / "c.log").read_text(errors="replace")
+        assert p.returncode == 0, (markdown, [l for l in log.splitlines() if l.startswith("!")])
+
+
 def test_characters_pdflatex_cannot_set_are_named():
     """CJK letters in a name became '?' in report.tex without a word; now the export says
     which (the figure and citation tokens of the raw rendering and the markup are not text)."""
@@ -106,7 +169,7 @@ def test_the_students_headings_are_unnumbered_paragraph_headings():
             + to_html("# Aim & scope\n\n## Why\n\ntext") + '</div><h2>Method</h2></body>')
     body = to_latex(html, {})[0].split("%% BODY")[1]
     assert body.count("\\section{") == 2  # Introduction and Method, nothing in between
-    assert "\\paragraph{Aim \\& scope}" in body and "\\subparagraph{Why}" in body
+    assert "\\paragraph*{Aim \\& scope}" in body and "\\subparagraph*{Why}" in body
 
 
 def test_an_export_that_fails_part_way_leaves_the_previous_one_whole(tmp_path, monkeypatch):
@@ -278,7 +341,7 @@ def test_long_runs_without_a_space_stay_inside_the_margin_in_latex(tiny, tmp_pat
     log = (latex / "report.log").read_text(errors="replace")
     assert "Overfull \\hbox" not in log, [l for l in log.splitlines() if "Overfull" in l]
     assert "some_long_identifier" in _pdf_text(latex / "report.pdf").replace("\n", "")
-    assert "\\paragraph{My code}" in (latex / "report.tex").read_text()  # a heading compiles
+    assert "\\paragraph*{My code}" in (latex / "report.tex").read_text()  # a heading compiles
 
 
 @pytest.mark.slow
