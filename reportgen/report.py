@@ -150,6 +150,20 @@ def thousands(x) -> str:
     return f"{int(x):,}"
 
 
+def setting(x) -> Markup:
+    """A numeric setting as a paper prints it: 0.1, 0.0001, 1 × 10<sup>−5</sup> where Python
+    writes 1e-05, and 0 or 1 where it writes 0.0 or 1.0. Anything but a number is escaped
+    text: a results file is read, not trusted."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return escape(str(x))
+    text = repr(x) if isinstance(x, float) else str(x)
+    mantissa, _, exponent = text.partition("e")
+    mantissa = mantissa.removesuffix(".0")
+    if exponent:
+        return Markup(f"{mantissa} × 10<sup>{int(exponent)}</sup>".replace("-", "−"))
+    return Markup(mantissa.replace("-", "−"))
+
+
 def duration(seconds) -> str:
     if seconds < 9.95:  # a tenth of a second is still visible here, not "0 s"
         return "under 0.1 s" if seconds < 0.05 else f"{seconds:.1f} s"
@@ -439,6 +453,7 @@ def environment():
                              autoescape=jinja2.select_autoescape(["html", "j2"]),
                              undefined=jinja2.StrictUndefined, trim_blocks=False)
     env.filters.update(pct=pct, pct1=pct1, pp=pp, deg=deg, thousands=thousands, acc=acc,
+                       setting=setting,
                        est=est, stat=stat_cell, diff=diff, change=change, pvalue=_p,
                        fraction=lambda x: "–" if x is None else f"{x:.2f}",
                        duration=duration, and_list=and_list,

@@ -431,6 +431,17 @@ def test_the_augmentation_caption_names_every_transform(tiny, epochs):
             "reads slightly high" in words) == (epochs == 2)
 
 
+@pytest.mark.parametrize("value, text", [
+    (0.1, "0.1"), (0.0001, "0.0001"), (1e-05, "1 × 10<sup>−5</sup>"),
+    (2.5e-07, "2.5 × 10<sup>−7</sup>"), (0.0, "0"), (1.0, "1"), (128, "128"),
+    (1e20, "1 × 10<sup>20</sup>"),
+    ("<b>", "&lt;b&gt;")])  # a forged results file's string is text, not markup
+def test_settings_are_printed_as_a_paper_prints_them(value, text):
+    from reportgen.report import setting
+
+    assert str(setting(value)) == text
+
+
 def test_the_network_is_called_the_practicals_only_when_it_is(tiny):
     """The practical's network is its pre-activation ResNet with num_blocks [2, 2, 3] and
     c_hidden [16, 24, 32]; before, the report called any trained network "the practical's"."""
@@ -479,6 +490,12 @@ def test_the_network_is_called_the_practicals_only_when_it_is(tiny):
     assert results["model_info"]["axes"] == "channels × height × width" == axes({})
     assert axes({"axes": "channels × rotations × height × width"}) == (
         "channels × rotations × height × width")
+
+    # Settings as a paper prints them, not as Python does ("learning rate 1e-05", "0.0").
+    optim = {**results["optimizer"], "lr": 1e-5, "weight_decay": 0.0, "momentum": 0.9}
+    words = " ".join(str(module({**results, "optimizer": optim}).method()).split())
+    assert ("with learning rate 1 × 10<sup>−5</sup>, momentum 0.9 and weight decay 0, batch size"
+            in words)
 
 
 @pytest.mark.slow
