@@ -270,6 +270,14 @@ def _plan(cfg, prepared, chosen, retrain: bool, only: bool, options: dict | None
     return plan
 
 
+def _check_device(cfg: ExperimentConfig) -> None:
+    """The device the runs will train on is there: before the data are decoded (a minute for
+    CIFAR-10's JPEGs on a laptop), not after."""
+    from .training import resolve_accelerator
+
+    resolve_accelerator(cfg.train.device, cfg.train.devices)
+
+
 def _run_study(study, config, data, out, epochs, seeds, subset, device, devices, strategy, set_,
                retrain, plan, options: dict) -> None:
     from .experiments import figures_path, prepare_data, results_dir
@@ -282,6 +290,7 @@ def _run_study(study, config, data, out, epochs, seeds, subset, device, devices,
                seeds)
     _run(study.check, cfg, **options)
     cfg = _run(study.configured, cfg, **options)
+    _run(_check_device, cfg)
     with _locked(cfg):
         prepared = _run(prepare_data, cfg, log=_log, fetch=not plan)
         planned = _plan(cfg, prepared, [study], retrain, plan, options)
@@ -446,6 +455,7 @@ def all_(config: Optional[str] = ConfigOpt, data: Optional[str] = DataOpt,
     _run(templates_dir)  # a broken install, found before hours of training
     if "pdf" in cfg.report.formats:
         _run(pdf_engine)  # not after hours of training
+    _run(_check_device, cfg)
     with _locked(cfg):
         prepared = _run(prepare_data, cfg, log=_log, fetch=not plan)
         planned = _plan(cfg, prepared, studies(), retrain, plan, one_call=True)

@@ -67,6 +67,23 @@ def test_a_command_that_fails_before_writing_leaves_no_folder_behind(command, tm
     assert sorted(p.name for p in tmp_path.rglob("*")) == ["kept"]
 
 
+@pytest.mark.parametrize("command", ["train", "rotation", "shuffle", "all"])
+def test_a_missing_gpu_is_named_before_the_data_are_decoded(command, tiny, monkeypatch):
+    """--device gpu on a machine without one was refused only after decoding the data (a
+    minute for CIFAR-10's JPEGs on a laptop)."""
+    import torch
+
+    from helpers import overrides_to_args
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    overrides, out = tiny
+    r = runner.invoke(app, [command, *overrides_to_args(overrides), "--device", "gpu"])
+    assert r.exit_code == 2, r.output
+    assert r.output.strip() == ("error: --device gpu was asked for but no CUDA GPU is visible: "
+                                "use --device cpu or auto")
+    assert not out.exists()  # nothing decoded, no cache, no lock
+
+
 def test_the_output_lock_leaves_no_file_after_the_command(tiny):
     from reportgen.files import OutputLock
 
