@@ -238,6 +238,11 @@ def test_rotation_angles_are_orientations_swept_once_in_order():
     assert cfg.rotation.angles == (0.0, 10.0, 90.0, 330.0)
     default = load_experiment(None).rotation.angles
     assert default == tuple(float(a) for a in range(0, 360, 10))
+    # To a thousandth of a degree: 359.99999999 was swept as its own angle and printed "360°".
+    cfg = load_experiment(None, {"rotation.angles": [1e-9, 359.99999999, 10.00001, 45.12345]})
+    assert cfg.rotation.angles == (0.0, 10.0, 45.123)
+    with pytest.raises(ConfigError, match="at least one angle other than 0"):
+        load_experiment(None, {"rotation.angles": [1e-9, -0.0001]})
 
 
 def test_seeds_past_32_bits_would_repeat_a_smaller_seed():

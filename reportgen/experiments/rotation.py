@@ -40,6 +40,7 @@ def _default_angles() -> tuple[float, ...]:
 
 
 MAX_ANGLES = 3600  # rotation.angles
+ANGLE_PLACES = 3  # decimals of a degree that rotation.angles keeps
 
 
 @dataclass(frozen=True)
@@ -65,11 +66,14 @@ class RotationConfig:
         # One rotation per orientation, in the figure's order: -30 is 330, 360 is 0 (drawn at
         # both ends of the curve anyway), and an angle listed twice is swept once.
         # (A tiny negative angle modulo 360 rounds to 360.0 itself, hence the second modulo.)
+        # To a thousandth of a degree, which moves a pixel at a 32x32 image's corner by 0.0004
+        # of its width: 359.99999999 was swept as its own angle and printed as "360°", 1e-9
+        # as "1e-09°", both the upright image.
         # 0° is always swept: every angle is compared with the upright image. Without it (or
         # with nothing else) the report spoke of "its value at 0°" that no sweep measured and of
         # a mean over rotated angles of none.
-        object.__setattr__(self, "angles",
-                           tuple(sorted({0.0} | {a % 360 % 360 + 0.0 for a in self.angles})))
+        object.__setattr__(self, "angles", tuple(sorted(
+            {0.0} | {round(a % 360, ANGLE_PLACES) % 360 + 0.0 for a in self.angles})))
         check(len(self.angles) > 1, "rotation.angles", [0],
               "at least one angle other than 0 (0° is always swept: it is the reference)")
         # Every angle is a sweep over every evaluation image, kept per image: 0.1-degree
