@@ -233,6 +233,21 @@ def test_text_settings_keep_whitespace_and_unicode():
     assert cfg.train.strategy == "ddp"
 
 
+def test_a_leading_tilde_in_a_path_setting_is_the_home_folder(tmp_path, monkeypatch):
+    """out_dir = "~/runs" in an experiment file made a folder named "~" in the current folder,
+    while data.source = "~/..." was read as the home folder."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "q.toml").write_text('name = "q"\n')
+    paths = {"out_dir": "~/o", "figures_dir": "~/f", "data.source": "~/d", "data.cache_dir": "~/c",
+             "report.user_text": "~/u.toml", "shuffle.perm_file": "~/p.json"}
+    cfg = load_experiment("~/q.toml", paths)
+    assert cfg.name == "q"  # --config '~/q.toml' too
+    got = [cfg.out_dir, cfg.figures_dir, cfg.data.source, cfg.data.cache_dir,
+           cfg.report.user_text, cfg.shuffle.perm_file]
+    assert got == [str(tmp_path / p[2:]) for p in paths.values()]
+    assert load_experiment(None, {"out_dir": "a~/o"}).out_dir == "a~/o"  # only a leading ~
+
+
 def test_rotation_angles_are_orientations_swept_once_in_order():
     cfg = load_experiment(None, {"rotation.angles": [90, -30, 0, 360, 10, -350, 90.0, -1e-20]})
     assert cfg.rotation.angles == (0.0, 10.0, 90.0, 330.0)

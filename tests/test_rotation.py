@@ -136,11 +136,15 @@ def test_bad_angles_fail_before_work(tiny, args, message):
     assert not (out / "runs").exists()
 
 
-def test_bad_checkpoints(tiny, tmp_path):
+def test_bad_checkpoints(tiny, tmp_path, monkeypatch):
     overrides, out = tiny
     r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint",
                             str(tmp_path / "missing.ckpt")])
     assert r.exit_code == 2 and "missing.ckpt does not exist" in r.output
+    monkeypatch.setenv("HOME", str(tmp_path))  # a quoted '~/...' is the home folder too
+    r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint",
+                            "~/missing.ckpt"])
+    assert r.exit_code == 2 and f"{tmp_path / 'missing.ckpt'} does not exist" in r.output
     junk = tmp_path / "junk.ckpt"
     junk.write_bytes(b"\x00" * 100)
     r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint", str(junk)])

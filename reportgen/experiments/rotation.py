@@ -8,6 +8,7 @@ angle, one angle per batch, on the model's device. Results: `rotation.json` and
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -441,7 +442,9 @@ class Rotation(Study):
         import typer
 
         return {"checkpoint": (str | None, typer.Option(
-                    None, "--checkpoint", help="Sweep only this checkpoint (no training).")),
+                    None, "--checkpoint", help="Sweep only this checkpoint (no training).",
+                    # a leading ~ as the shell expands it, also where it is quoted
+                    callback=lambda path: os.path.expanduser(path) if path else path)),
                 "angles": (str | None, typer.Option(
                     None, "--angles", help="Comma-separated degrees (default 0,10,...,350)."))}
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from ..config import (DECAY_RANGE, MAX_SEEDS, RATE_RANGE, ConfigError, ExperimentConfig,
-                      ModelConfig, check, is_rate)
+                      ModelConfig, check, expand_home, is_rate)
 from ..files import read_text
 from ..training import RunSpec
 from .base import Prepared, Study, register_study
@@ -46,6 +46,7 @@ class ShuffleConfig:
     def __post_init__(self):
         from ..optimizers import OPTIMIZERS, allowed
 
+        expand_home(self, "perm_file")
         check(self.epochs > 0, "shuffle.epochs", self.epochs, "a positive integer")
         # Part 3 contrasts the network with a model that has no notion of neighbouring pixels,
         # and its report describes the MLP's layers: a ResNet here was reported as an MLP.
