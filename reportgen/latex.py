@@ -69,6 +69,9 @@ def _tt_escape(text: str) -> str:
     return breakable(text, lambda ch: _TT.get(ch) or escape(ch))
 
 
+# Shrinks a table wider than the text to its width (a narrower one keeps its size).
+_FIT_WIDTH = "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
+ROWS_PER_FLOAT = 45  # body rows of a table in one float (60 at \small fill an A4 page)
 LONG_WORD = 30  # characters without a space, past which a run may break anywhere
 # A legal line break, taken about as readily as a hyphen, with a little stretch: a justified
 # line made of one such run has no spaces to stretch, and came out a few points overfull.
@@ -376,6 +379,10 @@ class _Writer:
         return "".join(self.text(c) if isinstance(c, str) else self.node(c) for c in kids).strip()
 
     def table(self, n: _Node) -> str:
+        """A booktabs table in a float; one of more than ROWS_PER_FLOAT body rows is split
+        into floats of at most that many, each repeating the header, the later ones headed
+        "Table N (continued)": a float never breaks across pages, and the run table of a
+        report with 12 seeds (72 rows) ran off the bottom of its page."""
         cap = _find(n, "caption")
         name = cap.attrs.get("data-name", "") if cap else ""
         rows = [(tr, [c for c in tr.children if not isinstance(c, str) and c.tag in ("th", "td")])
@@ -383,21 +390,30 @@ class _Writer:
         ncol = max((len(cells) for _, cells in rows), default=1)
         align = "".join("r" if "num" in c.classes() else "l" for c in rows[0][1]) if rows else "l"
         align = (align + "l" * ncol)[:ncol]
-        lines = ["\\toprule"]
+        head: list[str] = []
+        body: list[list[str]] = []  # each body row: its lines (a \midrule before a total)
         for k, (tr, cells) in enumerate(rows):
             line = " & ".join(self.children(c).strip() for c in cells) + " \\\\"
-            if "total" in tr.classes():
-                lines.append("\\midrule")
-            lines.append(line)
             if k == 0 and _inside(tr, "thead"):
-                lines.append("\\midrule")
-        lines.append("\\bottomrule")
-        label = f"\\label{{tab:{name}}}\n" if name else ""
-        body = "\n".join(lines)
-        return ("\\begin{table}[htbp]\n\\centering\\small\n"
-                f"\\caption{{{self._caption(cap)}}}\n{label}"
-                "\\resizebox{\\ifdim\\width>\\linewidth\\linewidth\\else\\width\\fi}{!}{%\n"
-                f"\\begin{{tabular}}{{{align}}}\n{body}\n\\end{{tabular}}}}\n\\end{{table}}\n\n")
+                head = [line, "\\midrule"]
+            else:
+                body.append(["\\midrule", line] if "total" in tr.classes() else [line])
+        chunks = [body[i:i + ROWS_PER_FLOAT] for i in range(0, len(body), ROWS_PER_FLOAT)] or [[]]
+        out = []
+        for k, chunk in enumerate(chunks):
+            if k == 0:
+                label = f"\\label{{tab:{name}}}\n" if name else ""
+                top = f"\\caption{{{self._caption(cap)}}}\n{label}"
+            else:
+                ref = f"Table~\\ref{{tab:{name}}} " if name else ""
+                top = f"{ref}(continued)\\par\\smallskip\n"
+            lines = ["\\toprule", *head, *(line for row in chunk for line in row), "\\bottomrule"]
+            out.append("\\begin{table}[htbp]\n\\centering\\small\n" + top + _FIT_WIDTH
+                       + f"\\begin{{tabular}}{{{align}}}\n" + "\n".join(lines)
+                       + "\n\\end{tabular}}\n\\end{table}\n\n")
+        # Split, the parts are set before the text goes on: floats drift, and the continuation
+        # came out after the appendix's settings that follow the run table.
+        return "".join(out) + ("\\clearpage\n\n" if len(out) > 1 else "")
 
 
 def _find(n: _Node, tag: str, cls: str | None = None) -> _Node | None:

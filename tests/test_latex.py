@@ -172,6 +172,34 @@ def test_the_students_headings_are_unnumbered_paragraph_headings():
     assert "\\paragraph*{Aim \\& scope}" in body and "\\subparagraph*{Why}" in body
 
 
+def test_a_table_longer_than_a_page_is_split_into_floats_that_repeat_the_header(tmp_path):
+    """A float never breaks across pages: the run table of 12 seeds (72 rows) ran off the
+    bottom of its page ("Float too large for page")."""
+    from reportgen.latex import ROWS_PER_FLOAT
+
+    rows = "".join(f"<tr><td>run-{k}</td><td class=\"num\">{k}</td></tr>" for k in range(130))
+    html = ('<body><h2>Appendix</h2><table><caption data-name="runs"><b>Table 1.</b> Runs.'
+            '</caption><thead><tr><th>run</th><th class="num">seed</th></tr></thead><tbody>'
+            + rows + "</tbody></table><p>After the table.</p></body>")
+    tex = to_latex(html, {})[0]
+    assert ROWS_PER_FLOAT < 130 <= 3 * ROWS_PER_FLOAT
+    assert tex.count("\\begin{table}") == 3 and tex.count("\\label{tab:runs}") == 1
+    assert tex.count("Table~\\ref{tab:runs} (continued)") == 2
+    assert tex.count("run & seed \\\\") == 3  # the header on every part
+    assert tex.index("\\clearpage") < tex.index("After the table.")  # parts before the text
+    if not HAVE_TEX:
+        pytest.skip("pdflatex is not installed")
+    (tmp_path / "t.tex").write_text(tex)
+    for _ in range(2):  # the second run resolves the references
+        p = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "t.tex"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
+        assert p.returncode == 0, p.stdout[-2000:]
+    log = (tmp_path / "t.log").read_text(errors="replace")
+    assert "Float too large" not in log
+    text = _pdf_text(tmp_path / "t.pdf")
+    assert all(f"run-{k} {k}" in text for k in range(130)) and "Table 1 (continued)" in text
+
+
 def test_an_export_that_fails_part_way_leaves_the_previous_one_whole(tmp_path, monkeypatch):
     """Figures were copied in place one by one before report.tex was written: a failure part
     way (a full disk) left new figures beside the old .tex. Now nothing is renamed into place

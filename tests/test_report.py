@@ -177,6 +177,30 @@ def test_a_wide_table_of_intervals_fits_the_page_and_one_that_does_not_is_named(
         assert [(page, name) for page, name, _ in over] == [(1, "table rotation")]
 
 
+def test_a_run_table_longer_than_a_page_starts_under_its_caption():
+    """Tables are kept whole on a page; the appendix's run table with 10 seeds (60 rows) was
+    then pushed onto the next page and left its caption alone on an otherwise blank page. The
+    template marks a run table of more than 40 rows breakable (its header repeats)."""
+    import io
+
+    import weasyprint
+    from pypdf import PdfReader
+
+    from reportgen.resources import templates_dir
+
+    rows = "".join(f"<tr><td>row-{k}</td><td>{k}</td></tr>" for k in range(90))
+    html = (f"<html><head><style>{(templates_dir() / 'report.css').read_text()}</style></head>"
+            "<body>" + "<p>Text before the table.</p>" * 12 + '<table class="compact breakable">'
+            '<caption data-name="runs">Runs caption</caption><thead><tr><th>run</th><th>seed'
+            f"</th></tr></thead><tbody>{rows}</tbody></table></body></html>")
+    pages = [p.extract_text() for p in
+             PdfReader(io.BytesIO(weasyprint.HTML(string=html).write_pdf())).pages]
+    caption = next(k for k, text in enumerate(pages) if "Runs caption" in text)
+    first = next(k for k, text in enumerate(pages) if "row-0" in text)
+    assert caption == first, (caption, first)  # without "breakable", on different pages
+    assert "run" in pages[first + 1] and "row-89" in "".join(pages[first:])  # header again
+
+
 def test_the_students_long_lines_wrap_inside_the_margin():
     """A code block with a 400-character line, a long URL and long inline code in the
     student's text: before, the code block ran 62 cm past the margin."""
