@@ -67,9 +67,9 @@ class RotationConfig:
         # One rotation per orientation, in the figure's order: -30 is 330, 360 is 0 (drawn at
         # both ends of the curve anyway), and an angle listed twice is swept once.
         # (A tiny negative angle modulo 360 rounds to 360.0 itself, hence the second modulo.)
-        # To a thousandth of a degree, which moves a pixel at a 32x32 image's corner by 0.0004
-        # of its width: 359.99999999 was swept as its own angle and printed as "360°", 1e-9
-        # as "1e-09°", both the upright image.
+        # To a thousandth of a degree (rounding moves a 32x32 image's corner pixel by at most
+        # 0.0002 of a pixel): 359.99999999 was swept as its own angle and printed as "360°",
+        # 1e-9 as "1e-09°", both the upright image.
         # 0° is always swept: every angle is compared with the upright image. Without it (or
         # with nothing else) the report spoke of "its value at 0°" that no sweep measured and of
         # a mean over rotated angles of none.
