@@ -526,7 +526,10 @@ def write_latex(html: str, figures_dir: Path, out_dir: Path, log=print) -> Path:
     if unset:
         shown = " ".join(ch if unicodedata.category(ch)[0] not in "CZ" else f"U+{ord(ch):04X}"
                          for ch in unset[:10]) + (" ..." if len(unset) > 10 else "")
+        # Latin letters only (ą, ð): pdflatex sets them too, in the T1 font encoding.
+        engines = ("XeLaTeX, LuaLaTeX, or pdflatex with \\usepackage[T1]{fontenc}"
+                   if set(unset) <= _OT1_MISSING else "XeLaTeX, LuaLaTeX")
         log(f"note: report.tex prints ? for {len(unset)} character(s) that pdflatex cannot set "
             f"({shown}); report.html and report.pdf keep them: type them into the .tex where "
-            "your template's engine can set them (XeLaTeX, LuaLaTeX)")
+            f"your template's engine can set them ({engines})")
     return latex / "report.tex"

@@ -491,8 +491,15 @@ def test_tex_export_needs_no_model_no_data_and_no_weasyprint(tiny, monkeypatch):
     assert r.exit_code == 0, r.output
     assert ("note: report.tex prints ? for 1 character(s) that pdflatex cannot set (王); "
             "report.html and report.pdf keep them") in r.output
+    assert "(XeLaTeX, LuaLaTeX)" in r.output
     assert ("\\author{\\parbox[t]{0.9\\textwidth}{\\centering ? Zoë}}"
             in (out / "latex" / "report.tex").read_text())
+    # Latin letters alone: pdflatex with the T1 encoding sets them too, and the note says so.
+    w = runner.invoke(app, ["report", *overrides_to_args(overrides), "--format", "tex",
+                            "--author", "Łukasz Wąsik"])
+    assert ("prints ? for 1 character(s) that pdflatex cannot set (ą); report.html and "
+            "report.pdf keep them: type them into the .tex where your template's engine can set "
+            "them (XeLaTeX, LuaLaTeX, or pdflatex with \\usepackage[T1]{fontenc})") in w.output
     assert r.exit_code == 0, r.output
     assert r.stdout.strip().splitlines()[-1] == str(out / "latex" / "report.tex")
     assert (out / "latex" / "report.tex").is_file() and (out / "latex" / "references.bib").is_file()
