@@ -145,12 +145,15 @@ class Part1(Study):
                 f"run {results['run_dir']}"]
 
     def facts(self, results: dict) -> dict:
+        from ..models.registry import ModelEntry
         from ..optimizers import OPTIMIZERS
 
         o = results["optimizer"]
         opt = OPTIMIZERS[o["name"]]
         return {"optimizer": opt.title, "cite": list(opt.cite),
                 "network": practical_network(results["model_info"]),
+                # Table 1's output axes; a results file from before the field: a plain CNN's
+                "axes": results["model_info"].get("axes", ModelEntry.axes),
                 "momentum": o["momentum"] if opt.uses_momentum else None,
                 "seeds": len(results["seeds"]),
                 # Validations that competed for the best checkpoint: with more than one, the
