@@ -325,6 +325,8 @@ class _Writer:
             return f"\\emph{{{self.children(n)}}}"
         if tag in ("ul", "ol"):
             return self.list(n, "enumerate" if tag == "ol" else "itemize")
+        if tag == "blockquote":
+            return self.quote(n)
         if tag == "figure":
             return self.figure(n)
         if tag == "table":
@@ -355,6 +357,18 @@ class _Writer:
         counter = ("enumi", "enumii", "enumiii", "enumiv")[self.lists.count(env)]
         first = f"\\setcounter{{{counter}}}{{{start - 1}}}\n" if start != 1 else ""
         return f"\\begin{{{env}}}\n{first}{body}\\end{{{env}}}\n"
+
+    def quote(self, n: _Node) -> str:
+        """An indented quote, as the HTML indents it. LaTeX's quote is a list, so it counts
+        towards the six levels lists may nest; deeper, the quote's paragraphs are set plain."""
+        if len(self.lists) >= 6:
+            return self.children(n).strip() + "\n\n"
+        self.lists.append("quote")
+        try:
+            body = self.children(n).strip()
+        finally:
+            self.lists.pop()
+        return f"\\begin{{quote}}\n{body}\n\\end{{quote}}\n\n"
 
     def figure(self, n: _Node) -> str:
         name = n.attrs.get("id", "").removeprefix("fig-")

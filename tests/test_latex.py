@@ -58,7 +58,8 @@ def test_the_students_markdown_compiles_in_every_construct(tmp_path):
     paragraph, a list item or a quote was a bare \\\\ there ("There's no line here to end"); a
     heading in a list item was \\item \\paragraph ("perhaps a missing \\item"); lists nested
     more than four deep ("Too deeply nested"); a heading with a % in it (written to the .aux as
-    a bare %); a break followed by "[" (read as \\\\'s optional length). And an item that
+    a bare %); a break followed by "[" (read as \\\\'s optional length); quotes, which are
+    lists to LaTeX, nested past six levels with lists. And an item that
     starts with "[" lost its bullet and the bracketed words to \\item's optional label."""
     from reportgen.usertext import to_html
 
@@ -68,15 +69,20 @@ def test_the_students_markdown_compiles_in_every_construct(tmp_path):
                 "- # a heading in an item\n- ## and a lower one\n\n"
                 "- - - - - - - seven deep\n\n1. 1. 1. 1. 1. numbered five deep\n\nThen:\n\n"
                 "3. starts at three\n4. four\n\n# 100% & #1 of it\n\nSetext with\\\na break\n===\n\n"
-                "a break before\\\n[a bracket]\n\n- [x] a done task")
+                "a break before\\\n[a bracket]\n\n- [x] a done task\n\n"
+                "> > > > > > > > quoted eight deep\n\n- > - > - > - > - > quotes in lists")
     html = ('<body><h2>Introduction</h2><div class="user-text">' + to_html(markdown)
             + "</div></body>")
-    (tmp_path / "c.tex").write_text(to_latex(html, {})[0])
+    tex = to_latex(html, {})[0]
+    # a quote is indented as the HTML indents it, as deep as LaTeX lets lists nest (six)
+    assert tex.count("\\begin{quote}") == 1 + 6 + 3
+    (tmp_path / "c.tex").write_text(tex)
     p = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "c.tex"],
                        cwd=tmp_path, capture_output=True, text=True, timeout=120)
     log = (tmp_path / "c.log").read_text(errors="replace")
     assert p.returncode == 0, [line for line in log.splitlines() if line.startswith("!")]
     text = _pdf_text(tmp_path / "c.pdf")
+    assert "quoted eight deep" in text and "quotes in lists" in text
     assert "opens an item" in text and "seven deep" in text and "3. starts at three" in text
     assert "100% & #1 of it" in text and "[a bracket]" in text and "[x] a done task" in text
 
