@@ -142,8 +142,12 @@ def change(c, up: str = "gains", down: str = "costs") -> str:
             f"{_points(hi, k)}; {c['test']}, {_p(c['p'])})")
 
 
-def deg(x) -> str:
-    return f"{x:g}°"
+def deg(x) -> Markup:
+    """An angle to six significant figures, as `setting` prints a number: 0.00001 of a
+    degree is 1 × 10<sup>−5</sup>°, not 1e-05°, and a negative angle has a minus sign."""
+    if isinstance(x, bool) or not isinstance(x, (int, float)):
+        return escape(str(x))
+    return setting(float(f"{x:.6g}")) + "°"
 
 
 def thousands(x) -> str:

@@ -466,6 +466,16 @@ def test_settings_are_printed_as_a_paper_prints_them(value, text):
     assert str(setting(value)) == text
 
 
+@pytest.mark.parametrize("value, text", [
+    (0, "0°"), (10.0, "10°"), (-30, "−30°"), (12.5, "12.5°"), (359.999, "359.999°"),
+    (1e-05, "1 × 10<sup>−5</sup>°"), (12.3456789, "12.3457°"), ("<b>", "&lt;b&gt;")])
+def test_angles_are_printed_as_a_paper_prints_them(value, text):
+    """Before, an augmentation of 0.00001° was "±1e-05°" and a negative angle had a hyphen."""
+    from reportgen.report import deg
+
+    assert str(deg(value)) == text
+
+
 def test_the_network_is_called_the_practicals_only_when_it_is(tiny):
     """The practical's network is its pre-activation ResNet with num_blocks [2, 2, 3] and
     c_hidden [16, 24, 32]; before, the report called any trained network "the practical's"."""
