@@ -131,15 +131,44 @@ def read_figure(path: Path, magic: bytes) -> bytes:
     except OSError:
         kind = "a symbolic link" if os.path.islink(path) else "not a readable file"
         raise MissingResults(f"figure {path} is {kind}, not a figure reportgen drew: {redraw}")
+    # Checked on the descriptor before it becomes a file object: fdopen refuses a folder with
+    # "Is a directory: 5", a message that named neither the figure nor what to do.
+    mode = os.fstat(fd).st_mode
+    if not stat.S_ISREG(mode):
+        os.close(fd)
+        if stat.S_ISDIR(mode):  # drawing cannot replace a folder: it has to go first
+            raise MissingResults(f"figure {path} is a folder, not a figure reportgen drew: "
+                                 "move it away, then run `reportgen figures`")
+        raise MissingResults(f"figure {path} is not a regular file, not a figure reportgen "
+                             f"drew: {redraw}")
     with os.fdopen(fd, "rb") as f:
-        if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
-            raise MissingResults(f"figure {path} is not a regular file, not a figure reportgen "
-                                 f"drew: {redraw}")
         data = f.read(FIGURE_LIMIT + 1)
+    kind = Path(path).suffix[1:].upper()
     if len(data) > FIGURE_LIMIT or not data.startswith(magic):
-        raise MissingResults(f"figure {path} is not a {Path(path).suffix[1:].upper()} that "
-                             f"reportgen drew: {redraw}")
+        raise MissingResults(f"figure {path} is not a {kind} that reportgen drew: {redraw}")
+    if not _whole_image(data, magic):
+        # A figure cut short (a full disk, a copy interrupted) went into the report: WeasyPrint
+        # left the figure out with a warning nobody saw, and the PDF was a page short.
+        raise MissingResults(f"figure {path} is damaged (cut short or corrupt), not a whole "
+                             f"{kind}: {redraw}")
     return data
+
+
+def _whole_image(data: bytes, magic: bytes) -> bool:
+    """A PDF ends with its %%EOF marker; a PNG is read to its end with every chunk's checksum
+    verified (Pillow, which matplotlib requires)."""
+    if magic.startswith(b"%PDF"):
+        return b"%%EOF" in data[-1024:]
+    import io
+
+    from PIL import Image
+
+    try:
+        with Image.open(io.BytesIO(data)) as im:
+            im.verify()
+    except Exception:  # Pillow's errors for a damaged image are of many kinds
+        return False
+    return True
 
 
 def read_json(path: Path, command: str):

@@ -183,10 +183,28 @@ def test_version_prints_the_installed_version():
     assert r.exit_code == 0 and r.output.strip() == f"reportgen {version('reportgen')}"
 
 
-def test_operating_system_errors_say_what_to_do():
+def test_operating_system_errors_say_what_to_do(tmp_path):
     import errno
+    import os
 
     from reportgen.cli import _os_error
+
+    # A folder where a figure goes: the rename's error names the figure, not the temporary
+    # file it was written to (".x.tmp123.png"); a file descriptor is no name at all.
+    (tmp_path / "x.png").mkdir()
+    (tmp_path / ".x.tmp1.png").write_bytes(b"png")
+    with pytest.raises(OSError) as e:
+        os.replace(tmp_path / ".x.tmp1.png", tmp_path / "x.png")
+    assert _os_error(e.value) == (f"Is a directory ({tmp_path / 'x.png'}): a folder stands "
+                                  "where a file is needed: move it, or choose another location")
+    fd = os.open(tmp_path / "x.png", os.O_RDONLY)
+    try:
+        with pytest.raises(OSError) as e:
+            os.fdopen(fd, "rb")
+    finally:
+        os.close(fd)
+    assert _os_error(e.value) == ("Is a directory: a folder stands where a file is needed: "
+                                  "move it, or choose another location")
 
     assert _os_error(OSError(errno.ENOSPC, "No space left on device", "/o/runs/x")) == (
         "No space left on device (/o/runs/x): free disk space, or choose another --out")

@@ -222,7 +222,7 @@ def test_an_export_that_fails_part_way_leaves_the_previous_one_whole(tmp_path, m
 
     def draw(version):
         for n in ("a", "b"):
-            (figs / f"{n}.pdf").write_text(f"%PDF-1.4 {n} {version}")
+            (figs / f"{n}.pdf").write_text(f"%PDF-1.4 {n} {version}\n%%EOF\n")
 
     draw(1)
     tex = write_latex(f"<body>{html}one</body>", figs, tmp_path, log=lambda m: None)
@@ -244,16 +244,22 @@ def test_an_export_that_fails_part_way_leaves_the_previous_one_whole(tmp_path, m
     monkeypatch.setattr(files.os, "fsync", real)
     write_latex(f"<body>{html}two</body>", figs, tmp_path, log=lambda m: None)
     assert "two" in tex.read_text()
-    assert (tex.parent / "figures" / "b.pdf").read_text() == "%PDF-1.4 b 2"
+    assert (tex.parent / "figures" / "b.pdf").read_text() == "%PDF-1.4 b 2\n%%EOF\n"
     assert mine.read_text() == "my template"
 
 
-@pytest.mark.parametrize("plant", ["link", "fifo", "not-an-image"])
+@pytest.mark.parametrize("plant", ["link", "fifo", "folder", "not-an-image", "cut-short",
+                                   "corrupt"])
 def test_a_figure_that_is_a_link_or_not_an_image_is_never_embedded(tmp_path, plant):
     """A figures folder from someone else with `x.png -> ~/.ssh/id_rsa`: the linked file's
     bytes went into the report's HTML (as a broken image) and into the LaTeX export's
-    figures; a FIFO hung the command."""
+    figures; a FIFO hung the command; a folder was "Is a directory: 5", naming no figure. A
+    figure cut short or corrupt (a full disk, an interrupted copy) was embedded, and
+    WeasyPrint left it out of the PDF without an error."""
+    import io
     import os
+
+    import matplotlib.pyplot as plt
 
     from reportgen.files import MissingResults
     from reportgen.latex import write_latex
@@ -265,18 +271,33 @@ def test_a_figure_that_is_a_link_or_not_an_image_is_never_embedded(tmp_path, pla
     figs.mkdir()
     for ext in ("png", "pdf"):
         f = figs / f"a.{ext}"
+        fig = plt.figure(figsize=(2, 2))
+        fig.gca().plot([0, 1], [1, 0])
+        drawn = io.BytesIO()
+        fig.savefig(drawn, format=ext)
+        plt.close(fig)
+        drawn = drawn.getvalue()
         if plant == "link":
             f.symlink_to(secret)
         elif plant == "fifo":
             os.mkfifo(f)
+        elif plant == "folder":
+            f.mkdir()
+        elif plant == "cut-short":
+            f.write_bytes(drawn[:len(drawn) // 2])
+        elif plant == "corrupt":  # whole, but a byte in the middle changed
+            f.write_bytes(drawn[:len(drawn) // 2] + b"\x00" + drawn[len(drawn) // 2 + 1:])
         else:
             f.write_bytes(secret.read_bytes())
     what = {"link": "is a symbolic link", "fifo": "is not a regular file",
-            "not-an-image": "is not a PNG that reportgen drew"}[plant]
+            "folder": "is a folder, not a figure reportgen drew: move it away, then", "not-an-image": "is not a (PNG|PDF) that reportgen drew",
+            "cut-short": "is damaged", "corrupt": "is damaged"}[plant]
     with pytest.raises(MissingResults, match=what + ".*run `reportgen figures`"):
         Numbering(figs).figure("a")
+    if plant == "corrupt":  # a PDF is checked for its end, not read through
+        return
     html = '<body><figure id="fig-a"><img src="x"><figcaption>a</figcaption></figure></body>'
-    with pytest.raises(MissingResults, match="run `reportgen figures`"):
+    with pytest.raises(MissingResults, match=what + ".*run `reportgen figures`"):
         write_latex(html, figs, tmp_path / "out", log=lambda m: None)
     assert not (tmp_path / "out" / "latex" / "figures" / "a.pdf").exists()
 
