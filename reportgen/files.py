@@ -174,8 +174,12 @@ def _whole_image(data: bytes, magic: bytes) -> bool:
 def read_json(path: Path, command: str):
     """A results file, or MissingResults naming `reportgen <command>`."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise MissingResults(f"{path} is missing: run `reportgen {command}` first")
+    if path.is_dir():  # "missing: run train" sent the user to a command that then could not
+        # write it ("Is a directory")
+        raise MissingResults(f"{path} is a folder, not a results file: move it away, then run "
+                             f"`reportgen {command}`")
     try:
         return json.loads(read_text(path, 256 << 20))
     # ValueError: not UTF-8, not JSON, an integer of over 4,300 digits; RecursionError:

@@ -602,6 +602,26 @@ def test_a_damaged_metrics_file_is_one_line(trained, damage):
         assert "it is a FIFO, not a regular file" in r.output
 
 
+def test_a_folder_where_a_results_file_goes_is_named_with_what_to_do(trained):
+    """A folder at part1.json was "missing: run `reportgen train` first", and train then
+    stopped at it; a rename's error named the temporary file, not part1.json."""
+    overrides, out, run = trained
+    part1 = out / "practical2" / "part1.json"
+    part1.unlink()
+    part1.mkdir()
+    r = runner.invoke(app, ["report", *overrides_to_args(overrides), "--format", "tex"])
+    assert r.exit_code == 2 and r.output.strip().splitlines()[-1] == (
+        f"error: {part1} is a folder, not a results file: move it away, then run "
+        "`reportgen train`"), r.output
+    r = runner.invoke(app, ["train", *overrides_to_args(overrides)])
+    assert r.exit_code == 2 and r.output.strip().splitlines()[-1] == (
+        f"error: Is a directory ({part1}): a folder stands where a file is needed: move it, "
+        "or choose another location"), r.output
+    part1.rmdir()
+    r = runner.invoke(app, ["train", *overrides_to_args(overrides)])
+    assert r.exit_code == 0 and part1.is_file(), r.output
+
+
 @pytest.mark.parametrize("damage", ["delete", "change", "fifo"])
 def test_a_runs_changed_predictions_are_scored_again(trained, damage):
     """The per-image predictions behind the paired tests are a run's too: deleted, or
