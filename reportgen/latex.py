@@ -330,7 +330,7 @@ class _Writer:
         if tag == "figure":
             return self.figure(n)
         if tag == "table":
-            return self.table(n)
+            return self.user_table(n) if _inside_class(n, "user-text") else self.table(n)
         if tag == "pre":
             return code_block(n.text())
         return self.children(n)
@@ -392,6 +392,30 @@ class _Writer:
             kids.pop(0)
         return "".join(self.text(c) if isinstance(c, str) else self.node(c) for c in kids).strip()
 
+    def user_table(self, n: _Node) -> str:
+        """A table in the student's text (a Markdown pipe table): booktabs rules, each column
+        aligned as its Markdown says, set where it stands, neither a float nor numbered (the
+        HTML numbers only the report's own tables, and a float in a list item stops pdflatex:
+        "Not in outer par mode"). Wider than the text, it is scaled down to fit."""
+        rows = [(tr, [c for c in tr.children if not isinstance(c, str) and c.tag in ("th", "td")])
+                for tr in _all(n, "tr")]
+        ncol = max((len(cells) for _, cells in rows), default=0)
+        if not ncol:
+            return ""
+        align = "".join(
+            {"right": "r", "center": "c"}.get(
+                re.sub(r".*text-align:\s*(\w+).*", r"\1", c.attrs.get("style") or ""), "l")
+            for c in rows[0][1])
+        align = (align + "l" * ncol)[:ncol]
+        lines = ["\\toprule"]
+        for k, (tr, cells) in enumerate(rows):
+            lines.append(" & ".join(self.children(c).strip() for c in cells) + " \\\\")
+            if k == 0 and _inside(tr, "thead") and len(rows) > 1:
+                lines.append("\\midrule")
+        lines.append("\\bottomrule")
+        return ("\\begin{center}\\small\n" + _FIT_WIDTH + f"\\begin{{tabular}}{{{align}}}\n"
+                + "\n".join(lines) + "\n\\end{tabular}}\n\\end{center}\n\n")
+
     def table(self, n: _Node) -> str:
         """A booktabs table in a float; one of more than ROWS_PER_FLOAT body rows is split
         into floats of at most that many, each repeating the header, the later ones headed
@@ -428,6 +452,15 @@ class _Writer:
         # Split, the parts are set before the text goes on: floats drift, and the continuation
         # came out after the appendix's settings that follow the run table.
         return "".join(out) + ("\\clearpage\n\n" if len(out) > 1 else "")
+
+
+def _inside_class(n: _Node, cls: str) -> bool:
+    p = n.parent
+    while p is not None:
+        if cls in p.classes():
+            return True
+        p = p.parent
+    return False
 
 
 def _find(n: _Node, tag: str, cls: str | None = None) -> _Node | None:

@@ -515,7 +515,8 @@ def page_budget(document) -> dict:
                 key = ("figure", (el.get("id") or "").removeprefix("fig-"))
             elif getattr(box, "element_tag", None) == "table" and el is not None:
                 cap = el.find("caption")
-                key = ("table", cap.get("data-name") if cap is not None else "?")
+                # a table without a caption is the student's own (a Markdown table)
+                key = ("table", cap.get("data-name") if cap is not None else "in your text")
             else:
                 continue
             items[key] = max(items.get(key, 0.0), box.border_height() * PX_TO_CM)

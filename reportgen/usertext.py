@@ -168,7 +168,9 @@ def _parser():
     from markdown_it import MarkdownIt
     from mdit_py_plugins.dollarmath import dollarmath_plugin
 
-    md = MarkdownIt("commonmark", {"html": False, "typographer": False})
+    # GitHub's pipe tables on top of CommonMark: a student's small table of their own numbers
+    # was printed as its pipes and dashes.
+    md = MarkdownIt("commonmark", {"html": False, "typographer": False}).enable("table")
     # No space inside the dollars and no digit after the closing one, so "$5 and $10" stay money.
     dollarmath_plugin(md, allow_space=False, allow_digits=False, allow_labels=False)
 

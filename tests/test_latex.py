@@ -70,7 +70,9 @@ def test_the_students_markdown_compiles_in_every_construct(tmp_path):
                 "- - - - - - - seven deep\n\n1. 1. 1. 1. 1. numbered five deep\n\nThen:\n\n"
                 "3. starts at three\n4. four\n\n# 100% & #1 of it\n\nSetext with\\\na break\n===\n\n"
                 "a break before\\\n[a bracket]\n\n- [x] a done task\n\n"
-                "> > > > > > > > quoted eight deep\n\n- > - > - > - > - > quotes in lists")
+                "> > > > > > > > quoted eight deep\n\n- > - > - > - > - > quotes in lists\n\n"
+                "- - - - - - | a table | in a list |\n"
+                "            |:-:|--:|\n            | six | deep |")
     html = ('<body><h2>Introduction</h2><div class="user-text">' + to_html(markdown)
             + "</div></body>")
     tex = to_latex(html, {})[0]
@@ -83,6 +85,7 @@ def test_the_students_markdown_compiles_in_every_construct(tmp_path):
     assert p.returncode == 0, [line for line in log.splitlines() if line.startswith("!")]
     text = _pdf_text(tmp_path / "c.pdf")
     assert "quoted eight deep" in text and "quotes in lists" in text
+    assert "a table in a list" in text and "six deep" in text
     assert "opens an item" in text and "seven deep" in text and "3. starts at three" in text
     assert "100% & #1 of it" in text and "[a bracket]" in text and "[x] a done task" in text
 
@@ -94,7 +97,8 @@ _PIECES = ["# H", "## H2 *e*", "###### h6", "- a", "- ", "1. x", "3. y", "   - n
            "$x^2$", "$$\\frac{a}{b}$$", "$a % b$", "$5", "[l](https://a.org/_%#)", "<https://a.org>",
            "<a@b.c>", "<b>x</b>", "&amp;", "&#x1F600;", "&nbsp;", "\\*", "\\{", "~", "^", "%", "#",
            "&", "_", "{", "}", "|a|b|", "λ", "ą", "ð", "中", "[ref]", "[ref]: https://x.org", "===",
-           "- [ ] task", "<!-- c -->", "\\end{document}", "\\input{x}", "^^5c", "\u202e"]
+           "- [ ] task", "<!-- c -->", "\\end{document}", "\\input{x}", "^^5c", "\u202e",
+           "| a | b |\n|---|--:|\n| 1 | $x$ |", "|:-:|", "| % |"]
 
 
 @pytest.mark.slow
@@ -166,6 +170,22 @@ def test_figures_tables_references_and_citations_become_latex():
     assert r"A\_1 & 70.9\% [70.0, 71.8] \\" in tex and r"\toprule" in tex and r"\midrule" in tex
     body = tex.split("%% BODY")[1].split("%% END OF BODY")[0]
     assert r"\section{Results}" in body and r"\bibliography{" not in body
+
+
+def test_the_students_tables_are_set_in_place_unnumbered_with_their_alignment():
+    """A pipe table in the student's text: booktabs rules, the Markdown's alignment, where it
+    stands (not a float: a float in a list item stops pdflatex) and without a caption or a
+    number (the HTML numbers only the report's own tables)."""
+    from reportgen.usertext import to_html
+
+    md = "| model | acc | note |\n|:--|--:|:-:|\n| ResNet | 70.2% | `c_1` |\n| MLP |\n"
+    html = '<body><div class="user-text">' + to_html(md) + "</div></body>"
+    tex = to_latex(html, {})[0]
+    body = tex[tex.index("\\begin{center}"):tex.index("\\end{center}")]
+    assert "\\begin{tabular}{lrc}" in body and "\\caption" not in body
+    assert "\\begin{table}" not in tex
+    assert ("model & acc & note \\\\\n\\midrule\nResNet & 70.2\\% & \\texttt{c\\_1} \\\\\n"
+            "MLP &  &  \\\\\n\\bottomrule") in body
 
 
 def test_the_students_headings_are_unnumbered_paragraph_headings():

@@ -12,6 +12,16 @@ def test_markdown_paragraphs_emphasis_lists_code_and_links():
     assert '<a href="https://example.org">site</a>' in out
 
 
+def test_pipe_tables_are_tables():
+    """GitHub's pipe tables: a student's table was printed as its pipes and dashes."""
+    out = to_html("| model | acc |\n|:--|--:|\n| ResNet | 70.2% |\n| a \\| b | *x* |")
+    assert "<table>" in out and "|" not in out.replace("a | b", "")
+    assert '<th style="text-align:right">acc</th>' in out
+    assert '<td style="text-align:left">a | b</td>' in out and "<em>x</em>" in out
+    # Without the delimiter row it is a paragraph, as in CommonMark.
+    assert "<table>" not in to_html("| a | b |\n| 1 | 2 |")
+
+
 def test_the_students_headings_sit_below_the_reports_sections():
     """`# Heading` came out as an <h1> the size of the title and `## Heading` as a numbered
     section that renumbered the report's own; they start at h4 now, and stop at h6."""
