@@ -39,6 +39,9 @@ _UNICODE = {
     "∃": r"$\exists$", "∉": r"$\notin$", "⊂": r"$\subset$", "⊆": r"$\subseteq$",
     "∪": r"$\cup$", "∩": r"$\cap$", "ℕ": r"$\mathbb{N}$", "ℤ": r"$\mathbb{Z}$",
     "\xad": r"\-",  # a soft hyphen: where the word may break
+    # Invisible characters pasted with text: a zero-width space is where a line may break;
+    # the joiners and the byte-order mark set nothing (an empty group; they were "?").
+    "\u200b": r"\allowbreak{}", "\u200c": "{}", "\u200d": "{}", "\u2060": "{}", "\ufeff": "{}",
 }
 _COMMAND = re.compile(r"\\([A-Za-z]+|.)", re.S)  # a control word, or a control symbol
 
@@ -188,7 +191,10 @@ class _Node:
         return "".join(c if isinstance(c, str) else c.text() for c in self.children)
 
 
-_VOID = {"meta", "img", "br", "hr", "link", "input"}
+# HTML's void elements: no end tag, so nothing that follows is inside them (<wbr>: where math
+# may break; an unlisted one swallowed the rest of its parent).
+_VOID = {"area", "base", "br", "col", "embed", "hr", "img", "input", "link", "meta", "source",
+         "track", "wbr"}
 
 
 class _Builder(HTMLParser):

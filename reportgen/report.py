@@ -630,10 +630,14 @@ def build_report(cfg: ExperimentConfig, log=print, strict: bool = False) -> tupl
     log(f"report: {html_path} and {pdf_path} ({len(pdf) / 1024:.0f} KiB, "
         f"{len(document.pages)} pages, {budget['pages']} of them the main body)")
     for page, name, cm in past_margin(document):
-        # reportgen's layout, not the student's doing; said so that no one hands it in unseen.
+        # Said so that no one hands it in unseen. In the student's text it may be what they
+        # wrote (a formula without an operator to break at), so they are told what to change.
+        what = ("break up what runs wide there (a formula with no operator to break at, a "
+                "table of many columns)" if name.startswith("your text")
+                else "a layout bug in reportgen, please report it (the LaTeX export, "
+                "report.formats = [\"tex\"], scales wide tables to the page)")
         log(f"note: {name} on page {page} runs {cm:.1f} cm past the right margin and is cut "
-            "off in the PDF: a layout bug in reportgen, please report it (the LaTeX export, "
-            "report.formats = [\"tex\"], scales wide tables to the page)")
+            f"off in the PDF: {what}")
     limit = cfg.report.page_limit
     if limit and budget["pages"] > limit:
         largest = ", ".join(f"{kind} {name} ({cm:.1f} cm)" for kind, name, cm in budget["largest"][:3])

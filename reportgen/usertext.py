@@ -111,11 +111,21 @@ def _atom(arg: str, depth: int) -> str:
     return body if len(arg.strip()) <= 1 or re.fullmatch(r"\\[A-Za-z]+", arg.strip()) else f"({body})"
 
 
+# Where TeX may break a line in inline math: after a binary operator or a relation outside
+# any group. The HTML breaks there too (a <wbr>) and nowhere else (its spaces are no-break
+# spaces): with the whole formula unbreakable, a long sum ran 29 cm past the right margin.
+_BREAK_AFTER = set("+-=<>") | {"times", "cdot", "pm", "mp", "leq", "le", "geq", "ge", "neq",
+                               "ne", "approx", "sim", "equiv", "propto", "to", "rightarrow",
+                               "leftarrow", "Rightarrow", "mapsto", "in", "notin", "subset",
+                               "subseteq", "cup", "cap"}
+
+
 def tex_to_html(tex: str, depth: int = 0) -> str:
     """A legible HTML rendering of simple TeX math; anything unknown is shown as written, and
-    so is whatever lies more than MAX_MATH_NESTING groups deep."""
+    so is whatever lies more than MAX_MATH_NESTING groups deep. A line may break only after
+    an operator or a relation at the top level (see _BREAK_AFTER)."""
     if depth > MAX_MATH_NESTING:
-        return html.escape(tex)
+        return html.escape(tex).replace(" ", "\xa0")
     inner = depth + 1
     out, i = [], 0
     while i < len(tex):
@@ -147,8 +157,10 @@ def tex_to_html(tex: str, depth: int = 0) -> str:
                 arg, i = _group(tex, i)
                 out.append({"R": "ℝ", "N": "ℕ", "Z": "ℤ", "E": "𝔼", "P": "ℙ"}.get(arg, html.escape(arg)))
             elif name in _SYMBOLS:
-                sym = html.escape(_SYMBOLS[name])
+                sym = html.escape(_SYMBOLS[name]).replace(" ", "\xa0")
                 out.append(f'<span class="upright">{sym}</span>' if name in _UPRIGHT else sym)
+                if depth == 0 and name in _BREAK_AFTER:
+                    out.append("<wbr>")
             else:
                 out.append(html.escape("\\" + name))
         elif c.isalpha():
@@ -158,9 +170,13 @@ def tex_to_html(tex: str, depth: int = 0) -> str:
             out.append(f"<i>{html.escape(tex[i:j])}</i>")
             i = j
         else:
-            out.append(html.escape(c))
+            out.append("\xa0" if c == " " else html.escape(c))
+            if depth == 0 and c in _BREAK_AFTER:
+                out.append("<wbr>")
             i += 1
-    return "".join(out)
+    # An operator followed by a space breaks at that space (an ordinary one, which vanishes at
+    # the end of a line), not before it: "x =\n y" would start its line with a space.
+    return "".join(out).replace("<wbr>\xa0", " ")
 
 
 @lru_cache(maxsize=1)

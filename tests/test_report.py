@@ -202,16 +202,22 @@ def test_a_run_table_longer_than_a_page_starts_under_its_caption():
 
 
 def test_the_students_long_lines_wrap_inside_the_margin():
-    """A code block with a 400-character line, a long URL and long inline code in the
-    student's text: before, the code block ran 62 cm past the margin."""
+    """A code block with a 400-character line, a long URL, long inline code, long math and a
+    wide table in the student's text: before, the code block ran 62 cm past the margin.
+    Math breaks only after an operator at its top level, as TeX breaks it."""
     import weasyprint
 
     from reportgen.report import past_margin
     from reportgen.resources import templates_dir
     from reportgen.usertext import to_html
 
+    terms = "+".join(f"x_{{{i}}}" for i in range(60))
     text = ("My code:\n\n```\nx = " + "+".join(["some_long_identifier"] * 20) + "\n```\n\n"
-            "See https://example.com/" + "a" * 200 + " and `" + "inline_code_" * 20 + "`.")
+            "See https://example.com/" + "a" * 200 + " and `" + "inline_code_" * 20 + "`.\n\n"
+            # inline and display math ran 29 cm past the margin (unbreakable); a table of
+            # 14 columns ran 7.9 cm
+            f"A sum ${terms}$ inline.\n\n$$\\sum_i p_i + {terms} = 1$$\n\n"
+            + "|" + " wide column text |" * 14 + "\n|" + "---|" * 14 + "\n|" + " cell |" * 14)
     css = (templates_dir() / "report.css").read_text()
 
     def over(body: str) -> list:
@@ -220,6 +226,8 @@ def test_the_students_long_lines_wrap_inside_the_margin():
 
     body = f'<div class="user-text" data-section="discussion">{to_html(text)}</div>'
     assert over(body) == []
+    assert "<i>x</i><sub>1</sub>+<wbr><i>x</i><sub>2</sub>" in body
+    assert "<sub><i>x</i>+<wbr>" not in to_html("$a_{x+y}$")  # not inside a group
     # Where something does not fit, the note names the student's section.
     wide = body.replace("<pre>", '<pre style="white-space: pre">')
     assert [name for _, name, _ in over(wide)] == ["your text in the discussion section"]
