@@ -22,6 +22,10 @@ def test_specials_are_escaped():
     assert escape("3×3, 90°, ±1, −2, ψ") == r"3$\times$3, 90\textdegree{}, $\pm$1, $-$2, $\psi$"
     assert escape("naïve") == "naïve" and escape("\u2603") == "?"  # unknown symbols never break
     assert escape("a\x07b\x1bc\x7f\td") == "a?b?c?\td"  # control characters: pdflatex stops at them
+    # Invisible characters pasted with text: a zero-width space may break, the rest set nothing
+    assert escape("a\u200bb\u200dc\ufeffd") == r"a\allowbreak{}b{}c{}d"
+    html = '<p>x <span class="math inline" data-tex="\\input{x}">a+<wbr>b</span> y</p>'
+    assert "x a+b y" in to_latex(f"<body>{html}</body>", {})[0]  # <wbr> has no end tag
 
 
 def test_latin_letters_outside_ot1_are_question_marks_not_a_failed_compile():
