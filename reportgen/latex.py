@@ -333,6 +333,10 @@ class _Writer:
             return self.list(n, "enumerate" if tag == "ol" else "itemize")
         if tag == "blockquote":
             return self.quote(n)
+        if tag == "hr":  # the student's thematic break (--- or ***): a rule, as the HTML draws
+            # \hrule, set between paragraphs: a \rule in a paragraph of its own followed a
+            # run-in heading onto its line and ran past the margin.
+            return "\n\\par\\medskip\\hrule\\medskip\n\n"
         if tag == "figure":
             return self.figure(n)
         if tag == "table":

@@ -76,7 +76,8 @@ def test_the_students_markdown_compiles_in_every_construct(tmp_path):
                 "a break before\\\n[a bracket]\n\n- [x] a done task\n\n"
                 "> > > > > > > > quoted eight deep\n\n- > - > - > - > - > quotes in lists\n\n"
                 "- - - - - - | a table | in a list |\n"
-                "            |:-:|--:|\n            | six | deep |")
+                "            |:-:|--:|\n            | six | deep |\n\n"
+                "# a heading, then a rule\n\n---\n\n- ***\n\nruled off")
     html = ('<body><h2>Introduction</h2><div class="user-text">' + to_html(markdown)
             + "</div></body>")
     tex = to_latex(html, {})[0]
@@ -89,7 +90,9 @@ def test_the_students_markdown_compiles_in_every_construct(tmp_path):
     assert p.returncode == 0, [line for line in log.splitlines() if line.startswith("!")]
     text = _pdf_text(tmp_path / "c.pdf")
     assert "quoted eight deep" in text and "quotes in lists" in text
-    assert "a table in a list" in text and "six deep" in text
+    assert "a table in a list" in text and "six deep" in text and "ruled off" in text
+    assert tex.count("\\hrule") == 3  # the thematic breaks, drawn as the HTML draws them
+    assert "Overfull" not in log  # a \rule after a run-in heading ran past the margin
     assert "opens an item" in text and "seven deep" in text and "3. starts at three" in text
     assert "100% & #1 of it" in text and "[a bracket]" in text and "[x] a done task" in text
 
