@@ -112,12 +112,21 @@ def _atom(arg: str, depth: int) -> str:
 
 
 # Where TeX may break a line in inline math: after a binary operator or a relation outside
-# any group. The HTML breaks there too (a <wbr>) and nowhere else (its spaces are no-break
+# any group (not after a sign: -x). The HTML breaks there too (a <wbr>) and nowhere else (its spaces are no-break
 # spaces): with the whole formula unbreakable, a long sum ran 29 cm past the right margin.
 _BREAK_AFTER = set("+-=<>") | {"times", "cdot", "pm", "mp", "leq", "le", "geq", "ge", "neq",
                                "ne", "approx", "sim", "equiv", "propto", "to", "rightarrow",
                                "leftarrow", "Rightarrow", "mapsto", "in", "notin", "subset",
                                "subseteq", "cup", "cap"}
+
+
+def _binary(out: list[str]) -> bool:
+    """Whether an operator about to follow `out` joins two operands (x - y), not a sign (-x,
+    x = -y, (-x)): only there may the line break after it."""
+    for piece in reversed(out):
+        if piece != "\xa0":
+            return piece != "<wbr>" and not piece.endswith(("(", "[", ","))
+    return False
 
 
 def tex_to_html(tex: str, depth: int = 0) -> str:
@@ -158,8 +167,9 @@ def tex_to_html(tex: str, depth: int = 0) -> str:
                 out.append({"R": "ℝ", "N": "ℕ", "Z": "ℤ", "E": "𝔼", "P": "ℙ"}.get(arg, html.escape(arg)))
             elif name in _SYMBOLS:
                 sym = html.escape(_SYMBOLS[name]).replace(" ", "\xa0")
+                binary = depth == 0 and name in _BREAK_AFTER and _binary(out)
                 out.append(f'<span class="upright">{sym}</span>' if name in _UPRIGHT else sym)
-                if depth == 0 and name in _BREAK_AFTER:
+                if binary:
                     out.append("<wbr>")
             else:
                 out.append(html.escape("\\" + name))
@@ -170,8 +180,9 @@ def tex_to_html(tex: str, depth: int = 0) -> str:
             out.append(f"<i>{html.escape(tex[i:j])}</i>")
             i = j
         else:
+            binary = depth == 0 and c in _BREAK_AFTER and _binary(out)
             out.append("\xa0" if c == " " else html.escape(c))
-            if depth == 0 and c in _BREAK_AFTER:
+            if binary:
                 out.append("<wbr>")
             i += 1
     # An operator followed by a space breaks at that space (an ordinary one, which vanishes at

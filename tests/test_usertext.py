@@ -59,6 +59,9 @@ def test_money_is_not_math():
 
 def test_tex_to_html_escapes_and_keeps_unknown_commands_visible():
     assert tex_to_html(r"a<b") == "<i>a</i>&lt;<wbr><i>b</i>"  # a line may break after "<"
+    # ... after a binary operator or relation (at a space that follows it), never after a sign
+    assert tex_to_html("x - y = -z") == "<i>x</i>\xa0- <i>y</i>\xa0= -<i>z</i>"
+    assert "<wbr>" not in tex_to_html("-x") + tex_to_html("f(a, -b)") + tex_to_html("x_{a+b}")
     assert tex_to_html(r"\weird{x}") == r"\weird<i>x</i>"
     assert tex_to_html(r"\frac{a+b}{c}") == "(<i>a</i>+<i>b</i>)/<i>c</i>"
     assert tex_to_html(r"\sqrt{2}") == "√(2)" and tex_to_html(r"x^") == "<i>x</i><sup></sup>"
