@@ -406,7 +406,8 @@ class _Writer:
         """A table in the student's text (a Markdown pipe table): booktabs rules, each column
         aligned as its Markdown says, set where it stands, neither a float nor numbered (the
         HTML numbers only the report's own tables, and a float in a list item stops pdflatex:
-        "Not in outer par mode"). Wider than the text, it is scaled down to fit."""
+        "Not in outer par mode"). Wider than the text, it is scaled down to fit; longer than
+        ROWS_PER_FLOAT rows, it is set in parts that repeat its header."""
         rows = [(tr, [c for c in tr.children if not isinstance(c, str) and c.tag in ("th", "td")])
                 for tr in _all(n, "tr")]
         ncol = max((len(cells) for _, cells in rows), default=0)
@@ -417,14 +418,17 @@ class _Writer:
                 re.sub(r".*text-align:\s*(\w+).*", r"\1", c.attrs.get("style") or ""), "l")
             for c in rows[0][1])
         align = (align + "l" * ncol)[:ncol]
-        lines = ["\\toprule"]
-        for k, (tr, cells) in enumerate(rows):
-            lines.append(" & ".join(self.children(c).strip() for c in cells) + " \\\\")
-            if k == 0 and _inside(tr, "thead") and len(rows) > 1:
-                lines.append("\\midrule")
-        lines.append("\\bottomrule")
-        return ("\\begin{center}\\small\n" + _FIT_WIDTH + f"\\begin{{tabular}}{{{align}}}\n"
-                + "\n".join(lines) + "\n\\end{tabular}}\n\\end{center}\n\n")
+        lines = [" & ".join(self.children(c).strip() for c in cells) + " \\\\" for _, cells in rows]
+        head = lines[:1] if rows and _inside(rows[0][0], "thead") else []
+        body = lines[len(head):]
+        # A box never breaks across pages: a long table is set in parts of at most
+        # ROWS_PER_FLOAT rows, each under the header again (one part ran off the page).
+        parts = [body[i:i + ROWS_PER_FLOAT] for i in range(0, len(body), ROWS_PER_FLOAT)] or [[]]
+        return "".join(
+            "\\begin{center}\\small\n" + _FIT_WIDTH + f"\\begin{{tabular}}{{{align}}}\n"
+            + "\n".join(["\\toprule", *head, *(["\\midrule"] if head and part else []), *part,
+                         "\\bottomrule"])
+            + "\n\\end{tabular}}\n\\end{center}\n\n" for part in parts)
 
     def table(self, n: _Node) -> str:
         """A booktabs table in a float; one of more than ROWS_PER_FLOAT body rows is split

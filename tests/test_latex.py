@@ -193,6 +193,14 @@ def test_the_students_tables_are_set_in_place_unnumbered_with_their_alignment():
     assert "\\begin{table}" not in tex
     assert ("model & acc & note \\\\\n\\midrule\nResNet & 70.2\\% & \\texttt{c\\_1} \\\\\n"
             "MLP &  &  \\\\\n\\bottomrule") in body
+    # A box never breaks across pages: 100 rows are set in parts, each under the header.
+    rows = "".join(f"| r{k} | {k} |\n" for k in range(100))
+    tex = to_latex('<body><div class="user-text">' + to_html("| k | v |\n|---|---|\n" + rows)
+                   + "</div></body>", {})[0]
+    parts = tex.split("\\begin{tabular}")[1:]
+    assert [p.count("\\\\\n") for p in parts] == [46, 46, 11]  # the header and 45, 45, 10
+    assert all(p.startswith("{ll}\n\\toprule\nk & v \\\\\n\\midrule\n") for p in parts)
+    assert "r99 & 99" in parts[2] and "r45 & 45" in parts[1]
 
 
 def test_the_students_headings_are_unnumbered_paragraph_headings():
