@@ -136,6 +136,14 @@ def escape(text: str) -> str:
     return "".join(_escape_char(ch) or "?" for ch in text)
 
 
+def pdf_string(text: str) -> str:
+    """Text for hyperref's PDF metadata (\\hypersetup{pdftitle=...}): TeX's specials escaped,
+    every other character as it is, which hyperref writes into the PDF as Unicode (escape()'s
+    $\\psi$ or ? there made a warning per formula, or lost the letter)."""
+    return "".join(_SPECIALS.get(ch, ch) if ch not in "<>|" else ch
+                   for ch in text if ch.isprintable())
+
+
 def unset_characters(html: str) -> list[str]:
     """The characters of the report's text (not its markup) that the export prints as '?'."""
     text = _TOKEN.sub(" ", re.sub(r"<[^>]*>", " ", html))  # tokens: figure and citation marks
@@ -517,7 +525,7 @@ PREAMBLE = r"""\documentclass[11pt,a4paper]{article}
 \usepackage{graphicx}
 \usepackage{booktabs}
 \usepackage[margin=2.5cm]{geometry}  % a course template sets its own margins: drop this line
-\usepackage[hidelinks]{hyperref}
+\usepackage[hidelinks,unicode]{hyperref}  % unicode: the PDF metadata may hold any letter
 """
 
 
@@ -548,7 +556,14 @@ def to_latex(html: str, figures: dict[str, str]) -> tuple[str, list[str]]:
     # article's \maketitle sets the author in a one-line tabular: a long author ran into
     # the margin; a centred paragraph box breaks it.
     author = f"\\parbox[t]{{0.9\\textwidth}}{{\\centering {w.author}}}" if w.author else ""
-    tex = (PREAMBLE + f"\\title{{{w.title}}}\n\\author{{{author}}}\n\\date{{{w.date}}}\n"
+    # The PDF's metadata, as the HTML's <meta> tags give it to WeasyPrint's PDF.
+    meta = {m.attrs.get("name"): m.attrs.get("content") or "" for m in _all(root, "meta")}
+    title = _find(_find(root, "head") or root, "title")
+    info = {"pdftitle": title.text() if title else "", "pdfauthor": meta.get("author", ""),
+            "pdfsubject": meta.get("description", ""), "pdfcreator": meta.get("generator", "")}
+    setup = ", ".join(f"{k}={{{pdf_string(v)}}}" for k, v in info.items() if v)
+    tex = (PREAMBLE + (f"\\hypersetup{{{setup}}}\n" if setup else "")
+           + f"\\title{{{w.title}}}\n\\author{{{author}}}\n\\date{{{w.date}}}\n"
            "\\begin{document}\n\\maketitle\n\n"
            "%% BODY: from here to the bibliography, paste into a course template\n"
            + re.sub(r"\n{3,}", "\n\n", main.strip()) + "\n%% END OF BODY\n\n"

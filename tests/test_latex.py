@@ -203,6 +203,27 @@ def test_the_students_tables_are_set_in_place_unnumbered_with_their_alignment():
     assert "r99 & 99" in parts[2] and "r45 & 45" in parts[1]
 
 
+@pytest.mark.skipif(not HAVE_TEX, reason="pdflatex is not installed")
+def test_the_pdfs_metadata_holds_title_author_course_and_maker(tmp_path):
+    """WeasyPrint's PDF takes them from the HTML's <meta> tags; the export's \\hypersetup
+    gives pdflatex's PDF the same, every letter as it is and TeX's specials as text (the
+    PDF had no title, author or subject)."""
+    from pypdf import PdfReader
+
+    author = "Zoë O'Brien, ψ \\end{x}^^5c % #1"
+    html = ('<html><head><title>Café &amp; 100% {x}</title><meta name="author" content="'
+            + author.replace("'", "&#39;") + '"><meta name="description" content="DL 2">'
+            '<meta name="generator" content="reportgen 9.9"></head><body><p>x</p></body></html>')
+    (tmp_path / "c.tex").write_text(to_latex(html, {})[0])
+    p = subprocess.run(["pdflatex", "-interaction=nonstopmode", "-halt-on-error", "c.tex"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stdout[-1500:]
+    info = PdfReader(tmp_path / "c.pdf").metadata
+    assert (info.title, info.author, info.subject, info.creator) == (
+        "Café & 100% {x}", author, "DL 2", "reportgen 9.9")
+    assert "Token not allowed" not in (tmp_path / "c.log").read_text(errors="replace")
+
+
 def test_the_students_headings_are_unnumbered_paragraph_headings():
     from reportgen.usertext import to_html
 

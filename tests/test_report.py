@@ -1,4 +1,5 @@
 """The report a person holds: `reportgen all` on tiny data, then the PDF itself."""
+import datetime
 import json
 import os
 import re
@@ -50,6 +51,16 @@ def test_pdf_has_sections_and_title_fields(built):
         assert heading in text, heading
     assert "Ada Lovelace" in text and "s1234567" in text
     assert "Identity Mappings in Deep Residual Networks" in text
+    # The PDF's own metadata (it had the title alone)
+    from importlib.metadata import version
+
+    from pypdf import PdfReader
+
+    info = PdfReader(built["pdf"]).metadata
+    assert (info.title, info.author, info.creator) == (
+        "Convolutional Neural Networks on CIFAR-10", "Ada Lovelace",
+        f"reportgen {version('reportgen')}")
+    assert info.creation_date.date() == datetime.date.today()
     assert "Learning Multiple Layers of Features from Tiny Images" in text
 
 
