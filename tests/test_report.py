@@ -61,6 +61,9 @@ def test_pdf_has_sections_and_title_fields(built):
         "Convolutional Neural Networks on CIFAR-10", "Ada Lovelace",
         f"reportgen {version('reportgen')}")
     assert info.creation_date.date() == datetime.date.today()
+    # Tagged for accessibility: a structure tree of headings, paragraphs, tables and figures.
+    root = PdfReader(built["pdf"]).trailer["/Root"]
+    assert root["/MarkInfo"]["/Marked"] and "/StructTreeRoot" in root
     assert "Learning Multiple Layers of Features from Tiny Images" in text
 
 
