@@ -275,10 +275,14 @@ class Numbering:
                 if name not in self.placed[kind]:
                     raise ReportError(f"the report refers to {kind} {name!r}, which it does not "
                                       f"contain: place the {kind}, or remove the reference")
-                return str(self.placed[kind][name])
+                # A link in the PDF, as the LaTeX export's \\ref is with hyperref.
+                return (f'<a class="xref" href="#{kind[:3]}-{name}">'
+                        f"{self.placed[kind][name]}</a>")
             if what == "cite":
-                return "[" + ", ".join(str(cited[k]) for k in arg.split(",")) + "]"
-            items = "\n".join(f"  <li>{REFERENCES[k]}</li>" for k in cited)
+                return "[" + ", ".join(f'<a class="xref" href="#ref-{cited[k]}">{cited[k]}</a>'
+                                       for k in arg.split(",")) + "]"
+            items = "\n".join(f'  <li id="ref-{n}">{REFERENCES[k]}</li>'
+                              for n, k in enumerate(cited, start=1))
             return f'<ol class="references">\n{items}\n</ol>'
 
         return _TOKEN.sub(sub, html)

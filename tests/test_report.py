@@ -61,6 +61,10 @@ def test_pdf_has_sections_and_title_fields(built):
         "Convolutional Neural Networks on CIFAR-10", "Ada Lovelace",
         f"reportgen {version('reportgen')}")
     assert info.creation_date.date() == datetime.date.today()
+    # Every figure, table and citation number links to an element of the report.
+    html = built["html"]
+    targets = set(re.findall(r'href="#([^"]+)"', html))
+    assert len(targets) > len(FIGURES) and targets <= set(re.findall(r' id="([^"]+)"', html))
     # Tagged for accessibility: a structure tree of headings, paragraphs, tables and figures.
     root = PdfReader(built["pdf"]).trailer["/Root"]
     assert root["/MarkInfo"]["/Marked"] and "/StructTreeRoot" in root
@@ -496,6 +500,24 @@ def test_angles_are_printed_as_a_paper_prints_them(value, text):
     from reportgen.report import deg
 
     assert str(deg(value)) == text
+
+
+def test_figure_table_and_citation_numbers_link_to_what_they_name(tmp_path):
+    """In the PDF "Table 2" and "[1]" are links to the table and the reference, as \\ref and
+    \\cite are in the LaTeX export; before, plain numbers."""
+    from reportgen.report import Numbering
+
+    n = Numbering(tmp_path)
+    n.table("runs")
+    n.table("shuffle")
+    html = n.resolve(f"see Table {n.ref('table', 'shuffle')} and "
+                     f"{n.cite('krizhevsky2009', 'he2016deep')}, then {n.cite('he2016deep')}. "
+                     f"{n.bibliography()}")
+    assert html.startswith('see Table <a class="xref" href="#tab-shuffle">2</a> and '
+                           '[<a class="xref" href="#ref-1">1</a>, '
+                           '<a class="xref" href="#ref-2">2</a>], then '
+                           '[<a class="xref" href="#ref-2">2</a>].')
+    assert '<li id="ref-1">A. Krizhevsky.' in html and '<li id="ref-2">K. He' in html
 
 
 def test_the_network_is_called_the_practicals_only_when_it_is(tiny):
