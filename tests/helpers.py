@@ -78,6 +78,15 @@ def patch_torchvision_md5(monkeypatch, batches_dir: Path, tarball: Path | None =
         monkeypatch.setattr(CIFAR10, "tgz_md5", calculate_md5(str(tarball)))
 
 
+def tiny_png() -> bytes:
+    """A whole 1x1 PNG: a figure stub the report embeds (it checks that a PNG is whole)."""
+    import io
+
+    buf = io.BytesIO()
+    Image.new("RGB", (1, 1)).save(buf, format="PNG")
+    return buf.getvalue()
+
+
 def tiny_overrides(source: Path, out: Path) -> dict:
     """Shrinks any experiment to seconds: tiny model, one epoch, small batches, CPU."""
     return {

@@ -16,7 +16,7 @@ from reportgen.experiments import Study, registered, studies
 from reportgen.files import MissingResults
 from reportgen.report import Numbering, ReportError, build_context, render_html
 
-from helpers import overrides_to_args, tiny_overrides, write_image_folder
+from helpers import overrides_to_args, tiny_overrides, tiny_png, write_image_folder
 
 runner = CliRunner()
 
@@ -125,7 +125,7 @@ def test_a_bad_study_setting_is_named(tmp_path):
 
 def _png(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n")
+    path.write_bytes(tiny_png())
     return path
 
 
@@ -136,7 +136,8 @@ def test_numbering_resolves_forward_references_and_citations(tmp_path):
             f"{n.figure('a')['n']} {n.figure('b')['n']} table {n.table('t')} "
             f"{n.ref('table', 't')} {n.cite('krizhevsky2009', 'lippe2022')} {n.bibliography()}")
     out = n.resolve(html)
-    assert out.startswith("see 2 and [1]; 1 2 table 1 1 [2, 1]")
+    assert re.sub(r"<[^>]+>", "", out).startswith("see 2 and [1]; 1 2 table 1 1 [2, 1]")
+    assert out.startswith('see <a class="xref" href="#fig-b">2</a>')  # a link in the PDF
     assert out.index("Practical 2") < out.index("Tiny Images")  # listed in order of citation
 
 
@@ -209,7 +210,8 @@ def test_a_declared_figure_the_report_never_places_is_an_error(tmp_path):
 
 def test_the_toy_report_renders(tmp_path):
     html = render_html(_toy_context(tmp_path, TOY_PARTIAL))
-    assert "The toy study counted 3 things, see Figure&nbsp;1." in html
+    assert ('The toy study counted 3 things, see Figure&nbsp;<a class="xref" '
+            'href="#fig-toy_bars">1</a>.') in html
     assert "\x01" not in html and "Figure ?" not in html
 
 
