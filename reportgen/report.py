@@ -25,7 +25,7 @@ from markupsafe import Markup, escape
 from .config import CIFAR10_SIZES, DataConfig, ExperimentConfig, shown, to_dict
 from .errors import UserError
 from .usertext import read_user_text, to_html
-from .files import MissingResults, atomic_write_bytes, atomic_write_text, read_figure, read_text
+from .files import MissingResults, atomic_write_all, read_figure, read_text
 from .figures import SPLIT_NAMES
 from .references import REFERENCES
 from .resources import templates_dir
@@ -642,8 +642,10 @@ def build_report(cfg: ExperimentConfig, log=print, strict: bool = False) -> tupl
     pdf = document.write_pdf(pdf_tags=True)
     if not pdf or not pdf.startswith(b"%PDF"):
         raise ReportError("WeasyPrint produced no PDF; the previous report is unchanged")
-    atomic_write_text(html_path, html)
-    atomic_write_bytes(pdf_path, pdf)
+    # Written together: both flushed under temporary names before either is renamed, so a
+    # full disk never leaves a new report.html beside the old report.pdf.
+    atomic_write_all({html_path: lambda tmp: tmp.write_text(html, encoding="utf-8"),
+                      pdf_path: lambda tmp: tmp.write_bytes(pdf)})
     budget = page_budget(document)
     log(f"report: {html_path} and {pdf_path} ({len(pdf) / 1024:.0f} KiB, "
         f"{len(document.pages)} pages, {budget['pages']} of them the main body)")

@@ -282,6 +282,31 @@ def test_failed_build_keeps_the_good_report(built):
 
 
 @pytest.mark.slow
+def test_a_disk_full_while_writing_keeps_the_html_and_the_pdf_together(built, monkeypatch):
+    """The HTML and the PDF are flushed before either is renamed: a full disk on the PDF left
+    a new report.html beside the old report.pdf."""
+    import errno
+
+    import reportgen.files as files
+
+    html, pdf = built["out"] / "report.html", built["pdf"]
+    before = (html.read_bytes(), pdf.read_bytes())
+    real, calls = files.os.fsync, []
+
+    def full_on_the_second(fd):  # the PDF's, after the HTML's went through
+        calls.append(fd)
+        if len(calls) == 2:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return real(fd)
+
+    monkeypatch.setattr(files.os, "fsync", full_on_the_second)
+    r = runner.invoke(app, ["report", *overrides_to_args(built["overrides"]), "--title", "New"])
+    assert r.exit_code == 2 and "No space left on device" in r.output, r.output
+    assert (html.read_bytes(), pdf.read_bytes()) == before
+    assert sorted(p.name for p in built["out"].glob(".report*")) == []  # no temporary left
+
+
+@pytest.mark.slow
 def test_an_installed_wheel_writes_the_report_from_another_folder(built, tmp_path):
     """`pip install .` (not -e) has no templates/ beside the package: before, `reportgen
     report` failed there on the missing templates/report.css."""
