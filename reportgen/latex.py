@@ -348,7 +348,7 @@ class _Writer:
         if tag == "figure":
             return self.figure(n)
         if tag == "table":
-            return self.user_table(n) if _inside_class(n, "user-text") else self.table(n)
+            return self.user_table(n) if _inside(n, cls="user-text") else self.table(n)
         if tag == "pre":
             return code_block(n.text())
         return self.children(n)
@@ -410,33 +410,35 @@ class _Writer:
             kids.pop(0)
         return "".join(self.text(c) if isinstance(c, str) else self.node(c) for c in kids).strip()
 
+    def _grid(self, n: _Node, align_of) -> tuple[str, list[str], list[list[str]]]:
+        """A table's column alignment (`align_of` a header cell: "l", "c" or "r"), its header
+        row (the first, when it is in <thead>) and its body rows, each a list of lines (a
+        \\midrule before a total row)."""
+        rows = [(tr, [c for c in tr.children if not isinstance(c, str) and c.tag in ("th", "td")])
+                for tr in _all(n, "tr")]
+        ncol = max((len(cells) for _, cells in rows), default=1)
+        align = ("".join(align_of(c) for c in rows[0][1]) if rows else "") + "l" * ncol
+        head: list[str] = []
+        body: list[list[str]] = []
+        for k, (tr, cells) in enumerate(rows):
+            line = " & ".join(self.children(c).strip() for c in cells) + " \\\\"
+            if k == 0 and _inside(tr, "thead"):
+                head = [line]
+            else:
+                body.append(["\\midrule", line] if "total" in tr.classes() else [line])
+        return align[:ncol], head, body
+
     def user_table(self, n: _Node) -> str:
         """A table in the student's text (a Markdown pipe table): booktabs rules, each column
         aligned as its Markdown says, set where it stands, neither a float nor numbered (the
         HTML numbers only the report's own tables, and a float in a list item stops pdflatex:
-        "Not in outer par mode"). Wider than the text, it is scaled down to fit; longer than
-        ROWS_PER_FLOAT rows, it is set in parts that repeat its header."""
-        rows = [(tr, [c for c in tr.children if not isinstance(c, str) and c.tag in ("th", "td")])
-                for tr in _all(n, "tr")]
-        ncol = max((len(cells) for _, cells in rows), default=0)
-        if not ncol:
-            return ""
-        align = "".join(
-            {"right": "r", "center": "c"}.get(
-                re.sub(r".*text-align:\s*(\w+).*", r"\1", c.attrs.get("style") or ""), "l")
-            for c in rows[0][1])
-        align = (align + "l" * ncol)[:ncol]
-        lines = [" & ".join(self.children(c).strip() for c in cells) + " \\\\" for _, cells in rows]
-        head = lines[:1] if rows and _inside(rows[0][0], "thead") else []
-        body = lines[len(head):]
-        # A box never breaks across pages: a long table is set in parts of at most
-        # ROWS_PER_FLOAT rows, each under the header again (one part ran off the page).
-        parts = [body[i:i + ROWS_PER_FLOAT] for i in range(0, len(body), ROWS_PER_FLOAT)] or [[]]
-        return "".join(
-            "\\begin{center}\\small\n" + _FIT_WIDTH + f"\\begin{{tabular}}{{{align}}}\n"
-            + "\n".join(["\\toprule", *head, *(["\\midrule"] if head and part else []), *part,
-                         "\\bottomrule"])
-            + "\n\\end{tabular}}\n\\end{center}\n\n" for part in parts)
+        "Not in outer par mode"). Wider than the text, it is scaled down to fit; a box never
+        breaks across pages, so one longer than ROWS_PER_FLOAT rows is set in parts that
+        repeat its header (one part ran off the page)."""
+        align, head, body = self._grid(n, lambda c: {"right": "r", "center": "c"}.get(
+            re.sub(r".*text-align:\s*(\w+).*", r"\1", c.attrs.get("style") or ""), "l"))
+        return "".join(f"\\begin{{center}}\\small\n{_tabular(align, head, part)}\\end{{center}}\n\n"
+                       for part in _parts(body)) if head or body else ""
 
     def table(self, n: _Node) -> str:
         """A booktabs table in a float; one of more than ROWS_PER_FLOAT body rows is split
@@ -445,44 +447,33 @@ class _Writer:
         report with 12 seeds (72 rows) ran off the bottom of its page."""
         cap = _find(n, "caption")
         name = cap.attrs.get("data-name", "") if cap else ""
-        rows = [(tr, [c for c in tr.children if not isinstance(c, str) and c.tag in ("th", "td")])
-                for tr in _all(n, "tr")]
-        ncol = max((len(cells) for _, cells in rows), default=1)
-        align = "".join("r" if "num" in c.classes() else "l" for c in rows[0][1]) if rows else "l"
-        align = (align + "l" * ncol)[:ncol]
-        head: list[str] = []
-        body: list[list[str]] = []  # each body row: its lines (a \midrule before a total)
-        for k, (tr, cells) in enumerate(rows):
-            line = " & ".join(self.children(c).strip() for c in cells) + " \\\\"
-            if k == 0 and _inside(tr, "thead"):
-                head = [line, "\\midrule"]
-            else:
-                body.append(["\\midrule", line] if "total" in tr.classes() else [line])
-        chunks = [body[i:i + ROWS_PER_FLOAT] for i in range(0, len(body), ROWS_PER_FLOAT)] or [[]]
+        align, head, body = self._grid(n, lambda c: "r" if "num" in c.classes() else "l")
         out = []
-        for k, chunk in enumerate(chunks):
+        for k, part in enumerate(_parts(body)):
             if k == 0:
                 label = f"\\label{{tab:{name}}}\n" if name else ""
                 top = f"\\caption{{{self._caption(cap)}}}\n{label}"
             else:
                 ref = f"Table~\\ref{{tab:{name}}} " if name else ""
                 top = f"{ref}(continued)\\par\\smallskip\n"
-            lines = ["\\toprule", *head, *(line for row in chunk for line in row), "\\bottomrule"]
-            out.append("\\begin{table}[htbp]\n\\centering\\small\n" + top + _FIT_WIDTH
-                       + f"\\begin{{tabular}}{{{align}}}\n" + "\n".join(lines)
-                       + "\n\\end{tabular}}\n\\end{table}\n\n")
+            out.append("\\begin{table}[htbp]\n\\centering\\small\n" + top
+                       + _tabular(align, head, part) + "\\end{table}\n\n")
         # Split, the parts are set before the text goes on: floats drift, and the continuation
         # came out after the appendix's settings that follow the run table.
         return "".join(out) + ("\\clearpage\n\n" if len(out) > 1 else "")
 
 
-def _inside_class(n: _Node, cls: str) -> bool:
-    p = n.parent
-    while p is not None:
-        if cls in p.classes():
-            return True
-        p = p.parent
-    return False
+def _parts(body: list[list[str]]) -> list[list[list[str]]]:
+    """Body rows in parts of at most ROWS_PER_FLOAT (one empty part for no rows)."""
+    return [body[i:i + ROWS_PER_FLOAT] for i in range(0, len(body), ROWS_PER_FLOAT)] or [[]]
+
+
+def _tabular(align: str, head: list[str], rows: list[list[str]]) -> str:
+    """A booktabs tabular, scaled down to the line's width if wider."""
+    lines = ["\\toprule", *head, *(["\\midrule"] if head and rows else []),
+             *(line for row in rows for line in row), "\\bottomrule"]
+    return (_FIT_WIDTH + f"\\begin{{tabular}}{{{align}}}\n" + "\n".join(lines)
+            + "\n\\end{tabular}}\n")
 
 
 def _find(n: _Node, tag: str, cls: str | None = None) -> _Node | None:
@@ -507,10 +498,11 @@ def _all(n: _Node, tag: str) -> list[_Node]:
     return out
 
 
-def _inside(n: _Node, tag: str) -> bool:
+def _inside(n: _Node, tag: str | None = None, cls: str | None = None) -> bool:
+    """Whether an ancestor of `n` is a `tag` element, or has the class `cls`."""
     p = n.parent
     while p is not None:
-        if p.tag == tag:
+        if p.tag == tag or (cls is not None and cls in p.classes()):
             return True
         p = p.parent
     return False
