@@ -54,12 +54,10 @@ _invocation = {"debug": False}  # set by the group callback at the start of ever
 
 def _print_version(value: bool) -> None:
     if value:
-        from importlib.metadata import PackageNotFoundError, version
+        from . import installed_version
 
-        try:
-            typer.echo(f"reportgen {version('reportgen')}")
-        except PackageNotFoundError:  # run from a source tree that was never installed
-            typer.echo("reportgen (not installed: pip install -e .)")
+        v = installed_version()
+        typer.echo(f"reportgen {v}" if v else "reportgen (not installed: pip install -e .)")
         raise typer.Exit()
 
 

@@ -22,6 +22,7 @@ from pathlib import Path
 
 from markupsafe import Markup, escape
 
+from . import installed_version
 from .config import CIFAR10_SIZES, DataConfig, ExperimentConfig, shown, to_dict
 from .errors import UserError
 from .usertext import read_user_text, to_html
@@ -427,7 +428,8 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
                  "student_number": cfg.report.student_number, "course": cfg.report.course,
                  "date": time.strftime("%d %B %Y").lstrip("0"),
                  # the PDF's own metadata (WeasyPrint reads the <meta> tags)
-                 "created": time.strftime("%Y-%m-%d"), "generator": _generator()},
+                 "created": time.strftime("%Y-%m-%d"),
+                 "generator": f"reportgen {installed_version() or ''}".strip()},
         "config": shown_config, "config_text": toml_text(shown_config),
         "data": first["data"], "studies": views,
         # What CIFAR-10 and the practical's split are, against which the Method describes
@@ -442,16 +444,6 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
         "css": (templates_dir() / "report.css").read_text(encoding="utf-8"),
         "numbering": Numbering(figures_dir), "page_limit": cfg.report.page_limit,
     }
-
-
-def _generator() -> str:
-    """'reportgen 0.1.0', for the PDF's Creator field."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    try:
-        return f"reportgen {version('reportgen')}"
-    except PackageNotFoundError:  # run from a source tree that was never installed
-        return "reportgen"
 
 
 def _outside_template(name: str):
