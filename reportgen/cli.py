@@ -366,7 +366,7 @@ def figures(config: Optional[str] = ConfigOpt, out: Optional[str] = OutOpt,
 
     cfg = _run(load_config, config, None, out, sets=set_)
     with _figures_held(cfg):
-        written = _run(draw_all, results_dir(cfg), figures_path(cfg), log=_log)
+        written = _run(draw_all, results_dir(cfg), figures_path(cfg), log=_log, cfg=cfg)
     typer.echo(f"{len(written)} files written to {figures_path(cfg)}/")
 
 

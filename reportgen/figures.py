@@ -121,13 +121,16 @@ def require_figures_dir(figures_dir: Path) -> None:
                               "writable figures_dir, e.g. --set figures_dir=figures")
 
 
-def draw_study(study, results_dir: Path, figures_dir: Path) -> list[Path]:
-    """Draw one study's figures from its results; every declared figure must be written.
-    A stamp next to them records the results folder and file, so a report never embeds
-    figures drawn from another output folder's results, or from an earlier version of them."""
+def draw_study(study, results_dir: Path, figures_dir: Path,
+               results: dict | None = None) -> list[Path]:
+    """Draw one study's figures from its results (read from `results_dir` unless given);
+    every declared figure must be written. A stamp next to them records the results folder
+    and file, so a report never embeds figures drawn from another output folder's results,
+    or from an earlier version of them."""
     from .files import atomic_write_text
 
-    results = study.load(results_dir)
+    if results is None:
+        results = study.load(results_dir)
     try:
         Path(figures_dir).mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file in the way, a read-only place: before, the bare errno line
@@ -146,15 +149,18 @@ def draw_study(study, results_dir: Path, figures_dir: Path) -> list[Path]:
     return written
 
 
-def draw_all(results_dir: Path, figures_dir: Path, log=print) -> list[Path]:
+def draw_all(results_dir: Path, figures_dir: Path, log=print, cfg=None) -> list[Path]:
     """Redraw every registered study's figures whose results exist; name the command for the
-    missing ones. Nothing to draw at all is an error naming every missing input."""
+    missing ones. Nothing to draw at all is an error naming every missing input. With `cfg`
+    (the `figures` command's settings), a note says where the results were made with others."""
     from .experiments import studies
 
-    written, missing = [], []
+    written, missing, loaded = [], [], []
     for study in studies():
         try:
-            written += draw_study(study, results_dir, figures_dir)
+            results = study.load(results_dir)
+            loaded.append((study, results))
+            written += draw_study(study, results_dir, figures_dir, results)
         except FigureError:
             raise
         except MissingResults as e:
@@ -163,4 +169,10 @@ def draw_all(results_dir: Path, figures_dir: Path, log=print) -> list[Path]:
         raise MissingResults("no figures could be drawn: " + "; ".join(missing))
     for m in missing:
         log(f"skipped: {m}")
+    if cfg is not None:
+        from .experiments.base import changed_note, changed_settings
+
+        changed = changed_settings(cfg, loaded)
+        if changed:
+            log(changed_note(changed, results_dir, "the figures show"))
     return written

@@ -408,6 +408,9 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
             raise MissingResults(f"{results / (v.name + '.json')} belongs to experiment "
                                  f"{v.r['config']['name']!r}: run `reportgen all` again")
     _check_same_settings(chosen, views, results)
+    from .experiments.base import changed_settings
+
+    changed = changed_settings(cfg, [(st, v.r) for st, v in zip(chosen, views)])
     run_dirs = [(d, st.cli_name) for st, v in zip(chosen, views) for d in st.runs(v.r)]
     seed_groups: dict[tuple[int, ...], list[str]] = {}
     for st, v in zip(chosen, views):
@@ -431,7 +434,7 @@ def build_context(cfg: ExperimentConfig, results: Path, figures_dir: Path,
                  "created": time.strftime("%Y-%m-%d"),
                  "generator": f"reportgen {installed_version() or ''}".strip()},
         "config": shown_config, "config_text": toml_text(shown_config),
-        "data": first["data"], "studies": views,
+        "data": first["data"], "studies": views, "changed": changed,
         # What CIFAR-10 and the practical's split are, against which the Method describes
         # this copy and this split.
         "cifar10": {**CIFAR10_SIZES, "val_size": DataConfig().val_size,
@@ -611,6 +614,10 @@ def build_report(cfg: ExperimentConfig, log=print, strict: bool = False) -> tupl
     from .experiments import figures_path
 
     context = build_context(cfg, results, figures_path(cfg))
+    if context["changed"]:
+        from .experiments.base import changed_note
+
+        log(changed_note(context["changed"], results, "the report shows"))
     if not cfg.report.author:  # after the results are read: not a note before their error
         log("note: the title page has no author; pass --author and --student-number "
             "(or set them under [report] in the experiment file)")

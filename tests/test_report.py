@@ -267,6 +267,17 @@ def test_figures_command_redraws_everything(built):
 
 
 @pytest.mark.slow
+def test_the_report_names_settings_changed_since_its_results(built):
+    """It shows the results as they were made; a setting changed since is named."""
+    assert "were made with other settings" not in built["output"]
+    r = runner.invoke(app, ["report", *overrides_to_args({**built["overrides"],
+                                                          "train.epochs": 3})])
+    assert r.exit_code == 0, r.output
+    assert ("(train.epochs = 1, not 3): the report shows them as they were made (for results "
+            "of the settings given now, run `reportgen all` with them") in r.output
+
+
+@pytest.mark.slow
 def test_failed_build_keeps_the_good_report(built):
     before = built["pdf"].read_bytes()
     missing = built["out"] / "figures" / "practical2" / "rotation_accuracy.png"

@@ -99,6 +99,9 @@ def test_a_registered_study_runs_everywhere(tmp_path):
         # `figures` and the report found it without one.
         r = runner.invoke(app, ["figures", *overrides_to_args(tiny_overrides(folder, out))])
         assert r.exit_code == 0 and (out / "figures" / "practical2" / "toy_bars.png").is_file()
+        # Drawn from results made with toy.scale = 3, which the command line no longer says.
+        assert "other settings than the experiment file and --set give now (toy.scale = 3, " \
+               "not 2): the figures show them as they were made" in r.output, r.output
     assert "toy" not in [s.name for s in studies()]
     r = runner.invoke(app, ["train", *overrides_to_args(tiny_overrides(folder, out)),
                             "--set", "toy.scale=3"])
@@ -302,3 +305,48 @@ def test_the_running_header_holds_a_long_title_cut_at_a_word(tmp_path):
     assert header(None, tmp_path / "a") == "Convolutional Neural Networks on CIFAR-10"
     short = header(" ".join(["Convolutional"] * 21), tmp_path / "b")  # 293 characters
     assert short == " ".join(["Convolutional"] * 6) + "…" and len(short) <= 91
+
+
+def test_settings_that_changed_since_the_results_were_made():
+    """`report` and `figures` present the stored results; a setting changed since (in the
+    experiment file or by --set) is named, one that cannot change them is not."""
+    from reportgen.config import load_experiment, to_dict
+    from reportgen.experiments import get_study
+    from reportgen.experiments.base import changed_settings
+
+    def loaded(made: dict, *names):
+        return [(get_study(n), {"config": json.loads(json.dumps(to_dict(
+            load_experiment(None, made))))}) for n in names]
+
+    every = ("part1", "rotation", "shuffle")
+    now = load_experiment(None, {"train.epochs": 5})
+    assert changed_settings(now, loaded({"train.epochs": 5}, *every)) == []
+    assert changed_settings(now, loaded({"train.epochs": 2}, *every)) == [
+        ("train.epochs", 2, 5)]
+    assert changed_settings(now, loaded({"train.epochs": 2}, "shuffle")) == []  # its own budget
+    # How runs execute, where the results go and what the report says change no result.
+    assert changed_settings(now, loaded({"train.epochs": 5, "train.device": "cpu",
+                                         "train.eval_batch_size": 7, "out_dir": "elsewhere",
+                                         "report.title": "Other"}, *every)) == []
+    # seeds = [] trains `seed` alone, as [seed] does; the MLP's own empty list means the same.
+    assert changed_settings(now, loaded({"train.epochs": 5, "train.seeds": [42],
+                                         "shuffle.mlp_seeds": [42]}, *every)) == []
+    assert changed_settings(now, loaded({"train.epochs": 5, "train.seeds": [42, 43]},
+                                        "part1", "shuffle")) == [
+        ("train.seeds", [42, 43], [42]), ("shuffle.mlp_seeds", [42, 43], [42])]
+    # A comparison model Part 2 does not train: its settings are not among its results'.
+    p4 = {"name": "p4_preact_resnet", "params": {"num_classes": 10, "num_blocks": [1],
+                                                 "c_hidden": [4]}}
+    assert changed_settings(now, loaded({"train.epochs": 5, "rotation.equivariant": p4},
+                                        "rotation")) == []
+    both = load_experiment(None, {"train.epochs": 5,
+                                  "rotation.models": ["plain", "equivariant"]})
+    [(key, _, _)] = changed_settings(both, loaded(
+        {"train.epochs": 5, "rotation.models": ["plain", "equivariant"],
+         "rotation.equivariant": p4}, "rotation"))
+    assert key == "rotation.equivariant"
+    # Results of a reportgen without a setting: not a change.
+    [(study, res)] = loaded({"train.epochs": 5}, "part1")
+    del res["config"]["optim"]["gamma"]
+    assert changed_settings(load_experiment(None, {"train.epochs": 5, "optim.gamma": 0.5}),
+                            [(study, res)]) == []

@@ -291,6 +291,32 @@ class Study:
         """The seeds behind each of its models' numbers: title -> seeds (for the report)."""
         return {}
 
+    def settings(self, config: dict) -> dict[str, Any]:
+        """The settings its results depend on, from a config as `to_dict` writes it (and its
+        results file stores it), flattened to dotted keys: the data's split, the model, the
+        optimiser, the training settings but those of how a run executes, its seeds as the
+        runs it trains, and its own section. Override to drop what it does not use."""
+        from ..training.rundir import DATA_IN_KEY, EXECUTION_ONLY
+
+        def section(name: str) -> dict:
+            value = config.get(name)
+            return value if isinstance(value, dict) else {}
+
+        flat = {f"data.{k}": section("data")[k] for k in DATA_IN_KEY if k in section("data")}
+        for name in ("model", "optim", "train", *((self.name,) if self.config else ())):
+            for k, v in section(name).items():
+                if not (name == "train" and k in EXECUTION_ONLY):
+                    flat[f"{name}.{k}"] = v
+        # Seeds as the runs they name: seeds = [] trains `seed` alone, as seeds = [seed] does.
+        seed, seeds = flat.pop("train.seed", None), flat.pop("train.seeds", None)
+        flat["train.seeds"] = list(seeds or ([seed] if seed is not None else []))
+        for key in self.seed_keys:  # a study's own list, empty: the training seeds
+            if key in flat:
+                flat[key] = list(flat[key] or flat["train.seeds"])
+        if self.epochs_key != "train.epochs":  # its runs train for its own budget
+            flat.pop("train.epochs", None)
+        return flat
+
     # --- provided ---------------------------------------------------------------------------
     @property
     def cli_name(self) -> str:
@@ -370,6 +396,34 @@ class Study:
         # The results file last: it is what says the study finished.
         atomic_write_text(self.results_path(out), json.dumps(seal(results)))
         return {**results, "arrays": arrays} if arrays is not None else results
+
+
+def changed_settings(cfg: ExperimentConfig, loaded) -> list[tuple[str, Any, Any]]:
+    """(key, as the results were made, as `cfg` says now) for every setting that differs
+    between `cfg` and the stored results of each (study, results) in `loaded`: `figures` and
+    `report` present the results as they were made, whatever the experiment file says now."""
+    now = json.loads(json.dumps(to_dict(cfg)))
+    changed: dict[str, tuple[Any, Any]] = {}
+    for study, res in loaded:
+        then_flat, now_flat = study.settings(res.get("config") or {}), study.settings(now)
+        # A key only one side has is a setting of another reportgen version, not a change.
+        for key in sorted(then_flat.keys() & now_flat.keys()):
+            if then_flat[key] != now_flat[key]:
+                changed.setdefault(key, (then_flat[key], now_flat[key]))
+    return [(k, *v) for k, v in changed.items()]
+
+
+def changed_note(changed: list[tuple[str, Any, Any]], results: Path, shows: str) -> str:
+    """The note that results made with other settings than the experiment file and --set give
+    now are what `shows` ("the report shows", "the figures show")."""
+    from ..config import shown
+
+    listed = "; ".join(f"{k} = {shown(then)}, not {shown(now)}" for k, then, now in changed[:4])
+    more = f"; and {len(changed) - 4} more" if len(changed) > 4 else ""
+    return (f"note: the results in {results} were made with other settings than the experiment "
+            f"file and --set give now ({listed}{more}): {shows} them as they were made "
+            "(for results of the settings given now, run `reportgen all` with them: finished "
+            "runs are reused)")
 
 
 STUDIES: dict[str, Study] = {}

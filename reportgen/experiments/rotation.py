@@ -388,6 +388,16 @@ class Rotation(Study):
         "example": {"image": ANY, "label": int}, "sweep_wall_time_s": COUNT,
         "sweep_images": COUNT}
 
+    def settings(self, config: dict) -> dict:
+        # The comparison models' settings matter only where they are trained.
+        flat = super().settings(config)
+        models = flat.get("rotation.models") or []
+        if "equivariant" not in models:
+            flat.pop("rotation.equivariant", None)
+        if "augmented" not in models:
+            flat.pop("rotation.aug_degrees", None)
+        return flat
+
     def validate(self, results: dict, where: str) -> None:
         from ..config import ConfigError, from_dict
         from ..schema import SchemaError, image, label, same_length
