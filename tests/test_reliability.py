@@ -159,6 +159,43 @@ def test_divergence_stops_with_advice(tiny):
     assert not (run / "results.json").exists()
 
 
+def test_divergence_advice_names_the_settings_behind_the_run():
+    """The advice names the setting to change: Part 3's MLP takes its learning rate and
+    weight decay from shuffle.mlp_lr and shuffle.mlp_weight_decay, and a weight decay that
+    takes the whole weight away each step is the cause whatever the learning rate."""
+    from dataclasses import replace
+
+    from reportgen.config import load_experiment
+    from reportgen.experiments.shuffle import shuffle_specs
+    from reportgen.training.train import divergence_error
+
+    def advice(spec, **optim):
+        return str(divergence_error(replace(spec, optim=replace(spec.optim, **optim)), 3))
+
+    specs = shuffle_specs(load_experiment(None, {}), "digest", torch.arange(1024))
+    resnet, mlp = specs["resnet"], specs["mlp-shuffled"]
+    assert advice(resnet, lr=0.5) == ("training of resnet diverged in epoch 3: the loss became "
+                                      "NaN or infinite; lower the learning rate (optim.lr = "
+                                      "0.5), e.g. --set optim.lr=0.05")
+    assert advice(resnet, lr=1e20).endswith("(optim.lr = 1e+20), e.g. --set optim.lr=0.1")
+    assert advice(mlp, lr=0.5).endswith("(shuffle.mlp_lr = 0.5), e.g. --set shuffle.mlp_lr=0.05")
+    assert advice(mlp, lr=1e-3, weight_decay=1e30).endswith(
+        "lower the weight decay (shuffle.mlp_weight_decay = 1e+30: each step takes 1e+27 times "
+        "the weights away), e.g. --set shuffle.mlp_weight_decay=0.0001")
+    both = advice(resnet, lr=10, weight_decay=5)
+    assert "optim.weight_decay=0.0001, and the learning rate (optim.lr = 10)" in both
+    assert "weight decay" not in advice(resnet, lr=10, weight_decay=1e-4)
+
+
+def test_a_diverging_mlp_names_its_own_settings(tiny):
+    overrides, out = tiny
+    r = runner.invoke(app, ["shuffle", *overrides_to_args(
+        {**overrides, "shuffle.mlp_optimizer": "sgd", "shuffle.mlp_weight_decay": 1e30})])
+    assert r.exit_code == 2, r.output
+    assert "training of mlp diverged in epoch 1" in r.output
+    assert "--set shuffle.mlp_weight_decay=0.0001" in r.output and "optim.lr" not in r.output
+
+
 def test_output_folder_not_writable_or_full(tiny, tmp_path, monkeypatch):
     overrides, out = tiny
     blocker = tmp_path / "a-file"

@@ -408,8 +408,9 @@ def test_throughput_is_measured_once_per_setting(tiny, monkeypatch):
 
 
 def test_a_diverging_group_stops_with_advice_and_keeps_no_nan_model(tiny):
-    with pytest.raises(TrainingError, match=r"diverged in epoch 1 \(the run with seed 4[23]\)"
-                                            r".*lower the learning rate"):
+    with pytest.raises(TrainingError, match=r"training of resnet \(the run with seed 4[23]\) "
+                                            r"diverged in epoch 1: .*lower the learning rate "
+                                            r"\(optim.lr = 1e\+12\), e.g. --set optim.lr=0.1$"):
         _train(tiny, "diverged", side_by_side=2, **{"optim.lr": 1e12})
     for run in (tiny[1] / "diverged" / "runs").iterdir():
         assert not (run / "checkpoints" / "best.ckpt").exists()

@@ -116,7 +116,8 @@ def shuffle_specs(cfg: ExperimentConfig, data_digest: str, perm) -> dict[str, Ru
     cnn = baseline_spec(cfg, data_digest, epochs=sc.epochs)
     mlp_optim = replace(cfg.optim, name=sc.mlp_optimizer, lr=sc.mlp_lr,
                         weight_decay=sc.mlp_weight_decay)
-    mlp = RunSpec(run_label(sc.mlp.name), sc.mlp, mlp_optim, cnn.train, cfg.data, data_digest)
+    mlp = RunSpec(run_label(sc.mlp.name), sc.mlp, mlp_optim, cnn.train, cfg.data, data_digest,
+                  optim_keys=("shuffle.mlp_lr", "shuffle.mlp_weight_decay"))
     p = tuple(perm.tolist())
     specs = {}
     for spec in (cnn, mlp):

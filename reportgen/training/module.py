@@ -11,7 +11,7 @@ from .. import transforms
 from ..config import AugmentConfig, OptimConfig, from_dict
 from ..models import build_model, prefers_channels_last
 from ..optimizers import OPTIMIZERS
-from .errors import TrainingError
+from .errors import Diverged
 
 
 def optimizers(o: OptimConfig, params):
@@ -180,10 +180,7 @@ class Classifier(PlainAttributes, pl.LightningModule):
 
     def _check_finite(self) -> None:
         if self._train_sums is not None and not torch.isfinite(self._train_sums[0]):
-            raise TrainingError(
-                f"training diverged in epoch {self.current_epoch + 1}: the loss became NaN or "
-                f"infinite; lower the learning rate (optim.lr = {self.optim_cfg.lr}), e.g. "
-                f"--set optim.lr={self.optim_cfg.lr / 10:g}")
+            raise Diverged(self.current_epoch + 1)
 
     def on_validation_epoch_start(self) -> None:
         if self.trainer.training or self.trainer.state.fn == "fit":

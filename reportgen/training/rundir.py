@@ -48,6 +48,9 @@ class RunSpec:
     data: DataConfig
     data_digest: str  # content hash of the decoded CIFAR-10
     perm: tuple[int, ...] | None = None  # pixel permutation, or None
+    # The settings its learning rate and weight decay come from, for advice (not in its key):
+    # Part 3's MLP takes them from shuffle.mlp_lr and shuffle.mlp_weight_decay.
+    optim_keys: tuple[str, str] = ("optim.lr", "optim.weight_decay")
 
     def key(self) -> str:
         t = to_dict(self.train)

@@ -41,7 +41,7 @@ from ..data import Splits
 from ..models import count_parameters
 from .callbacks import EpochMetrics, ValidateLastEpoch, VerifiedCheckpointIO
 from . import memory
-from .errors import TrainingError
+from .errors import Diverged
 from .module import Classifier, PlainAttributes, optimizers, prepare_runs
 from .rundir import (RunSpec, check_output_space, load_checkpoint_dict, read_results,
                      resume_point)
@@ -366,12 +366,7 @@ class SideBySide(PlainAttributes, pl.LightningModule):
             return
         bad = [k for k in range(self.k) if not torch.isfinite(self._train_sums[0, k])]
         if bad:
-            m = self.members[bad[0]]
-            lr = m.optim_cfg.lr
-            raise TrainingError(
-                f"training diverged in epoch {self.current_epoch + 1} (the run with seed "
-                f"{m.hparams.seed}): the loss became NaN or infinite; lower the learning "
-                f"rate (optim.lr = {lr}), e.g. --set optim.lr={lr / 10:g}")
+            raise Diverged(self.current_epoch + 1, bad[0])
 
     def run_metrics(self, k: int) -> dict[str, float]:
         """Run k's epoch metrics under the names a run trained alone logs them."""
@@ -603,7 +598,7 @@ def train_group(specs: list[RunSpec], splits: Splits, out_dir: str | Path, *,
     wall = fit(trainer, module, train, val_loader(splits, cfg, device, specs[0].model, len(specs)),
                _ResumeIO.SENTINEL if stacked is not None else None,
                lambda: (f"training of {len(specs)} runs side by side was interrupted: run the "
-                        "same command again to resume each from its last.ckpt"))
+                        "same command again to resume each from its last.ckpt"), specs)
     results = []
     for k, (spec, run_dir) in enumerate(zip(specs, run_dirs)):
         best = ranker.best_path(k) or run_dir / "checkpoints" / "last.ckpt"

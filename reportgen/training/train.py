@@ -27,7 +27,7 @@ from ..models import count_parameters
 from ..signals import lightning_handles_sigterm
 from . import memory
 from .callbacks import EpochMetrics, ValidateLastEpoch, VerifiedCheckpointIO
-from .errors import Interrupted, TrainingError
+from .errors import Diverged, Interrupted, TrainingError
 from .module import Classifier
 from .rundir import (PREDICTIONS, RESULTS_VERSION, RunSpec, check_output_space,
                      device_description, load_checkpoint_dict, load_classifier,
@@ -242,9 +242,10 @@ def val_loader(splits: Splits, cfg: TrainConfig, device: torch.device, model_cfg
 
 
 def fit(trainer: pl.Trainer, module: pl.LightningModule, train, val, resume: Path | str | None,
-        hint: Callable[[], str]) -> float:
-    """trainer.fit to the end (or resume to it); returns the wall time in seconds. An
-    interruption raises Interrupted with `hint()`, which says how to resume."""
+        hint: Callable[[], str], specs: list[RunSpec]) -> float:
+    """trainer.fit to the end (or resume to it) of the runs `specs` (one, or a side-by-side
+    group); returns the wall time in seconds. An interruption raises Interrupted with
+    `hint()`, which says how to resume; a diverged run, advice naming its settings."""
     t0 = time.perf_counter()
     try:
         # Progress bars (Lightning's go to stdout) belong on stderr: stdout carries only the
@@ -259,6 +260,9 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, train, val, resume: Pat
         if trainer.interrupted:
             raise Interrupted(hint()) from None
         raise
+    except Diverged as e:
+        _close_progress_bars(trainer)
+        raise divergence_error(specs[e.run], e.epoch, len(specs) > 1) from None
     except torch.OutOfMemoryError as e:
         # The preflight (memory.require) leaves headroom; this is what it could not foresee:
         # other processes on the card or the host, or a model whose memory it misjudged.
@@ -273,6 +277,27 @@ def fit(trainer: pl.Trainer, module: pl.LightningModule, train, val, resume: Pat
         _close_progress_bars(trainer)
         raise compile_error(e) from None  # not hint(): the same command would fail again
     return time.perf_counter() - t0
+
+
+def divergence_error(spec: RunSpec, epoch: int, grouped: bool = False) -> TrainingError:
+    """What to change when `spec`'s loss became NaN or infinite, named by the settings its
+    optimiser came from (optim.lr, or Part 3's shuffle.mlp_lr for the MLP). A weight decay of
+    1 or more that takes the whole weight away each step (lr x weight decay >= 1) overshoots
+    at any learning rate that trains: lowering the learning rate tenfold was wrong advice."""
+    lr_key, decay_key = spec.optim_keys
+    lr, decay = spec.optim.lr, spec.optim.weight_decay
+    which = f" of {spec.label}" + (f" (the run with seed {spec.train.seed})" if grouped else "")
+    # A learning rate far past any that trains (above 1) gets the practical's 0.1.
+    lower_lr = (f"the learning rate ({lr_key} = {lr:g}), e.g. --set "
+                f"{lr_key}={lr / 10 if lr <= 1 else 0.1:g}")
+    if decay >= 1 and lr * decay >= 1:
+        lower_decay = (f"the weight decay ({decay_key} = {decay:g}: each step takes {lr * decay:g} "
+                       f"times the weights away), e.g. --set {decay_key}=0.0001")
+        advice = f"lower {lower_decay}" + (f", and {lower_lr}" if lr > 1 else "")
+    else:
+        advice = f"lower {lower_lr}"
+    return TrainingError(f"training{which} diverged in epoch {epoch}: the loss became NaN or "
+                         f"infinite; {advice}")
 
 
 def is_compile_failure(e: BaseException) -> bool:
@@ -293,7 +318,7 @@ def _fit(s: _Setup, spec: RunSpec, splits: Splits, run_dir: Path) -> float:
     device = data_device(s.accelerator)
     return fit(s.trainer, s.module, train_loader(splits, spec.train, device),
                val_loader(splits, spec.train, device, spec.model), s.resume,
-               lambda: resume_hint(run_dir))
+               lambda: resume_hint(run_dir), [spec])
 
 
 def _close_progress_bars(trainer: pl.Trainer) -> None:
