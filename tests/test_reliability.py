@@ -348,6 +348,24 @@ def test_bad_command_line_values(tiny, args, message):
     assert not out.exists()
 
 
+def test_more_devices_than_batches_is_refused_before_training(tiny):
+    """Each DDP process trains on its share of the images: 70 over 8 processes left 9 each,
+    less than a batch of 10, so nothing trained and the run ended in a missing last.ckpt."""
+    import re
+
+    overrides, out = tiny
+    r = cli(overrides, "--devices", "8", "--plan")
+    assert r.exit_code == 2, r.output
+    n, share, most = map(int, re.search(
+        r"(\d+) training images over 8 devices are (\d+) per device, fewer than one batch of "
+        r"10: use at most --devices (\d+)", r.output).groups())
+    assert share == -(-n // 8) < 10 and -(-n // most) >= 10 > -(-n // (most + 1))
+    assert not list(out.glob("runs/*"))
+    r = cli(overrides, "--devices", str(most), "--plan")
+    assert r.exit_code == 0 and "1 run to train" in r.output, r.output
+    assert cli(overrides, "--devices", str(most + 1), "--plan").exit_code == 2
+
+
 @pytest.mark.slow
 def test_ddp_on_two_cpu_processes(tiny, tmp_path):
     """Lightning's own DDP (gloo) on the CPU: trains, agrees with one device, and only the

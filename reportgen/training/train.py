@@ -217,11 +217,22 @@ def data_device(accelerator: str) -> torch.device:
 
 
 def require_one_batch(n: int, cfg: TrainConfig) -> None:
-    """Training drops the last partial batch: fewer images than one batch train nothing."""
+    """Training drops the last partial batch: fewer images than one batch train nothing. With
+    DDP each of the `train.devices` processes trains on its share of the images (Lightning's
+    distributed sampler gives each ceil(n / devices)): a share smaller than a batch trained
+    nothing, and the run then ended in "last.ckpt does not exist"."""
     if n < cfg.batch_size:
         raise TrainingError(f"{n} training image{'s are' if n != 1 else ' is'} fewer than one "
                             f"batch of {cfg.batch_size}: use a larger --subset or a smaller batch "
                             f"(--set train.batch_size={n})")
+    share = -(-n // cfg.devices)
+    if share < cfg.batch_size:  # (batch 1 never comes here: the sampler pads every share)
+        # The most devices d with ceil(n / d) >= batch: n / d > batch - 1.
+        most = (n - 1) // (cfg.batch_size - 1)
+        raise TrainingError(f"{n:,} training images over {cfg.devices} devices are {share:,} per "
+                            f"device, fewer than one batch of {cfg.batch_size}: use at most "
+                            f"--devices {most}, a larger --subset or a smaller batch (--set "
+                            f"train.batch_size={share})")
 
 
 def train_loader(splits: Splits, cfg: TrainConfig, device: torch.device):
