@@ -29,6 +29,10 @@ def read_user_text(path: str) -> dict[str, str]:
     if not path:
         return {}
     p = Path(path)
+    if not p.exists() and not p.is_symlink():  # "cannot be read as TOML ([Errno 2] ...)"
+        raise ConfigError(f"report.user_text {p} does not exist: name your text's TOML file "
+                          "(a relative path starts from the folder you run reportgen in), or "
+                          "set report.user_text = \"\"")
     try:
         raw = parse_toml(read_text(p))
     except (OSError, ValueError) as e:  # ValueError: TOML, UTF-8, nesting, long integers

@@ -97,11 +97,14 @@ def test_shuffle_study_end_to_end(tiny):
     ("not json", "cannot be read as JSON"),
     (json.dumps(list(range(1024))), "leaves every pixel in place"),
     ('{"a": 1}', "JSON list of integers"),
+    (None, "perm.json does not exist: point it at a permutation.json written by `reportgen "
+           "shuffle`"),
 ])
 def test_bad_saved_permutation(tiny, tmp_path, content, message):
     overrides, out = tiny
     f = tmp_path / "perm.json"
-    f.write_text(content)
+    if content is not None:
+        f.write_text(content)
     r = runner.invoke(app, ["shuffle", *overrides_to_args(overrides), "--set",
                             f"shuffle.perm_file=\"{f}\""])
     assert r.exit_code == 2 and message in r.output

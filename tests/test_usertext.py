@@ -90,6 +90,9 @@ def test_read_user_text(tmp_path):
     f.write_text('results = """Para one.\n\nPara *two*."""\nconclusion = "  "\n')
     assert read_user_text(str(f)) == {"results": "Para one.\n\nPara *two*."}
     assert read_user_text("") == {}
+    with pytest.raises(ConfigError, match=r"report.user_text .*nope.toml does not exist: name "
+                                          r"your text's TOML file"):
+        read_user_text(str(tmp_path / "nope.toml"))
     f.write_text("summary = 'x'\n")
     with pytest.raises(ConfigError, match="unknown section 'summary'"):
         read_user_text(str(f))

@@ -77,6 +77,10 @@ def load_permutation(cfg: ExperimentConfig):
     if not sc.perm_file:
         return transforms.pixel_permutation(sc.perm_seed)
     p = Path(sc.perm_file)
+    if not p.exists() and not p.is_symlink():  # "cannot be read as JSON ([Errno 2] ...)"
+        raise ConfigError(f"shuffle.perm_file {p} does not exist: point it at a permutation.json "
+                          "written by `reportgen shuffle` (in OUT/<experiment>/), or set "
+                          "shuffle.perm_file = \"\" to draw one from shuffle.perm_seed")
     try:
         values = json.loads(read_text(p))
     except (OSError, ValueError, RecursionError) as e:  # as files.read_json
