@@ -386,11 +386,11 @@ def _bad_inputs(tmp_path, folder):
         (["train", *data, "--set", "data.partial=false"], "CIFAR-10 has 5,000"),
         (["rotation", "--angles", "x"], "--angles 'x'"),
         (["rotation", "--checkpoint", str(junk)], "junk.ckpt is damaged"),
-        (["shuffle", "--set", f'shuffle.perm_file="{tmp_path / "p.json"}"'], "p.json cannot be read"),
+        (["shuffle", "--set", f'shuffle.perm_file="{tmp_path / "p.json"}"'], "p.json does not exist"),
         (["figures", "--out", str(empty)], "no figures could be drawn"),
         (["report", "--out", str(empty)], "part1.json is missing: run `reportgen train` first"),
         (["report", "--out", str(wrong)], "part1.json does not hold part1's results (its field 'study'"),
-        (["all", "--set", f'report.user_text="{tmp_path / "mine.toml"}"'], "mine.toml cannot be read"),
+        (["all", "--set", f'report.user_text="{tmp_path / "mine.toml"}"'], "mine.toml does not exist"),
         (["bench", "--steps", "0"], "--steps 0"),
         # A name longer than a file system allows: the error said only "[Errno 36] File name
         # too long: '...'"; now it names what to do.
