@@ -270,8 +270,10 @@ def test_figures_command_redraws_everything(built):
 def test_the_report_names_settings_changed_since_its_results(built):
     """It shows the results as they were made; a setting changed since is named."""
     assert "were made with other settings" not in built["output"]
+    # (The author as the fixture's: the tests after this one read the report it rewrites.)
     r = runner.invoke(app, ["report", *overrides_to_args({**built["overrides"],
-                                                          "train.epochs": 3})])
+                                                          "train.epochs": 3}),
+                            "--author", "Ada Lovelace", "--student-number", "s1234567"])
     assert r.exit_code == 0, r.output
     assert ("(train.epochs = 1, not 3): the report shows them as they were made (for results "
             "of the settings given now, run `reportgen all` with them") in r.output
