@@ -441,7 +441,7 @@ def all_(config: Optional[str] = ConfigOpt, data: Optional[str] = DataOpt,
     """Every study in order (train, rotation, shuffle, ...), then the figures and the report."""
     from .experiments import figures_path, prepare_data, results_dir, studies, train_studies
     from .figures import draw_all
-    from .report import build_report, pdf_engine
+    from .report import build_report, check_strict, pdf_engine
     from .resources import templates_dir
     from .usertext import read_user_text
 
@@ -454,6 +454,7 @@ def all_(config: Optional[str] = ConfigOpt, data: Optional[str] = DataOpt,
     for study in studies():  # inputs of later studies are checked before any training
         _run(study.check, cfg)
     _run(read_user_text, cfg.report.user_text)
+    _run(check_strict, cfg, strict)
     _run(templates_dir)  # a broken install, found before hours of training
     if "pdf" in cfg.report.formats:
         _run(pdf_engine)  # not after hours of training

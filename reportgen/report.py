@@ -606,9 +606,28 @@ def _embedded_only(weasyprint):
     return weasyprint.URLFetcher(allowed_protocols=("data",))
 
 
+def check_strict(cfg: ExperimentConfig, strict: bool) -> None:
+    """`--strict` asks for the PDF's main body to be checked against report.page_limit: with no
+    limit or no PDF there was nothing to check, and it exited 0 as if the report fitted. Said
+    before anything is read, trained or written."""
+    if not strict:
+        return
+    if not cfg.report.page_limit:
+        raise ReportError("--strict exits non-zero when the main body exceeds report.page_limit, "
+                          "which is 0 (no limit): set the course's limit, e.g. --set "
+                          "report.page_limit=6, or drop --strict")
+    if "pdf" not in cfg.report.formats:
+        raise ReportError(f"--strict checks the PDF's main body against report.page_limit = "
+                          f"{cfg.report.page_limit}, but report.formats = "
+                          f"{shown(list(cfg.report.formats))} writes no PDF: add --format pdf (the "
+                          "LaTeX export's length depends on your course's template), or drop "
+                          "--strict")
+
+
 def build_report(cfg: ExperimentConfig, log=print, strict: bool = False) -> tuple[Path, Path]:
     """Write OUT/report.html and OUT/report.pdf, and with report.formats including "tex" the
     LaTeX export in OUT/latex/; returns the HTML and PDF paths."""
+    check_strict(cfg, strict)
     weasyprint = pdf_engine() if "pdf" in cfg.report.formats else None
     results = Path(cfg.out_dir) / cfg.name
     from .experiments import figures_path
@@ -632,6 +651,9 @@ def build_report(cfg: ExperimentConfig, log=print, strict: bool = False) -> tupl
 
         write_latex(raw, figures_path(cfg), out, log=log)
     if "pdf" not in cfg.report.formats:
+        if cfg.report.page_limit:
+            log(f"note: report.page_limit = {cfg.report.page_limit} was not checked: it counts "
+                "the PDF's main body, and only the LaTeX export was written (add --format pdf)")
         return html_path, pdf_path
     html = context["numbering"].resolve(raw)
     document = weasyprint.HTML(string=html, base_url=str(out),

@@ -514,6 +514,26 @@ def test_page_limit_is_a_note_or_with_strict_an_error(tiny):
     r = runner.invoke(app, ["report", *overrides_to_args(overrides), "--set",
                             "report.page_limit=50", "--strict"])
     assert r.exit_code == 0 and "over report.page_limit" not in r.output
+    # Only the LaTeX export: no PDF to count, which is said rather than passed over.
+    r = runner.invoke(app, ["report", *overrides_to_args(overrides), "--set",
+                            "report.page_limit=2", "--format", "tex"])
+    assert r.exit_code == 0 and "report.page_limit = 2 was not checked" in r.output, r.output
+
+
+@pytest.mark.parametrize("sets,message", [
+    ([], "--strict exits non-zero when the main body exceeds report.page_limit, which is 0 (no "
+         "limit): set the course's limit"),
+    (["--set", "report.page_limit=6", "--format", "tex"],
+     "--strict checks the PDF's main body against report.page_limit = 6, but report.formats = "
+     "['tex'] writes no PDF: add --format pdf"),
+])
+def test_strict_with_nothing_to_check_stops_before_any_work(tiny, sets, message):
+    """It exited 0, as if the report fitted, where there was no limit or no PDF to check."""
+    overrides, out = tiny
+    for command in ("all", "report"):
+        r = runner.invoke(app, [command, *overrides_to_args(overrides), *sets, "--strict"])
+        assert r.exit_code == 2 and message in r.output, r.output
+        assert not (out / "runs").exists() and not (out / "cache").exists()
 
 
 @pytest.mark.parametrize("command", [["report"], ["all", "--plan"], ["all"]])
