@@ -116,15 +116,33 @@ def text_problem(text: str) -> str | None:
     return None
 
 
-def expand_home(obj: Any, *fields: str) -> None:
-    """Expand a leading ~ in the path settings `fields` of a frozen config, as a shell does on
-    the command line: in an experiment file (or a quoted --out '~/runs') it is not, and
-    out_dir = "~/runs" made a folder named "~" in the current folder, while data.source
-    read "~/..." as the home folder."""
+def expand_user(path: str, what: str) -> str:
+    """A leading ~ (your home folder) or ~name (name's) expanded as a shell does. A ~name of
+    no user on this machine is an error naming `what` (the setting or option): pathlib raised
+    RuntimeError for it (a traceback from --data '~nosuch/x'), and os.path kept it, so that
+    out_dir = "~nosuch/runs" made a folder named "~nosuch" in the current folder."""
     import os
 
+    expanded = os.path.expanduser(path)
+    if not expanded.startswith("~"):
+        return expanded
+    first = expanded.replace(os.sep, "/").split("/", 1)[0]
+    if first == "~":
+        raise ConfigError(f"{what} {path}: your home folder is not known here (HOME is not "
+                          "set): write the full path")
+    raise ConfigError(f"{what} {path}: this machine has no user {first[1:]!r}, whose home "
+                      f"folder {first} would be: write ~/ for your own home folder, or ./{first} "
+                      "for a folder of that name")
+
+
+def expand_home(obj: Any, section: str, *fields: str) -> None:
+    """Expand a leading ~ in the path settings `fields` of a frozen config (of `section`, ""
+    at the top level), as a shell does on the command line: in an experiment file (or a
+    quoted --out '~/runs') it is not, and out_dir = "~/runs" made a folder named "~" in the
+    current folder, while data.source read "~/..." as the home folder."""
     for name in fields:
-        object.__setattr__(obj, name, os.path.expanduser(getattr(obj, name)))
+        key = f"{section}.{name}" if section else name
+        object.__setattr__(obj, name, expand_user(getattr(obj, name), key))
 
 
 def check(ok: bool, key: str, value: Any, allowed: str) -> None:
@@ -163,7 +181,7 @@ class DataConfig:
     partial: bool = False  # accept a copy without CIFAR-10's 5,000/1,000 images per class
 
     def __post_init__(self):
-        expand_home(self, "source", "cache_dir")
+        expand_home(self, "data", "source", "cache_dir")
         check(0 < self.val_size < 50000, "data.val_size", self.val_size, "between 1 and 49999")
         check(self.subset >= 0, "data.subset", self.subset, "0 (all) or a positive count")
         # torch's CPU generator keeps only a seed's low 32 bits: 2**32 + 42 would give seed
@@ -313,7 +331,7 @@ class ReportConfig:
     page_limit: int = 0
 
     def __post_init__(self):
-        expand_home(self, "user_text")
+        expand_home(self, "report", "user_text")
         # A title page, not a document: a 96,000-character title took WeasyPrint 3.5 min.
         for key, value, most in (("title", self.title, TITLE_CHARS),
                                  ("author", self.author, NAME_CHARS),
@@ -357,7 +375,7 @@ class ExperimentConfig:
         check(is_path_component(self.name), "name", self.name,
               f"a plain folder name of at most {NAME_BYTES} bytes (no '/', '\\', '.' or "
               "'..'): results go to OUT/<name>/")
-        expand_home(self, "out_dir", "figures_dir")
+        expand_home(self, "", "out_dir", "figures_dir")
         for key, example in (("out_dir", "output"), ("figures_dir", "figures")):
             # An empty --out "$DIR" (DIR unset) would quietly write into the current folder.
             check(getattr(self, key).strip() != "", key, getattr(self, key),
@@ -602,7 +620,7 @@ def load_experiment(path: str | Path | None, overrides: Mapping[str, Any] = ()) 
                           "experiments/quick.toml or the shipped preset quick, or leave "
                           "--config out for the practical's settings")
     if path is not None:
-        p = Path(path).expanduser()
+        p = Path(expand_user(str(path), "--config"))
         if not p.exists():
             # A file of that name comes first; else a bare name picks a shipped preset, which
             # a pip-installed reportgen has no experiments/ folder to hold.

@@ -83,10 +83,12 @@ class Splits:
 def resolve_source(source: str, env: dict | None = None) -> tuple[Path, bool]:
     """The data path to use and whether it was given explicitly (--data or REPORTGEN_DATA)."""
     env = os.environ if env is None else env
+    from .config import expand_user
+
     if source:
-        return Path(source).expanduser(), True
+        return Path(expand_user(source, "data.source")), True
     if env.get("REPORTGEN_DATA"):
-        return Path(env["REPORTGEN_DATA"]).expanduser(), True
+        return Path(expand_user(env["REPORTGEN_DATA"], "REPORTGEN_DATA")), True
     return Path(DEFAULT_ROOT), False
 
 

@@ -248,6 +248,33 @@ def test_a_leading_tilde_in_a_path_setting_is_the_home_folder(tmp_path, monkeypa
     assert load_experiment(None, {"out_dir": "a~/o"}).out_dir == "a~/o"  # only a leading ~
 
 
+@pytest.mark.parametrize("key", ["out_dir", "figures_dir", "data.source", "data.cache_dir",
+                                 "report.user_text", "shuffle.perm_file"])
+def test_a_tilde_of_no_user_is_named(key):
+    """~nosuch/... (a typo of ~/...): pathlib raised RuntimeError (a traceback from --data),
+    and out_dir = "~nosuch/runs" made a folder "~nosuch" in the current folder."""
+    with pytest.raises(ConfigError, match=rf"^{key} ~nosuchuser1/x: this machine has no user "
+                                          r"'nosuchuser1', whose home folder ~nosuchuser1 would be"):
+        load_experiment(None, {key: "~nosuchuser1/x"})
+
+
+def test_a_tilde_of_no_user_on_the_command_line_and_in_the_environment(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from reportgen.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    runner = CliRunner()
+    for args in (["--data", "~nosuchuser1/d"], ["--config", "~nosuchuser1/q.toml"],
+                 ["--out", "~nosuchuser1/o"]):
+        r = runner.invoke(app, ["train", *args, "--plan"])
+        assert r.exit_code == 2 and "this machine has no user 'nosuchuser1'" in r.output, r.output
+    monkeypatch.setenv("REPORTGEN_DATA", "~nosuchuser1/d")
+    r = runner.invoke(app, ["train", "--plan"])
+    assert r.exit_code == 2 and "REPORTGEN_DATA ~nosuchuser1/d: this machine has no user" in r.output
+    assert list(tmp_path.iterdir()) == []  # no folder named ~nosuchuser1, no output folder
+
+
 def test_rotation_angles_are_orientations_swept_once_in_order():
     cfg = load_experiment(None, {"rotation.angles": [90, -30, 0, 360, 10, -350, 90.0, -1e-20]})
     assert cfg.rotation.angles == (0.0, 10.0, 90.0, 330.0)

@@ -46,7 +46,7 @@ class ShuffleConfig:
     def __post_init__(self):
         from ..optimizers import OPTIMIZERS, allowed
 
-        expand_home(self, "perm_file")
+        expand_home(self, "shuffle", "perm_file")
         check(self.epochs > 0, "shuffle.epochs", self.epochs, "a positive integer")
         # Part 3 contrasts the network with a model that has no notion of neighbouring pixels,
         # and its report describes the MLP's layers: a ResNet here was reported as an MLP.
