@@ -159,10 +159,13 @@ def _data_files(p: Path) -> list[Path]:
 
 def fingerprint(p: Path) -> str:
     """Cheap identity of a source: paths, sizes and modification times of its data files."""
-    h = hashlib.sha256(str(p.resolve()).encode())
+    # os.fsencode: a file name need not be UTF-8 (one copied from an old Windows drive, say),
+    # and str.encode() failed on it with a UnicodeEncodeError traceback.
+    h = hashlib.sha256(os.fsencode(p.resolve()))
     for q in _data_files(p):
         st = q.stat()
-        h.update(f"{q.relative_to(p) if q != p else q.name}|{st.st_size}|{st.st_mtime_ns}".encode())
+        h.update(os.fsencode(q.relative_to(p) if q != p else q.name)
+                 + f"|{st.st_size}|{st.st_mtime_ns}".encode())
     return h.hexdigest()[:16]
 
 

@@ -99,6 +99,26 @@ def test_macos_metadata_and_hidden_files_are_not_images(image_folder, tmp_path):
     assert D.image_place(".data/cifar/train/cat/0001.png") == ("train", "cat")
 
 
+def test_a_file_name_that_is_not_utf8_is_no_traceback(image_folder, tmp_path):
+    """A file whose name is not UTF-8 (copied from an old Windows drive) beside the images
+    ended the source's fingerprint in a UnicodeEncodeError traceback; as an image that cannot
+    be read it is named."""
+    import shutil
+
+    copy = tmp_path / "copy"
+    shutil.copytree(image_folder, copy)
+    with open(os.fsencode(copy / "train" / "cat") + b"/notes\xff.txt", "wb") as f:
+        f.write(b"not an image, not read")
+    clean = D.load_cifar10(cfg(image_folder, tmp_path / "clean"), env={})
+    ds = D.load_cifar10(cfg(copy, tmp_path / "out"), env={})
+    assert torch.equal(ds.train_x, clean.train_x)
+    with open(os.fsencode(copy / "train" / "cat") + b"/bad\xff.png", "wb") as f:
+        f.write(b"not an image")
+    # (The name as Python holds it, with the byte as a surrogate: stderr prints it as \udcff.)
+    with pytest.raises(D.DataError, match="train/cat/bad\udcff.png is not a readable image"):
+        D.load_cifar10(cfg(copy, tmp_path / "out2"), env={})
+
+
 def test_torchvision_batches_folder(tmp_path, monkeypatch):
     d = write_torchvision_batches(tmp_path / "tv")
     patch_torchvision_md5(monkeypatch, d)
