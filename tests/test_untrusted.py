@@ -386,6 +386,9 @@ def _bad_inputs(tmp_path, folder):
         (["train", *data, "--set", "data.partial=false"], "CIFAR-10 has 5,000"),
         (["rotation", "--angles", "x"], "--angles 'x'"),
         (["rotation", "--checkpoint", str(junk)], "junk.ckpt is damaged"),
+        # A name that is not UTF-8 was reported as a damaged checkpoint.
+        (["rotation", "--checkpoint", str(tmp_path / "ck\udce9.ckpt")],
+         "contains the byte 0xE9, which is not UTF-8: rename the file"),
         (["shuffle", "--set", f'shuffle.perm_file="{tmp_path / "p.json"}"'], "p.json does not exist"),
         (["figures", "--out", str(empty)], "no figures could be drawn"),
         (["report", "--out", str(empty)], "part1.json is missing: run `reportgen train` first"),

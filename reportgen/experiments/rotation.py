@@ -508,6 +508,14 @@ class Rotation(Study):
             if not checkpoint.strip():  # `--checkpoint "$CKPT"` with CKPT unset read as "."
                 raise ConfigError(f"--checkpoint {checkpoint!r} is empty: name a checkpoint "
                                   "file, e.g. OUT/runs/<run>/checkpoints/best.ckpt")
+            from ..config import text_problem
+
+            # Its path goes into the results and the report, which are UTF-8: a name with
+            # other bytes failed deep in loading, reported as a damaged checkpoint.
+            problem = text_problem(checkpoint)
+            if problem:
+                raise ConfigError(f"--checkpoint {checkpoint!r} contains {problem}: rename the "
+                                  "file (or copy it) to a plain UTF-8 name")
             from ..data import CLASSES
             from ..models import with_defaults
 
