@@ -393,6 +393,14 @@ def test_ddp_on_two_cpu_processes(tiny, tmp_path):
     assert abs(two["val_acc"] - one["val_acc"]) <= 0.5
     assert abs(two["test_acc"] - one["test_acc"]) <= 0.5
     assert len((runs[0] / "metrics.csv").read_text().splitlines()) == 4
+    # Two seeds: two fits, and the worker process must join the second as well. It stopped
+    # after the first, and the main process's second fit failed ("Connection closed by peer").
+    out3 = tmp_path / "ddp-seeds"
+    proc = subprocess.run([*cmd, "--seeds", "2", "--out", str(out3)], capture_output=True,
+                          text=True, timeout=300, cwd=Path(__file__).resolve().parents[1])
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "mean of 2 seeds" in proc.stdout
+    assert len([r for r in (out3 / "runs").iterdir() if (r / "results.json").is_file()]) == 2
 
 
 SIGTERM_IN_EVALUATION = """

@@ -630,19 +630,23 @@ def train_runs(specs: list[RunSpec], splits: Splits, out_dir: str | Path, *, ret
             results[i] = train_run(spec, splits, out_dir, log=log)  # reuse
             continue
         todo.append(i)
+    worker = False
     for group in schedule([specs[i] for i in todo], out_dir, log):
         group = [todo[j] for j in group]
-        if len(group) > 1:
+        if len(group) > 1:  # (never with DDP: group_size is 1 there)
             done = train_group([specs[i] for i in group], splits, out_dir, log=log)
             results.update(zip(group, done))
             continue
         i = group[0]
         _header(specs, i, log)
         res = train_run(specs[i], splits, out_dir, log=log)
-        if not res:
-            return None
+        # A DDP worker process trains every run with the main one: Lightning starts the
+        # workers at the first fit only, and each later fit waits for all of them. A worker
+        # that stopped after the first run left the main process's second fit to fail
+        # ("Connection closed by peer"), so --devices 2 with two seeds or two models crashed.
+        worker = worker or not res
         results[i] = res
-    return [results[i] for i in range(len(specs))]
+    return None if worker else [results[i] for i in range(len(specs))]
 
 
 def schedule(specs: list[RunSpec], out_dir: str | Path,
