@@ -81,12 +81,13 @@ class Splits:
 # --- locating the source ------------------------------------------------------------------
 
 def resolve_source(source: str, env: dict | None = None) -> tuple[Path, bool]:
-    """The data path to use and whether it was given explicitly (--data or REPORTGEN_DATA)."""
-    env = os.environ if env is None else env
+    """The data path to use and whether it was given explicitly (--data or REPORTGEN_DATA).
+    `source` is data.source, whose ~ DataConfig has expanded already."""
     from .config import expand_user
 
+    env = os.environ if env is None else env
     if source:
-        return Path(expand_user(source, "data.source")), True
+        return Path(source), True
     if env.get("REPORTGEN_DATA"):
         return Path(expand_user(env["REPORTGEN_DATA"], "REPORTGEN_DATA")), True
     return Path(DEFAULT_ROOT), False

@@ -326,22 +326,14 @@ def _runs(run_dirs: list[tuple[str, str]], data: dict, out_dir: Path) -> list[di
     return runs
 
 
-def _shared_settings(r: dict) -> dict:
+def _shared_settings(st, r: dict) -> dict:
     """What the report says of every study at once (the data and split, the network, the
     optimiser, the training schedule; Method and the appendix read them from the first
-    study's results), as the study behind results `r` ran, by what is in a run's key: flattened
-    to dotted keys. The seeds are not among them: each model's are stated in the report."""
-    from .training.rundir import DATA_IN_KEY, NOT_IN_KEY
-
-    c, d = r.get("config", {}), r.get("data", {})
-    train = {k: v for k, v in (c.get("train") or {}).items() if k not in NOT_IN_KEY}
-    data = {k: (c.get("data") or {}).get(k) for k in DATA_IN_KEY}
-    flat = {"data content (SHA-256)": d.get("sha256")}
-    for section, values in (("model", c.get("model")), ("optim", c.get("optim")),
-                            ("train", train), ("data", data)):
-        for k, v in (values or {}).items():
-            flat[f"{section}.{k}"] = v
-    return flat
+    study's results), as study `st` behind results `r` ran: its settings (`Study.settings`)
+    of those sections. The seeds are not among them: each model's are stated in the report."""
+    flat = {k: v for k, v in st.settings(r.get("config") or {}).items()
+            if k.split(".", 1)[0] in ("data", "model", "optim", "train") and k != "train.seeds"}
+    return {"data content (SHA-256)": (r.get("data") or {}).get("sha256"), **flat}
 
 
 def _check_same_settings(chosen, views, results: Path) -> None:
@@ -349,9 +341,9 @@ def _check_same_settings(chosen, views, results: Path) -> None:
     `reportgen train --epochs 2` after `reportgen all --epochs 1` left Part 2 sweeping the
     1-epoch network while Part 1 and Method spoke of the 2-epoch one, as "the trained
     network"."""
-    first, base = views[0], _shared_settings(views[0].r)
+    first, base = views[0], _shared_settings(chosen[0], views[0].r)
     for st, v in zip(chosen[1:], views[1:]):
-        theirs = _shared_settings(v.r)
+        theirs = _shared_settings(st, v.r)
         # A study with a budget of its own (Part 3's shuffle.epochs) trains its own runs for it.
         same_budget = chosen[0].epochs_key == st.epochs_key == "train.epochs"
         for key in sorted((set(base) | set(theirs)) - (set() if same_budget else {"train.epochs"})):
