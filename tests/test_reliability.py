@@ -403,6 +403,34 @@ def test_ddp_on_two_cpu_processes(tiny, tmp_path):
     assert len([r for r in (out3 / "runs").iterdir() if (r / "results.json").is_file()]) == 2
 
 
+CTRL_C_IN_A_FINALIZER = """
+import sys, time
+import reportgen.figures as F
+class Finalized:
+    def __del__(self):
+        raise KeyboardInterrupt  # Ctrl-C arriving while Python runs a finalizer
+def draw_all(*a, **k):
+    Finalized()  # dropped at once: its __del__ runs here
+    time.sleep(5)  # the work the command went on with
+    return []
+F.draw_all = draw_all
+from reportgen.cli import main
+sys.argv = ["reportgen", *sys.argv[1:]]
+main()
+"""
+
+
+def test_ctrl_c_inside_a_finalizer_still_stops_the_command(tmp_path):
+    """Python cannot raise an interrupt out of a finalizer (a weakref callback or __del__,
+    which matplotlib runs often): it printed "Exception ignored" and carried on, and
+    `reportgen all` interrupted during its figures wrote the report and exited 0."""
+    proc = subprocess.run([sys.executable, "-c", CTRL_C_IN_A_FINALIZER, "figures", "--out",
+                           str(tmp_path)], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1].startswith("error: interrupted")
+    assert "files written" not in proc.stdout and "Exception ignored" not in proc.stderr
+
+
 SIGTERM_IN_EVALUATION = """
 import os, signal, sys
 import reportgen.evaluation as ev
