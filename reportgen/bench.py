@@ -26,6 +26,7 @@ import torch
 
 from .config import ExperimentConfig, to_dict
 from .errors import UserError
+from .files import missing
 
 
 @dataclass(frozen=True)
@@ -340,7 +341,7 @@ def check_notebook(script: str | None, data_dir: str | None) -> None:
                          f"({example})")
     path = Path(script)
     if not path.is_file():  # follows links; a folder, FIFO or device is not a script
-        what = "does not exist" if not path.exists() else "is not a regular file"
+        what = missing(path) if not path.exists() else "is not a regular file"
         raise BenchError(f"--notebook {script} {what}: pass the notebook pipeline script, "
                          "e.g. ../shared/bench/notebook_pipeline.py")
     if not (Path(data_dir) / "train").is_dir():  # the pipeline reads train/<class>/*

@@ -197,12 +197,19 @@ def _require_out_folder(out: Path, named: str) -> None:
         try:
             st = p.stat()
             break
-        except (FileNotFoundError, NotADirectoryError):  # the latter: a file above it
-            if p == p.parent:
+        except OSError as e:
+            if p.is_symlink():  # to nowhere, or a loop: mkdir then failed with "File exists"
+                from .files import missing
+
+                where = f"{named} {out}" + ("" if p == out else f" ({p}")
+                raise ConfigError(f"{where} {missing(p)}{'' if p == out else ')'}: point the "
+                                  "link at a folder (or make the one it names), or choose "
+                                  "another folder with --out") from None
+            # NotADirectoryError: a file above it (named below); ELOOP: a loop above it. Any
+            # other error (a path too long) the stage says with advice.
+            if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP) or p == p.parent:
                 return
             p = p.parent
-        except OSError:  # a loop of links, a path too long: the stage says so with advice
-            return
     if not st_.S_ISDIR(st.st_mode):
         what = special_kind(st) or "a file"
         where = f"{named} {out}" if p == out else f"{named} {out} ({p} is {what}, not a folder)"

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Mapping
 
 from .errors import UserError
-from .files import read_text
+from .files import missing, read_text
 from .resources import preset, presets
 
 try:
@@ -626,7 +626,7 @@ def load_experiment(path: str | Path | None, overrides: Mapping[str, Any] = ()) 
             # a pip-installed reportgen has no experiments/ folder to hold.
             p = preset(str(path)) or p
         if not p.exists():
-            raise ConfigError(f"experiment file {p} does not exist: {_config_advice()}")
+            raise ConfigError(f"experiment file {p} {missing(p)}: {_config_advice()}")
         try:
             text = read_text(p)
         except (OSError, UnicodeDecodeError) as e:

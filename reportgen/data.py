@@ -25,7 +25,7 @@ from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .config import CIFAR10_SIZES, DataConfig, shown, text_problem
 from .errors import UserError
-from .files import atomic_write, missing_folders, remove_empty
+from .files import atomic_write, missing, missing_folders, remove_empty
 
 CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
            "truck")  # CIFAR-10's label order, which is also alphabetical
@@ -495,7 +495,7 @@ def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print,
             raise DataError(f"REPORTGEN_DATA={str(path)!r} contains {problem}: fix the "
                             "variable, or pass --data")
     if explicit and not path.exists():
-        raise DataError(f"{named} does not exist: pass the folder or archive that holds "
+        raise DataError(f"{named} {missing(path)}: pass the folder or archive that holds "
                         "CIFAR-10 (e.g. ../shared/data/cifar10-jpeg.tar)")
     if path.exists() and not (path.is_dir() or path.is_file()):
         raise DataError(f"{named} is neither a folder nor a file (a FIFO, a device or a "

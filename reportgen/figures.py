@@ -115,6 +115,12 @@ def require_figures_dir(figures_dir: Path) -> None:
     p = Path(figures_dir)
     while not p.exists() and not p.is_symlink() and p != p.parent:
         p = p.parent
+    if p.is_symlink() and not p.exists():  # a link to nowhere: mkdir says "File exists"
+        from .files import missing
+
+        raise FiguresDirError(f"cannot write figures to {figures_dir} ({p} {missing(p)}): point "
+                              "the link at a folder (or make the one it names), or choose "
+                              "another figures_dir, e.g. --set figures_dir=figures")
     if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
         why = "not a folder" if not p.is_dir() else "not writable"
         raise FiguresDirError(f"cannot write figures to {figures_dir} ({p} is {why}): choose a "
@@ -134,6 +140,7 @@ def draw_study(study, results_dir: Path, figures_dir: Path,
     try:
         Path(figures_dir).mkdir(parents=True, exist_ok=True)
     except OSError as e:  # a file in the way, a read-only place: before, the bare errno line
+        require_figures_dir(figures_dir)  # names a link to nowhere in the way
         raise FiguresDirError(f"cannot write figures to {figures_dir} ({e.strerror or e}): "
                               "choose a writable figures_dir, e.g. --set figures_dir=figures")
     stale = {f: f.stat().st_mtime_ns for n in study.figures for f in figure_files(figures_dir, n)

@@ -5,6 +5,7 @@ half a file and a failed stage never replaces a good result.
 """
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import os
@@ -83,6 +84,25 @@ def special_kind(st: os.stat_result) -> str | None:
     return ("a FIFO" if stat.S_ISFIFO(st.st_mode)
             else "a device" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
             else "a socket" if stat.S_ISSOCK(st.st_mode) else None)
+
+
+def missing(path) -> str:
+    """Why a path someone named is not there, to follow its name in a message: "does not
+    exist", or where the name is a symbolic link that leads nowhere, where it points. `ls`
+    shows such a link, so "does not exist" alone sent the user looking at the wrong file,
+    and reading through it gave the bare errno line ("[Errno 2] No such file ...")."""
+    p = Path(path)
+    try:
+        target = os.readlink(p)
+    except (OSError, ValueError):  # not a link (or a name the system refuses)
+        return "does not exist"
+    try:
+        os.stat(p)
+    except OSError as e:
+        if e.errno == errno.ELOOP:
+            return f"is a symbolic link to {target} that leads back to itself"
+        return f"is a symbolic link to {target}, which does not exist"
+    return "does not exist"  # made since the caller looked
 
 
 def read_text(path: Path, limit: int = 16 << 20) -> str:

@@ -14,7 +14,7 @@ from functools import lru_cache
 from pathlib import Path
 
 from .config import ConfigError, parse_toml, shown, text_problem
-from .files import read_text
+from .files import missing, read_text
 
 SECTIONS = ("abstract", "introduction", "method", "results", "discussion", "conclusion")
 
@@ -29,8 +29,8 @@ def read_user_text(path: str) -> dict[str, str]:
     if not path:
         return {}
     p = Path(path)
-    if not p.exists() and not p.is_symlink():  # "cannot be read as TOML ([Errno 2] ...)"
-        raise ConfigError(f"report.user_text {p} does not exist: name your text's TOML file "
+    if not p.exists():  # "cannot be read as TOML ([Errno 2] ...)"
+        raise ConfigError(f"report.user_text {p} {missing(p)}: name your text's TOML file "
                           "(a relative path starts from the folder you run reportgen in), or "
                           "set report.user_text = \"\"")
     try:

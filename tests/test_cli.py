@@ -263,3 +263,44 @@ def test_python_dash_m_reportgen_is_the_command():
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert proc.stderr.strip() == "error: train.epochs = 0 is not allowed: use a positive integer"
+
+
+@pytest.mark.parametrize("kind", ["dangling", "loop"])
+def test_a_link_that_leads_nowhere_is_named_as_a_link(kind, tiny, tmp_path):
+    """`ls` shows a link whose target is gone (or a loop of links), so "does not exist" sent
+    the user looking at the wrong file; a permutation or text file read through one gave
+    the bare errno line, and --out or figures_dir at one mkdir's "File exists"."""
+    from helpers import overrides_to_args
+
+    overrides, out = tiny
+    link = tmp_path / "link"
+    if kind == "dangling":
+        link.symlink_to(tmp_path / "gone")
+        said = f"{link} is a symbolic link to {tmp_path / 'gone'}, which does not exist"
+    else:
+        link.symlink_to(link)
+        said = f"{link} is a symbolic link to {link} that leads back to itself"
+    args = overrides_to_args(overrides)
+    cases = [
+        (["train", "--plan", *args, "--config", str(link)], "experiment file"),
+        (["train", "--plan", *args, "--data", str(link)], "--data"),
+        (["rotation", *args, "--checkpoint", str(link)], "checkpoint"),
+        (["shuffle", "--plan", *args, "--set", f"shuffle.perm_file='{link}'"],
+         "shuffle.perm_file"),
+        (["train", "--plan", *args, "--out", str(link)], "--out"),
+        (["train", "--plan", *args, "--out", str(link / "below")], f"--out {link / 'below'} ("),
+        (["train", "--plan", *args, "--set", f"figures_dir='{link}'"], "cannot write figures"),
+        (["figures", *args, "--set", f"figures_dir='{link}'"], "cannot write figures"),
+    ]
+    for argv, named in cases:
+        if argv[0] == "figures":  # results to draw from (Part 1's), with figures elsewhere
+            assert runner.invoke(app, ["train", *args]).exit_code == 0
+        r = runner.invoke(app, argv)
+        line = r.output.strip().splitlines()[-1] if r.output.strip() else ""
+        assert r.exit_code == 2 and line.startswith("error: ") and named in line \
+            and said in line and "Errno" not in line, (argv[0], named, r.output)
+    from reportgen.usertext import read_user_text
+
+    with pytest.raises(ConfigError, match=f"^report.user_text {said}: name your text"):
+        read_user_text(str(link))
+    assert not link.exists() and not (tmp_path / "gone").exists()

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..config import (DECAY_RANGE, MAX_SEEDS, RATE_RANGE, ConfigError, ExperimentConfig,
                       ModelConfig, check, expand_home, is_rate)
-from ..files import read_text
+from ..files import missing, read_text
 from ..training import RunSpec
 from .base import Prepared, Study, register_study
 from .part1 import baseline_spec, run_label
@@ -77,8 +77,8 @@ def load_permutation(cfg: ExperimentConfig):
     if not sc.perm_file:
         return transforms.pixel_permutation(sc.perm_seed)
     p = Path(sc.perm_file)
-    if not p.exists() and not p.is_symlink():  # "cannot be read as JSON ([Errno 2] ...)"
-        raise ConfigError(f"shuffle.perm_file {p} does not exist: point it at a permutation.json "
+    if not p.exists():  # "cannot be read as JSON ([Errno 2] ...)"
+        raise ConfigError(f"shuffle.perm_file {p} {missing(p)}: point it at a permutation.json "
                           "written by `reportgen shuffle` (in OUT/<experiment>/), or set "
                           "shuffle.perm_file = \"\" to draw one from shuffle.perm_seed")
     try:

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 
 from ..config import (DataConfig, ModelConfig, OptimConfig, TrainConfig, cut, digest,
                       is_path_component, to_dict)
-from ..files import atomic_write_text, file_sha256, is_sealed, read_text, require_real_folders
+from ..files import (atomic_write_text, file_sha256, is_sealed, missing, read_text,
+                     require_real_folders)
 from ..schema import RUN, SchemaError, check
 from .errors import TrainingError
 
@@ -291,7 +292,7 @@ def load_classifier(path: str | Path, device: str | torch.device = "cpu"):
     anew = (f"run {run_dir.name} lost its trained weights: delete {run_dir} and run the same "
             "command again to train that run anew") if run_dir else None
     if not path.is_file():
-        what = "is not a regular file" if path.exists() else "does not exist"
+        what = "is not a regular file" if path.exists() else missing(path)
         raise TrainingError(f"checkpoint {path} {what}, so {anew}" if anew else
                             f"checkpoint {path} {what}: run `reportgen train` first, or pass "
                             "a checkpoint file")
