@@ -26,6 +26,14 @@ IMAGE_BYTES = 3 * 32 * 32 + 8  # one uint8 CIFAR image and its int64 label
 # and for runs side by side also vmap's stacked copies (1.6 times, for groups of 3-8).
 HEADROOM = 1.25
 STACKED_HEADROOM = 1.75
+# The input pipeline's float32 copies of a training batch on the device (the images as
+# floats, normalised, the resampling grid, resampled, permuted), which the model's profile
+# does not see. They matter next to a small network's activations: the practical's ResNet
+# narrowed to channels [4, 8], blocks [1, 1] keeps 158 KiB per image, and one training step
+# at batch 8,192 peaked at 246 KiB per image, past the estimate without them (the OOM killer
+# ended `reportgen bench` at batch 100,000 with SIGKILL); for the practical's ResNet they are
+# a few per cent. Six copies: a margin of 9% at that batch.
+AUGMENT_BYTES = 6 * 3 * 32 * 32 * 4
 _PROFILES: dict[str, tuple[float, int]] = {}
 
 
@@ -84,7 +92,8 @@ def training_bytes(model_cfg, batch_size: int, runs: int = 1, per_batch_image: i
 
 
 def _run_bytes(per_image: float, params: int, batch_size: int, runs: int) -> float:
-    return batch_size * per_image * (HEADROOM if runs == 1 else STACKED_HEADROOM) + 16 * params
+    return (batch_size * (per_image * (HEADROOM if runs == 1 else STACKED_HEADROOM) + AUGMENT_BYTES)
+            + 16 * params)
 
 
 def _read_int(path: Path) -> int | None:
@@ -147,7 +156,11 @@ def available(accelerator: str) -> int | None:
 
 
 def gib(n: float) -> str:
-    return f"{n / 2**30:,.1f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+    """A size as a person reads it: GiB, MiB, or KiB for what a small network keeps per image
+    (it read "0 MiB per image")."""
+    if n >= 2**30:
+        return f"{n / 2**30:,.1f} GiB"
+    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{max(n / 2**10, 1):.0f} KiB"
 
 
 def _processes(train_cfg, accelerator: str) -> int:
@@ -220,7 +233,7 @@ def require(model_cfg, train_cfg, accelerator: str, runs: int = 1, what: str = "
     per_image, params = profile(model_cfg)
     need = one * procs
     largest = math.floor((_room(free, procs) - 16 * params)
-                         / (per_image * HEADROOM + per_batch_image))
+                         / (per_image * HEADROOM + AUGMENT_BYTES + per_batch_image))
     fix = (f"use a smaller batch, at most about --set train.batch_size={largest}"
            if largest >= 1 else "use a smaller model or a machine with more memory")
     raise TrainingError(
