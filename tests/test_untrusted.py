@@ -118,7 +118,7 @@ def test_a_checkpoint_too_large_for_the_memory_free_now_is_named(trained, monkey
     r = runner.invoke(app, ["rotation", *overrides_to_args(overrides), "--checkpoint",
                             str(run / "checkpoints" / "best.ckpt")])
     assert r.exit_code == 2, r.output
-    assert "to load, more than the 0 MiB available on this machine: free memory" in r.output
+    assert "to load, more than the 1,000 bytes available on this machine: free memory" in r.output
 
 
 def test_lightning_resume_path_loads_weights_only(tmp_path):

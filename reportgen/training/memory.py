@@ -160,7 +160,9 @@ def gib(n: float) -> str:
     (it read "0 MiB per image")."""
     if n >= 2**30:
         return f"{n / 2**30:,.1f} GiB"
-    return f"{n / 2**20:.0f} MiB" if n >= 2**20 else f"{max(n / 2**10, 1):.0f} KiB"
+    if n >= 2**20:
+        return f"{n / 2**20:.0f} MiB"
+    return f"{n / 2**10:.0f} KiB" if n >= 2**10 else f"{max(n, 0):,.0f} bytes"
 
 
 def _processes(train_cfg, accelerator: str) -> int:
