@@ -34,8 +34,8 @@ ConfigOpt = typer.Option(None, "--config", "-c", help="Experiment file (experime
                          "or a shipped preset by name: quick, practical2; default: the "
                          "practical's settings with one seed (practical2 adds seeds and the p4 "
                          "network).")
-DataOpt = typer.Option(None, "--data", help="CIFAR-10: a folder, or a .tar/.tar.gz/.zip image "
-                       "folder archive (default: $REPORTGEN_DATA, else ./data).")
+DataOpt = typer.Option(None, "--data", help="CIFAR-10: a folder, or a .tar/.tar.gz/.tar.xz/.zip "
+                       "image folder archive (default: $REPORTGEN_DATA, else ./data).")
 OutOpt = typer.Option(None, "--out", help="Output folder for runs, results and the report.")
 SubsetOpt = typer.Option(None, "--subset", help="Use only N training images (quick runs).")
 SeedsOpt = typer.Option(None, "--seeds", help="Train every model N times, with seeds train.seed, "

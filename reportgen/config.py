@@ -172,7 +172,7 @@ CIFAR10_SIZES = {"train": 50_000, "test": 10_000}
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = ""  # CIFAR-10 path (folder, .tar/.tar.gz/.zip); "" = $REPORTGEN_DATA or ./data
+    source: str = ""  # CIFAR-10: folder, .tar[.gz|.bz2|.xz], .zip; "" = $REPORTGEN_DATA or ./data
     download: bool = True  # fetch CIFAR-10 with torchvision when the source folder lacks it
     cache_dir: str = ""  # decoded uint8 tensors, keyed by the source; "" = <out_dir>/cache
     val_size: int = 5000  # images held out of the 50,000 training images (notebook: 5,000)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import lzma
 import os
 import tarfile
 import zipfile
@@ -31,7 +32,11 @@ CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "hors
            "truck")  # CIFAR-10's label order, which is also alphabetical
 IMAGE_SIZE = 32
 CACHE_VERSION = 2  # 2: the cache records the copy's form
-ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".zip")
+# tarfile reads bzip2 and xz as it reads gzip, checking their trailers (a .tar.xz is how many
+# Linux tools pack a folder); before, such a copy was "neither a folder nor an archive".
+ARCHIVE_SUFFIXES = (".tar", ".tar.gz", ".tgz", ".tar.bz2", ".tbz2", ".tbz", ".tar.xz", ".txz",
+                    ".zip")
+ARCHIVE_KINDS = ".tar (or .tar.gz, .tar.bz2, .tar.xz) or .zip"
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff")
 DEFAULT_ROOT = "data"
 
@@ -104,7 +109,8 @@ def _archive_names(p: Path) -> list[str]:
                 return z.namelist()
         with tarfile.open(p) as t:
             return t.getnames()
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError) as e:
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error,
+            lzma.LZMAError) as e:
         raise DataError(f"{p} is truncated or corrupt, or not a tar/zip archive ({_one_line(e)}): "
                         "copy it again or pass --data with an intact CIFAR-10 copy") from e
 
@@ -125,7 +131,7 @@ def detect_kind(p: Path) -> str:
             return "torchvision-tarball"
         return "image-archive"
     if p.exists():
-        raise DataError(f"{p} is neither a folder nor a .tar/.tar.gz/.zip archive: pass --data "
+        raise DataError(f"{p} is neither a folder nor a {ARCHIVE_KINDS} archive: pass --data "
                         "with a CIFAR-10 folder or archive")
     return "missing"
 
@@ -245,7 +251,7 @@ def _iter_archive(p: Path) -> Iterator[tuple[str, bytes]]:
                     if not info.is_dir() and image_place(name):
                         # zipfile reads no more than the declared size, so this bounds it
                         _require_image_size(f"{p}:{name}", info.file_size)
-                        yield name, z.read(info)  # checks each member's CRC-32
+                        yield name, _read_zip_member(z, info, p, name)
             return
         with tarfile.open(p) as t:
             for m in t:
@@ -261,9 +267,30 @@ def _iter_archive(p: Path) -> Iterator[tuple[str, bytes]]:
                         raise EOFError(f"member {m.name} ends after {len(data)} of {m.size} bytes")
                     yield m.name, data
             _check_tar_end(t)
-    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error) as e:
+    # lzma.LZMAError (not an OSError): a damaged .tar.xz, or a damaged zip member packed with
+    # LZMA; it ended the command in a traceback.
+    except (tarfile.TarError, zipfile.BadZipFile, EOFError, OSError, zlib.error,
+            lzma.LZMAError) as e:
         raise DataError(f"{p} is truncated or corrupt ({type(e).__name__}: {_one_line(e)}): "
                         "copy it again or pass --data with an intact CIFAR-10 copy") from e
+
+
+def _read_zip_member(z: zipfile.ZipFile, info: zipfile.ZipInfo, p: Path, name: str) -> bytes:
+    """A member's bytes, its CRC-32 checked. A member with a password, or packed with a method
+    Python's zipfile lacks (AES from 7-Zip or WinZip, PPMd, ...), raised RuntimeError or
+    NotImplementedError, which ended the command in a traceback."""
+    repack = ("pack the folder again as a plain .zip (without a password) or a .tar.gz, or "
+              "pass --data with the extracted folder")
+    try:
+        return z.read(info)
+    except NotImplementedError:  # a RuntimeError too: first
+        raise DataError(f"{p}: member {shown(name)} is compressed with a method Python cannot "
+                        f"read (zip method {info.compress_type}): {repack}") from None
+    except RuntimeError as e:  # zipfile's "is encrypted, password required for extraction"
+        if "encrypted" not in str(e):
+            raise
+        raise DataError(f"{p}: member {shown(name)} is encrypted (the archive has a password): "
+                        f"{repack}") from None
 
 
 def _check_tar_end(t: tarfile.TarFile) -> None:

@@ -39,7 +39,8 @@ def test_image_folder_directory_keeps_pixels_and_class_order(image_folder, tmp_p
     assert torch.equal(ds.train_x[i], arr)
 
 
-@pytest.mark.parametrize("suffix,mode", [(".tar", "w"), (".tar.gz", "w:gz")])
+@pytest.mark.parametrize("suffix,mode", [(".tar", "w"), (".tar.gz", "w:gz"), (".tar.bz2", "w:bz2"),
+                                         (".tar.xz", "w:xz")])
 def test_image_folder_tar(image_folder, tmp_path, suffix, mode):
     arc = make_tar(image_folder, tmp_path / f"c{suffix}", mode=mode)
     direct = D.load_cifar10(cfg(image_folder, tmp_path / "a"), env={})
@@ -303,6 +304,64 @@ def test_corrupt_archive(image_folder, tmp_path):
     blob = arc.read_bytes()
     arc.write_bytes(blob[: len(blob) // 2])
     with pytest.raises(D.DataError, match="c.tar.gz is (truncated or corrupt|not a readable archive)"):
+        D.load_cifar10(cfg(arc, tmp_path), env={})
+
+
+def _zip_of(folder: Path, arc: Path, method=zipfile.ZIP_DEFLATED) -> Path:
+    with zipfile.ZipFile(arc, "w", compression=method) as z:
+        for p in sorted(folder.rglob("*.png")):
+            z.write(p, p.relative_to(folder).as_posix())
+    return arc
+
+
+def _patch_headers(arc: Path, change) -> None:
+    """Apply `change(blob, offset, central)` at every local and central zip header."""
+    blob = bytearray(arc.read_bytes())
+    for sig, central in ((b"PK\x03\x04", False), (b"PK\x01\x02", True)):
+        i = blob.find(sig)
+        while i >= 0:
+            change(blob, i, central)
+            i = blob.find(sig, i + 4)
+    arc.write_bytes(bytes(blob))
+
+
+def test_a_zip_with_a_password_or_an_unknown_method_is_named(image_folder, tmp_path):
+    """zipfile raised RuntimeError ("encrypted, password required") or NotImplementedError
+    (AES, method 99, as 7-Zip and WinZip write it), which ended the command in a traceback."""
+    enc = _zip_of(image_folder, tmp_path / "enc.zip")
+
+    def encrypted(blob, i, central):
+        blob[i + (8 if central else 6)] |= 1  # general-purpose flag bit 0: encrypted
+
+    _patch_headers(enc, encrypted)
+    with pytest.raises(D.DataError, match=r"enc.zip: member '.*\.png' is encrypted \(the archive "
+                       r"has a password\): pack the folder again as a plain .zip"):
+        D.read_image_folder(enc)
+    aes = _zip_of(image_folder, tmp_path / "aes.zip")
+
+    def method_99(blob, i, central):
+        blob[i + (10 if central else 8)] = 99
+
+    _patch_headers(aes, method_99)
+    with pytest.raises(D.DataError, match=r"aes.zip: member '.*\.png' is compressed with a "
+                       r"method Python cannot read \(zip method 99\)"):
+        D.read_image_folder(aes)
+
+
+@pytest.mark.parametrize("kind", ["lzma zip", "tar.xz"])
+def test_a_damaged_lzma_stream_is_named_as_damaged(kind, image_folder, tmp_path):
+    """lzma's error is not an OSError: a damaged .tar.xz, or a damaged zip member packed with
+    LZMA, ended the command in a traceback."""
+    if kind == "tar.xz":
+        arc = make_tar(image_folder, tmp_path / "c.tar.xz", mode="w:xz")
+    else:
+        arc = _zip_of(image_folder, tmp_path / "c.zip", zipfile.ZIP_LZMA)
+    blob = bytearray(arc.read_bytes())
+    start = len(blob) // 2 if kind == "tar.xz" else 60  # inside the (first) compressed stream
+    for k in range(start, start + 64):
+        blob[k] ^= 0x5A
+    arc.write_bytes(bytes(blob))
+    with pytest.raises(D.DataError, match=f"{arc.name} is truncated or corrupt"):
         D.load_cifar10(cfg(arc, tmp_path), env={})
 
 
