@@ -38,7 +38,9 @@ def _redeliver(signum, frame) -> None:
 def _trip_later() -> None:
     import _thread
 
-    threading.Timer(0.01, _thread.interrupt_main).start()
+    timer = threading.Timer(0.01, _thread.interrupt_main)
+    timer.daemon = True  # never holds up the interpreter's exit
+    timer.start()
 
 
 def _on_unraisable(unraisable) -> None:
