@@ -139,6 +139,32 @@ def _run(fn, *args, **kwargs):
               "epochs are kept")
 
 
+# The option that sets each key, for a --set of the same key that says otherwise.
+_OPTION_OF = {"data.source": "--data", "out_dir": "--out", "data.subset": "--subset",
+              "train.device": "--device", "train.devices": "--devices",
+              "train.strategy": "--strategy", "train.epochs": "--epochs",
+              "report.author": "--author", "report.student_number": "--student-number",
+              "report.course": "--course", "report.title": "--title",
+              "report.formats": "--format", "rotation.angles": "--angles",
+              "train.seeds": "--seeds"}
+
+
+def _note_replaced(key: str, value: Any, sets: dict[str, tuple[str, Any]]) -> None:
+    """An option replaces a --set of the same key, and says so: `--epochs 3 --set
+    train.epochs=2` trained 3 epochs without a word about the 2. (A wrapper script that
+    passes fixed --set values, with an option added by hand, is how both meet; the option,
+    the more specific of the two, wins.)"""
+    if key in sets and sets[key][1] != value:
+        from .config import shown
+
+        # A study's own budget and seed lists (shuffle.epochs, shuffle.mlp_seeds) come from
+        # --epochs and --seeds too.
+        option = _OPTION_OF.get(key) or ("--epochs" if key.endswith("epochs") else
+                                         "--seeds" if key.endswith("seeds") else "an option")
+        _log(f"note: {option} sets {key} = {shown(value)}, replacing --set "
+             f"{shown(sets[key][0])}")
+
+
 def load_config(config: Optional[str], data: Optional[str] = None, out: Optional[str] = None,
                 subset: Optional[int] = None, device: Optional[str] = None,
                 devices: Optional[int] = None, strategy: Optional[str] = None,
@@ -149,9 +175,11 @@ def load_config(config: Optional[str], data: Optional[str] = None, out: Optional
     `seeds` N (--seeds) sets train.seeds to train.seed, +1, ..., +N-1, and every study's
     own seed lists (`Study.seed_keys`) to the same."""
     overrides: dict[str, Any] = {}
+    given: dict[str, tuple[str, Any]] = {}  # key -> (the --set text, its value)
     for text in sets or []:
         key, value = parse_override(text)
         overrides[key] = value
+        given[key] = (text, value)
     if data is not None and not data.strip():
         # `--data "$DIR"` with DIR unset: without this, the default ./data (and a download
         # into it) would stand in for the copy the user meant to name.
@@ -161,8 +189,11 @@ def load_config(config: Optional[str], data: Optional[str] = None, out: Optional
                        ("train.device", device), ("train.devices", devices),
                        ("train.strategy", strategy)):
         if value is not None:
+            _note_replaced(key, value, given)
             overrides[key] = value
-    overrides.update(extra or {})
+    for key, value in (extra or {}).items():
+        _note_replaced(key, value, given)
+        overrides[key] = value
     cfg = load_experiment(config, overrides)
     _require_out_folder(Path(cfg.out_dir), "--out" if out is not None else "out_dir")
     if seeds is None:
@@ -179,6 +210,8 @@ def load_config(config: Optional[str], data: Optional[str] = None, out: Optional
     from .experiments import studies
 
     chosen = [cfg.train.seed + i for i in range(seeds)]
+    for key in ("train.seeds", *(k for st in studies() for k in st.seed_keys)):
+        _note_replaced(key, chosen, given)
     overrides["train.seeds"] = chosen
     overrides.update({k: chosen for st in studies() for k in st.seed_keys})
     return load_experiment(config, overrides)

@@ -79,8 +79,8 @@ def test_a_missing_gpu_is_named_before_the_data_are_decoded(command, tiny, monke
     overrides, out = tiny
     r = runner.invoke(app, [command, *overrides_to_args(overrides), "--device", "gpu"])
     assert r.exit_code == 2, r.output
-    assert r.output.strip() == ("error: --device gpu was asked for but no CUDA GPU is visible: "
-                                "use --device cpu or auto")
+    assert r.output.strip().splitlines()[-1] == ("error: --device gpu was asked for but no CUDA "
+                                                 "GPU is visible: use --device cpu or auto")
     assert not out.exists()  # nothing decoded, no cache, no lock
 
 
@@ -304,3 +304,20 @@ def test_a_link_that_leads_nowhere_is_named_as_a_link(kind, tiny, tmp_path):
     with pytest.raises(ConfigError, match=f"^report.user_text {said}: name your text"):
         read_user_text(str(link))
     assert not link.exists() and not (tmp_path / "gone").exists()
+
+
+def test_an_option_replaces_a_set_of_the_same_key_and_says_so(tiny):
+    """`--epochs 3 --set train.epochs=2` planned 3 epochs without a word about the 2."""
+    from helpers import overrides_to_args
+
+    overrides, _ = tiny
+    args = overrides_to_args(overrides)  # train.epochs = 1, rotation.angles = [0, 90, ...]
+    r = runner.invoke(app, ["train", "--plan", *args, "--epochs", "3"])
+    assert r.exit_code == 0, r.output
+    assert "note: --epochs sets train.epochs = 3, replacing --set 'train.epochs=1'" in r.output
+    assert "3 epochs x" in r.output and "1 epochs x" not in r.output
+    r = runner.invoke(app, ["rotation", "--plan", *args, "--angles", "0,45", "--seeds", "2"])
+    assert r.exit_code == 0, r.output
+    assert "note: --angles sets rotation.angles = [0.0, 45.0], replacing --set " in r.output
+    r = runner.invoke(app, ["train", "--plan", *args, "--epochs", "1"])  # the same value
+    assert r.exit_code == 0 and "note: --epochs" not in r.output, r.output
