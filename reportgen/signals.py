@@ -1,4 +1,4 @@
-"""SIGTERM outside Lightning's fit: stop with the same message as Ctrl-C.
+"""Interrupts: SIGTERM ends a command as Ctrl-C does, and no Ctrl-C is lost in a finalizer.
 
 During `trainer.fit` Lightning handles SIGTERM itself (it stops after the current batch and
 reportgen reports how to resume); Lightning also calls the handler installed here, which then
