@@ -409,6 +409,14 @@ def read_torchvision(root: Path, download: bool, cache_dir: Path) -> tuple[torch
     else:
         tarball = root / "cifar-10-python.tar.gz"
     if not (root / "cifar-10-batches-py").is_dir() and tarball.is_file():
+        if not check_integrity(str(tarball), CIFAR10.tgz_md5) and tarball.name != CIFAR10.filename:
+            # A copy packed again (a zip, a .tar.xz of cifar-10-batches-py/) cannot match the
+            # official archive's md5: "corrupt, download it again" sent the user to download
+            # what they had.
+            raise DataError(f"{tarball} holds torchvision's cifar-10-batches-py/ but is not "
+                            f"the official {CIFAR10.filename} (which reportgen checks by its "
+                            "md5): extract it and pass --data with the folder that holds "
+                            "cifar-10-batches-py/, or pass the official archive")
         if not check_integrity(str(tarball), CIFAR10.tgz_md5):
             again = ("delete it and run the command again to download it anew" if download
                      else "download it again")  # a folder the user named is never written

@@ -425,3 +425,22 @@ def test_batches_cover_each_epoch_once_in_a_new_order():
     assert torch.cat([b[1] for b in dl]).tolist() == e0.tolist()  # same epoch, same order
     xb, yb = next(iter(dl))
     assert torch.equal(xb[:, 0, 0, 0].long(), yb)
+
+
+@pytest.mark.parametrize("name", ["cifar.zip", "cifar.tar.xz"])
+def test_torchvision_batches_packed_again_are_named_not_called_corrupt(name, tmp_path):
+    """A zip or .tar.xz of cifar-10-batches-py/ cannot match the official archive's md5; it
+    was called corrupt, with advice to download it again."""
+    batches = tmp_path / "src" / "cifar-10-batches-py"
+    batches.mkdir(parents=True)
+    (batches / "data_batch_1").write_bytes(b"not a pickle")
+    arc = tmp_path / name
+    if name.endswith(".zip"):
+        with zipfile.ZipFile(arc, "w") as z:
+            z.write(batches / "data_batch_1", "cifar-10-batches-py/data_batch_1")
+    else:
+        with tarfile.open(arc, "w:xz") as t:
+            t.add(batches, "cifar-10-batches-py")
+    with pytest.raises(D.DataError, match=f"{name} holds torchvision's cifar-10-batches-py/ but "
+                       "is not the official cifar-10-python.tar.gz .*: extract it and pass --data"):
+        D.load_cifar10(cfg(arc, tmp_path / "out"), env={})
