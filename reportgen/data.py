@@ -404,11 +404,15 @@ def read_torchvision(root: Path, download: bool, cache_dir: Path) -> tuple[torch
 
     if root.name == "cifar-10-batches-py":
         root = root.parent
-    if root.is_file():  # the official tarball itself
+    named = root.is_file()
+    if named:  # the official tarball itself
         tarball, root = root, root.parent
     else:
         tarball = root / "cifar-10-python.tar.gz"
-    if not (root / "cifar-10-batches-py").is_dir() and tarball.is_file():
+    # An archive named with --data is what is read, even beside an extracted folder: before,
+    # the folder was read instead, and its damaged batch was named to a user who had passed
+    # the archive.
+    if tarball.is_file() and (named or not (root / "cifar-10-batches-py").is_dir()):
         if not check_integrity(str(tarball), CIFAR10.tgz_md5) and tarball.name != CIFAR10.filename:
             # A copy packed again (a zip, a .tar.xz of cifar-10-batches-py/) cannot match the
             # official archive's md5: "corrupt, download it again" sent the user to download

@@ -147,6 +147,22 @@ def test_torchvision_tarball(tmp_path, monkeypatch):
     assert not (tgz.parent / "cifar-10-batches-py").exists()  # extracted into the cache instead
 
 
+def test_a_named_tarball_is_read_even_beside_an_extracted_folder(tmp_path, monkeypatch):
+    """`--data .../cifar-10-python.tar.gz` read the cifar-10-batches-py/ folder beside it
+    instead, and named that folder's damaged batch to a user who had passed the archive."""
+    d = write_torchvision_batches(tmp_path / "build")
+    tgz = tmp_path / "src" / "cifar-10-python.tar.gz"
+    tgz.parent.mkdir()
+    with tarfile.open(tgz, "w:gz") as t:
+        t.add(d, arcname="cifar-10-batches-py")
+    patch_torchvision_md5(monkeypatch, d, tgz)
+    beside = tgz.parent / "cifar-10-batches-py"
+    beside.mkdir()
+    (beside / "data_batch_1").write_bytes(b"damaged")
+    ds = D.load_cifar10(cfg(tgz, tmp_path / "out"), env={})
+    check_tiny(ds, n_train=100, n_test=20)
+
+
 def test_download_when_missing_uses_torchvision(tmp_path, monkeypatch):
     """The download path calls torchvision's downloader; here it is replaced by a local copy."""
     import torchvision.datasets.cifar as tvc
