@@ -137,10 +137,23 @@ def detect_kind(p: Path) -> str:
 
 
 def _find_image_root(p: Path) -> Path | None:
-    for cand in [p, *sorted(c for c in p.iterdir() if c.is_dir())]:
-        if (cand / "train").is_dir() and (cand / "test").is_dir():
-            return cand
-    return None
+    """`p` where it holds train/ and test/, else its one subfolder that does. Two such
+    subfolders (a JPEG and a PNG copy side by side) are an error: the first in sorted order
+    was read without a word, while an archive holding two copies merged them."""
+    if (p / "train").is_dir() and (p / "test").is_dir():
+        return p
+    found = [c for c in sorted(p.iterdir()) if c.is_dir() and (c / "train").is_dir()
+             and (c / "test").is_dir()]
+    if len(found) > 1:
+        raise DataError(_two_copies(p, found[0].name, found[1].name))
+    return found[0] if found else None
+
+
+def _two_copies(p: Path, a: str, b: str) -> str:
+    a, b = (f"{r}/" if r else "the top level" for r in (a, b))
+    fix = ("pack only one of them (or extract the archive and pass --data with one)"
+           if p.is_file() else "pass --data with the one to use")
+    return f"{p} holds more than one image folder with train/ and test/ ({a} and {b}): {fix}"
 
 
 def _data_files(p: Path) -> list[Path]:
@@ -347,9 +360,16 @@ def read_image_folder(p: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
     """Decode `train/<class>/*` and `test/<class>/*` from a folder or an archive."""
     items = _iter_archive(p) if p.is_file() else _iter_folder(_find_image_root(p) or p)
     found: dict[str, dict[str, list[tuple[str, bytes]]]] = {"train": {}, "test": {}}
+    roots: list[str] = []
     for name, blob in items:
-        # Any leading folder (e.g. cifar10-jpeg/) may come before train|test/<class>/<file>.
+        # Any leading folder (e.g. cifar10-jpeg/) may come before train|test/<class>/<file>,
+        # but only one: an archive holding two copies trained on each image twice.
         split, cls = image_place(name)
+        root = "/".join(PurePosixPath(name).parts[:-3])
+        if root not in roots:
+            roots.append(root)
+            if len(roots) > 1:
+                raise DataError(_two_copies(p, *roots))
         found[split].setdefault(cls, []).append((name, blob))
     out = []
     for split in ("train", "test"):

@@ -460,3 +460,26 @@ def test_torchvision_batches_packed_again_are_named_not_called_corrupt(name, tmp
     with pytest.raises(D.DataError, match=f"{name} holds torchvision's cifar-10-batches-py/ but "
                        "is not the official cifar-10-python.tar.gz .*: extract it and pass --data"):
         D.load_cifar10(cfg(arc, tmp_path / "out"), env={})
+
+
+def test_two_copies_in_one_folder_or_archive_are_refused(image_folder, tmp_path):
+    """A folder holding two copies read the first in sorted order without a word; an archive
+    holding two merged them, so every image was trained on twice (and the test set held each
+    test image twice)."""
+    import shutil
+
+    both = tmp_path / "both"
+    shutil.copytree(image_folder, both / "jpeg")
+    shutil.copytree(image_folder, both / "png")
+    with pytest.raises(D.DataError, match=r"both holds more than one image folder with train/ and "
+                       r"test/ \(jpeg/ and png/\): pass --data with the one to use"):
+        D.load_cifar10(cfg(both, tmp_path / "a"), env={})
+    arc = tmp_path / "both.tar"
+    with tarfile.open(arc, "w") as t:
+        t.add(image_folder, "cifar")  # cifar/train/..., and the same again at the top level
+        for split in ("train", "test"):
+            t.add(image_folder / split, split)
+    with pytest.raises(D.DataError, match=r"both.tar holds more than one image folder .*"
+                       r"\(cifar/ and the top level\): pack only one of them"):
+        D.load_cifar10(cfg(arc, tmp_path / "b"), env={})
+    check_tiny(D.load_cifar10(cfg(both / "png", tmp_path / "c"), env={}))
