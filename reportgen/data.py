@@ -359,7 +359,9 @@ def _decode(blob: bytes, name: str) -> torch.Tensor:
 def read_image_folder(p: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Decode `train/<class>/*` and `test/<class>/*` from a folder or an archive."""
     items = _iter_archive(p) if p.is_file() else _iter_folder(_find_image_root(p) or p)
-    found: dict[str, dict[str, list[tuple[str, bytes]]]] = {"train": {}, "test": {}}
+    # class -> member name -> bytes: a name twice in a tar (appended with `tar -r`) is the
+    # later member, as extracting it gives, not the same image counted twice.
+    found: dict[str, dict[str, dict[str, bytes]]] = {"train": {}, "test": {}}
     roots: list[str] = []
     for name, blob in items:
         # Any leading folder (e.g. cifar10-jpeg/) may come before train|test/<class>/<file>,
@@ -370,7 +372,7 @@ def read_image_folder(p: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
             roots.append(root)
             if len(roots) > 1:
                 raise DataError(_two_copies(p, *roots))
-        found[split].setdefault(cls, []).append((name, blob))
+        found[split].setdefault(cls, {})[name] = blob
     out = []
     for split in ("train", "test"):
         classes = set(found[split])
@@ -386,7 +388,7 @@ def read_image_folder(p: Path) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
                             "are empty): copy the complete data set")
         xs, ys = [], []
         for label, cls in enumerate(CLASSES):
-            for name, blob in sorted(found[split][cls]):
+            for name, blob in sorted(found[split][cls].items()):
                 xs.append(_decode(blob, f"{p}:{name}" if p.is_file() else name))
                 ys.append(label)
         out += [torch.stack(xs), torch.tensor(ys, dtype=torch.int64)]

@@ -483,3 +483,17 @@ def test_two_copies_in_one_folder_or_archive_are_refused(image_folder, tmp_path)
                        r"\(cifar/ and the top level\): pack only one of them"):
         D.load_cifar10(cfg(arc, tmp_path / "b"), env={})
     check_tiny(D.load_cifar10(cfg(both / "png", tmp_path / "c"), env={}))
+
+
+def test_a_member_appended_twice_to_a_tar_is_one_image(image_folder, tmp_path):
+    """`tar -r` appends a member of the same name again; extracting keeps the later one, and
+    reading it counted the image twice."""
+    arc = make_tar(image_folder, tmp_path / "c.tar", mode="w")
+    with tarfile.open(arc, "a") as t:
+        for p in sorted((image_folder / "train" / "cat").iterdir()):
+            t.add(p, "cifar10-tiny/train/cat/" + p.name)
+    assert len([n for n in tarfile.open(arc).getnames() if "/train/cat/" in n]) > \
+        len(list((image_folder / "train" / "cat").iterdir()))
+    direct = D.load_cifar10(cfg(image_folder, tmp_path / "a"), env={})
+    ds = D.load_cifar10(cfg(arc, tmp_path / "b"), env={})
+    assert torch.equal(ds.train_y, direct.train_y) and ds.digest == direct.digest
