@@ -135,13 +135,19 @@ def test_torchvision_batches_fail_integrity(tmp_path, monkeypatch):
         D.load_cifar10(cfg(tmp_path / "tv", tmp_path, download=False), env={})
 
 
-def test_torchvision_tarball(tmp_path, monkeypatch):
+def _official_tarball(tmp_path: Path, monkeypatch) -> Path:
+    """src/cifar-10-python.tar.gz of tiny batches, which torchvision's md5 check accepts."""
     d = write_torchvision_batches(tmp_path / "build")
     tgz = tmp_path / "src" / "cifar-10-python.tar.gz"
     tgz.parent.mkdir()
     with tarfile.open(tgz, "w:gz") as t:
         t.add(d, arcname="cifar-10-batches-py")
     patch_torchvision_md5(monkeypatch, d, tgz)
+    return tgz
+
+
+def test_torchvision_tarball(tmp_path, monkeypatch):
+    tgz = _official_tarball(tmp_path, monkeypatch)
     ds = D.load_cifar10(cfg(tgz.parent, tmp_path), env={})
     check_tiny(ds, n_train=100, n_test=20)
     assert not (tgz.parent / "cifar-10-batches-py").exists()  # extracted into the cache instead
@@ -150,12 +156,7 @@ def test_torchvision_tarball(tmp_path, monkeypatch):
 def test_a_named_tarball_is_read_even_beside_an_extracted_folder(tmp_path, monkeypatch):
     """`--data .../cifar-10-python.tar.gz` read the cifar-10-batches-py/ folder beside it
     instead, and named that folder's damaged batch to a user who had passed the archive."""
-    d = write_torchvision_batches(tmp_path / "build")
-    tgz = tmp_path / "src" / "cifar-10-python.tar.gz"
-    tgz.parent.mkdir()
-    with tarfile.open(tgz, "w:gz") as t:
-        t.add(d, arcname="cifar-10-batches-py")
-    patch_torchvision_md5(monkeypatch, d, tgz)
+    tgz = _official_tarball(tmp_path, monkeypatch)
     beside = tgz.parent / "cifar-10-batches-py"
     beside.mkdir()
     (beside / "data_batch_1").write_bytes(b"damaged")
