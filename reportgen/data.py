@@ -577,6 +577,12 @@ def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print,
             lacking = "test/" if (path / "train").is_dir() else "train/"
             raise DataError(f"{named} lacks {lacking}: an image folder needs both "
                             "train/<class>/ and test/<class>/ (nothing was downloaded)")
+        # The train/ or test/ folder, or a class folder in one, named for the image folder.
+        for part, above in ((path, path.parent), (path.parent, path.parent.parent)):
+            if (path.is_dir() and part.name in ("train", "test") and (above / "train").is_dir()
+                    and (above / "test").is_dir()):
+                raise DataError(f"{named} is a part of the image folder {above}: pass --data "
+                                f"{above}")
         raise DataError(f"{named} holds no CIFAR-10: it needs train/<class>/ and "
                         "test/<class>/ image folders, cifar-10-batches-py/ or "
                         "cifar-10-python.tar.gz (nothing is downloaded into a folder you name; "

@@ -498,3 +498,11 @@ def test_a_member_appended_twice_to_a_tar_is_one_image(image_folder, tmp_path):
     direct = D.load_cifar10(cfg(image_folder, tmp_path / "a"), env={})
     ds = D.load_cifar10(cfg(arc, tmp_path / "b"), env={})
     assert torch.equal(ds.train_y, direct.train_y) and ds.digest == direct.digest
+
+
+@pytest.mark.parametrize("part", ["train", "test/dog"])
+def test_a_part_of_an_image_folder_names_the_folder_to_pass(part, image_folder, tmp_path):
+    """`--data cifar/train` (or a class folder) said the folder "holds no CIFAR-10"."""
+    with pytest.raises(D.DataError, match=f"{image_folder / part} is a part of the image folder "
+                       f"{image_folder}: pass --data {image_folder}$"):
+        D.load_cifar10(cfg(image_folder / part, tmp_path), env={})
