@@ -223,26 +223,24 @@ def _require_out_folder(out: Path, named: str) -> None:
     "part1.json is missing: run `reportgen train` first" and `train` mkdir's "File exists"."""
     import stat as st_
 
-    from .files import special_kind
+    from .files import link_in_the_way, missing, special_kind
 
+    link = link_in_the_way(out)
+    if link:
+        why = missing(link) if link == out else f"({link} {missing(link)})"
+        raise ConfigError(f"{named} {out} {why}: point the link at a folder (or make the one it "
+                          "names), or choose another folder with --out")
     p = out
     while True:
         try:
             st = p.stat()
             break
-        except OSError as e:
-            if p.is_symlink():  # to nowhere, or a loop: mkdir then failed with "File exists"
-                from .files import missing
-
-                where = f"{named} {out}" + ("" if p == out else f" ({p}")
-                raise ConfigError(f"{where} {missing(p)}{'' if p == out else ')'}: point the "
-                                  "link at a folder (or make the one it names), or choose "
-                                  "another folder with --out") from None
-            # NotADirectoryError: a file above it (named below); ELOOP: a loop above it. Any
-            # other error (a path too long) the stage says with advice.
-            if e.errno not in (errno.ENOENT, errno.ENOTDIR, errno.ELOOP) or p == p.parent:
+        except (FileNotFoundError, NotADirectoryError):  # the latter: a file above it
+            if p == p.parent:
                 return
             p = p.parent
+        except OSError:  # a path too long: the stage says so with advice
+            return
     if not st_.S_ISDIR(st.st_mode):
         what = special_kind(st) or "a file"
         where = f"{named} {out}" if p == out else f"{named} {out} ({p} is {what}, not a folder)"

@@ -112,15 +112,16 @@ def stamp_folder(text: str) -> tuple[str, bool]:
 def require_figures_dir(figures_dir: Path) -> None:
     """Stop before any training where the figures folder could not be made: its nearest
     existing part must be a writable folder."""
-    p = Path(figures_dir)
-    while not p.exists() and not p.is_symlink() and p != p.parent:
-        p = p.parent
-    if p.is_symlink() and not p.exists():  # a link to nowhere: mkdir says "File exists"
-        from .files import missing
+    from .files import link_in_the_way, missing
 
-        raise FiguresDirError(f"cannot write figures to {figures_dir} ({p} {missing(p)}): point "
-                              "the link at a folder (or make the one it names), or choose "
+    link = link_in_the_way(figures_dir)
+    if link:
+        raise FiguresDirError(f"cannot write figures to {figures_dir} ({link} {missing(link)}): "
+                              "point the link at a folder (or make the one it names), or choose "
                               "another figures_dir, e.g. --set figures_dir=figures")
+    p = Path(figures_dir)
+    while not p.exists() and p != p.parent:
+        p = p.parent
     if not p.is_dir() or not os.access(p, os.W_OK | os.X_OK):
         why = "not a folder" if not p.is_dir() else "not writable"
         raise FiguresDirError(f"cannot write figures to {figures_dir} ({p} is {why}): choose a "

@@ -105,6 +105,17 @@ def missing(path) -> str:
     return "does not exist"  # made since the caller looked
 
 
+def link_in_the_way(path) -> Path | None:
+    """The first symbolic link that leads nowhere (or in a loop) on the way up from a folder
+    to be made, else None: mkdir stops at it with a bare "File exists" (`missing` says why)."""
+    p = Path(path)
+    while not p.exists() and p != p.parent:
+        if p.is_symlink():
+            return p
+        p = p.parent
+    return None
+
+
 def read_text(path: Path, limit: int = 16 << 20) -> str:
     """The UTF-8 text of a file someone named (an experiment file, the student's text, a
     permutation) or found in an output folder (results). Only a regular file of at most
