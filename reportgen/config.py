@@ -406,7 +406,7 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
         return dict(value)
     if origin is tuple:
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{key} must be a list, got {shown(value)}")
+            raise ConfigError(f"{key} must be a list, got {shown(value)}{_list_hint(key, value)}")
         args = typing.get_args(tp)
         if len(args) == 2 and args[1] is Ellipsis:
             return tuple(_coerce(v, args[0], key) for v in value)
@@ -450,6 +450,17 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
             return value
         raise ConfigError(f"{key} must be a string, got {shown(value)}")
     return value
+
+
+def _list_hint(key: str, value: Any) -> str:
+    """What to write instead of a single value where a list goes. A count of seeds is the
+    likely meaning of `seeds = 3` (`--seeds 3` makes that list), not the seed 3."""
+    if key.endswith("seeds") and isinstance(value, int) and not isinstance(value, bool):
+        return (f": list the seeds, e.g. [42, 43, 44], or pass --seeds {_short(value)} for "
+                f"that many seeds from train.seed")
+    if isinstance(value, (int, float, str)) and not isinstance(value, bool):
+        return f": write [{shown(value)}] for a list of one"
+    return ""
 
 
 SHOWN = 80  # characters of a value an error message quotes

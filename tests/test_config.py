@@ -314,3 +314,17 @@ def test_a_partial_model_table_keeps_its_sections_own_model():
     assert load_experiment(None, {"model.params": {}}).model == load_experiment(None).model
     with pytest.raises(ConfigError, match="model 'mlp' has no setting 'c_hidden'"):
         load_experiment(None, {"shuffle.mlp.params.c_hidden": [8]})
+
+
+@pytest.mark.parametrize("key,value,match", [
+    # `seeds = 3` most likely means three seeds, which a list or --seeds N gives.
+    ("train.seeds", 3, r"^train.seeds must be a list, got 3: list the seeds, e.g. \[42, 43, 44\], "
+                       r"or pass --seeds 3"),
+    ("shuffle.mlp_seeds", 5, r"^shuffle.mlp_seeds must be a list, got 5: .*--seeds 5"),
+    ("rotation.angles", 90, r"^rotation.angles must be a list, got 90: write \[90\] for a list"),
+    ("optim.milestones", 5, r"^optim.milestones must be a list, got 5: write \[5\]"),
+    ("train.seeds", True, r"^train.seeds must be a list, got True$"),
+])
+def test_a_single_value_where_a_list_goes_says_what_to_write(key, value, match):
+    with pytest.raises(ConfigError, match=match):
+        load_experiment(None, {key: value})
