@@ -23,7 +23,7 @@ import typer
 os.environ.pop("MPLBACKEND", None)
 
 from .config import (MAX_SEEDS, ConfigError, ExperimentConfig, load_experiment,
-                     parse_override)
+                     parse_override, require_full_paths)
 from .errors import UserError
 
 app = typer.Typer(
@@ -69,6 +69,13 @@ def _group(debug: bool = typer.Option(
         help="Print reportgen's version and exit.")) -> None:
     """Run the CNN practical (Practical 2) end to end and write a paper-style report."""
     _invocation["debug"] = debug
+    try:
+        os.getcwd()
+    except FileNotFoundError:
+        # Relative paths mean nothing there, and importing torch from it ended the process
+        # with oneMKL's "FATAL ERROR: Cannot load libtorch_cpu.so" and no word of the cause.
+        _fail("the current folder no longer exists (it was deleted or moved): cd to a folder "
+              "that exists and run the command again")
 
 
 def _debug() -> bool:
@@ -170,10 +177,11 @@ def load_config(config: Optional[str], data: Optional[str] = None, out: Optional
                 devices: Optional[int] = None, strategy: Optional[str] = None,
                 sets: Optional[list[str]] = None,
                 extra: dict[str, Any] | None = None,
-                seeds: Optional[int] = None) -> ExperimentConfig:
+                seeds: Optional[int] = None, writes: bool = True) -> ExperimentConfig:
     """Experiment file -> --set overrides -> named options -> validated, frozen config.
     `seeds` N (--seeds) sets train.seeds to train.seed, +1, ..., +N-1, and every study's
-    own seed lists (`Study.seed_keys`) to the same."""
+    own seed lists (`Study.seed_keys`) to the same. `writes` False (bench): the command
+    reads and writes no path setting, so none is checked."""
     overrides: dict[str, Any] = {}
     given: dict[str, tuple[str, Any]] = {}  # key -> (the --set text, its value)
     for text in sets or []:
@@ -195,7 +203,9 @@ def load_config(config: Optional[str], data: Optional[str] = None, out: Optional
         _note_replaced(key, value, given)
         overrides[key] = value
     cfg = load_experiment(config, overrides)
-    _require_out_folder(Path(cfg.out_dir), "--out" if out is not None else "out_dir")
+    if writes:
+        require_full_paths(cfg)
+        _require_out_folder(Path(cfg.out_dir), "--out" if out is not None else "out_dir")
     if seeds is None:
         return cfg
     if seeds < 1:
@@ -585,7 +595,7 @@ def bench(config: Optional[str] = ConfigOpt, device: Optional[str] = DeviceOpt,
         _fail("--load times training alone (idle and next to other programs): run "
               "--notebook, --side-by-side or --profile in a separate `reportgen bench`")
     _run(check_notebook, notebook, notebook_data)
-    cfg = _run(load_config, config, device=device, sets=set_)
+    cfg = _run(load_config, config, device=device, sets=set_, writes=False)
     b = BenchConfig(warmup_steps=warmup, steps=steps, repeats=repeats, eval_images=eval_images,
                     sweep_angles=sweep_angles, sweep_images=sweep_images)
     if load:

@@ -135,6 +135,52 @@ def expand_user(path: str, what: str) -> str:
                       "for a folder of that name")
 
 
+def full_path_problem(path: str) -> str | None:
+    """Why `path` cannot be used because its full form is not UTF-8 text, or None: the
+    current folder or the home folder holds a byte that is not UTF-8 (a folder named in
+    Latin-1, say). Paths go into checkpoints, which torch opens through a UTF-8 string (a
+    relative --out in such a folder failed as "checkpoint ... is damaged"), results files and
+    the report."""
+    import os
+
+    if not path:  # "" is a default, resolved where it is used
+        return None
+    expanded = os.path.expanduser(path)
+    try:
+        full = os.path.abspath(expanded)
+    except OSError:  # the current folder is gone: the command line says so first
+        return None
+    problem = text_problem(full)
+    if problem is None:
+        return None
+    # The folder whose name holds the byte, cut at its start where long, so it stays in view.
+    parts = full.split(os.sep)
+    bad = next(i for i in range(len(parts)) if text_problem(parts[i]))
+    folder = os.sep.join(parts[:bad + 1])
+    shown_folder = repr(folder if len(folder) <= SHOWN else "..." + folder[-(SHOWN - 3):])
+    home = os.path.expanduser("~")
+    # A ~ is expanded when the setting is read, so a path in the home folder is one from it.
+    in_home = (home + os.sep).startswith(folder + os.sep)
+    source = (" (the current folder)" if not os.path.isabs(expanded) else
+              " (your home folder)" if in_home else "")
+    return (f"is inside {shown_folder}{source}, whose name contains {problem}: rename that "
+            "folder to a UTF-8 name, or use another folder")
+
+
+_PATH_KEYS: list[str] = []  # every path setting, as expand_home sees them
+
+
+def require_full_paths(cfg: Any) -> None:
+    """Raise ConfigError for a path setting of `cfg` whose full form is not UTF-8."""
+    for key in _PATH_KEYS:
+        value: Any = cfg
+        for part in key.split("."):
+            value = getattr(value, part, None)
+        problem = full_path_problem(value) if isinstance(value, str) else None
+        if problem:
+            raise ConfigError(f"{key} = {value!r} {problem}")
+
+
 def expand_home(obj: Any, section: str, *fields: str) -> None:
     """Expand a leading ~ in the path settings `fields` of a frozen config (of `section`, ""
     at the top level), as a shell does on the command line: in an experiment file (or a
@@ -142,6 +188,8 @@ def expand_home(obj: Any, section: str, *fields: str) -> None:
     current folder, while data.source read "~/..." as the home folder."""
     for name in fields:
         key = f"{section}.{name}" if section else name
+        if key not in _PATH_KEYS:
+            _PATH_KEYS.append(key)
         object.__setattr__(obj, name, expand_user(getattr(obj, name), key))
 
 

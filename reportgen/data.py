@@ -24,7 +24,7 @@ from typing import Iterator
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .config import CIFAR10_SIZES, DataConfig, shown, text_problem
+from .config import CIFAR10_SIZES, DataConfig, full_path_problem, shown, text_problem
 from .errors import UserError
 from .files import atomic_write, missing, missing_folders, remove_empty
 
@@ -555,6 +555,9 @@ def load_cifar10(cfg: DataConfig, env: dict | None = None, log=print,
         if problem:
             raise DataError(f"REPORTGEN_DATA={str(path)!r} contains {problem}: fix the "
                             "variable, or pass --data")
+    problem = full_path_problem(str(path))
+    if problem:
+        raise DataError(f"{named if explicit else 'the data folder ' + str(path)} {problem}")
     if explicit and not path.exists():
         raise DataError(f"{named} {missing(path)}: pass the folder or archive that holds "
                         "CIFAR-10 (e.g. ../shared/data/cifar10-jpeg.tar)")

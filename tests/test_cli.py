@@ -321,3 +321,63 @@ def test_an_option_replaces_a_set_of_the_same_key_and_says_so(tiny):
     assert "note: --angles sets rotation.angles = [0.0, 45.0], replacing --set " in r.output
     r = runner.invoke(app, ["train", "--plan", *args, "--epochs", "1"])  # the same value
     assert r.exit_code == 0 and "note: --epochs" not in r.output, r.output
+
+
+def _latin1_folder(tmp_path):
+    """A folder whose name holds a byte that is not UTF-8 ("Übung" written in Latin-1)."""
+    import os
+
+    folder = os.fsencode(tmp_path) + b"/\xdcbung"
+    os.mkdir(folder)
+    return os.fsdecode(folder)
+
+
+@pytest.mark.parametrize("args,key", [
+    (["--out", "o"], "out_dir = 'o'"),
+    (["--out", "/nonexistent-ok/o"], "figures_dir = 'figures'"),
+    (["--out", "/nonexistent-ok/o", "--set", "figures_dir='/nonexistent-ok/f'",
+      "--set", "shuffle.perm_file='p.json'"], "shuffle.perm_file = 'p.json'"),
+    (["--out", "/nonexistent-ok/o", "--set", "figures_dir='/nonexistent-ok/f'",
+      "--set", "report.user_text='t.toml'"], "report.user_text = 't.toml'"),
+])
+def test_a_relative_path_in_a_folder_whose_name_is_not_utf8_is_named(tmp_path, monkeypatch,
+                                                                      args, key):
+    """A relative --out there trained, then failed as "checkpoint ... is damaged or not a
+    reportgen checkpoint (UnicodeEncodeError ...)": torch opens checkpoints through UTF-8."""
+    monkeypatch.chdir(_latin1_folder(tmp_path))
+    r = runner.invoke(app, ["all", "--plan", *args])
+    assert r.exit_code == 2 and "Traceback" not in r.output, r.output
+    assert r.output.startswith(f"error: {key} is inside '") and \
+        "\\udcdcbung' (the current folder), whose name contains the byte 0xDC, which is not " \
+        "UTF-8: rename that folder to a UTF-8 name" in r.output, r.output
+
+
+def test_the_default_data_folder_in_a_folder_whose_name_is_not_utf8_is_named(tmp_path,
+                                                                              monkeypatch):
+    from reportgen.config import DataConfig
+    from reportgen.data import DataError, load_cifar10
+
+    monkeypatch.chdir(_latin1_folder(tmp_path))
+    monkeypatch.delenv("REPORTGEN_DATA", raising=False)
+    with pytest.raises(DataError, match=r"^the data folder data is inside '.*\\udcdcbung' \(the "
+                                        r"current folder\), whose name contains the byte 0xDC"):
+        load_cifar10(DataConfig(), env={}, fetch=False)
+
+
+def test_a_home_folder_whose_name_is_not_utf8_is_named(tmp_path, monkeypatch):
+    monkeypatch.setenv("HOME", _latin1_folder(tmp_path))
+    r = runner.invoke(app, ["all", "--plan", "--out", "~/o"])
+    assert r.exit_code == 2 and "error: out_dir = '" in r.output and "/o' is inside " in r.output and \
+        "(your home folder), whose name" in r.output, r.output
+
+
+def test_a_deleted_current_folder_is_named(tmp_path, monkeypatch):
+    """Importing torch there ended the process with oneMKL's "Cannot load libtorch_cpu.so"."""
+    gone = tmp_path / "gone"
+    gone.mkdir()
+    monkeypatch.chdir(gone)
+    gone.rmdir()
+    r = runner.invoke(app, ["all", "--plan"])
+    assert r.exit_code == 2 and r.output.strip() == (
+        "error: the current folder no longer exists (it was deleted or moved): cd to a folder "
+        "that exists and run the command again"), r.output

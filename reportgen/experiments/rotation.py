@@ -508,7 +508,7 @@ class Rotation(Study):
             if not checkpoint.strip():  # `--checkpoint "$CKPT"` with CKPT unset read as "."
                 raise ConfigError(f"--checkpoint {checkpoint!r} is empty: name a checkpoint "
                                   "file, e.g. OUT/runs/<run>/checkpoints/best.ckpt")
-            from ..config import text_problem
+            from ..config import full_path_problem, text_problem
 
             # Its path goes into the results and the report, which are UTF-8: a name with
             # other bytes failed deep in loading, reported as a damaged checkpoint.
@@ -516,6 +516,9 @@ class Rotation(Study):
             if problem:
                 raise ConfigError(f"--checkpoint {checkpoint!r} contains {problem}: rename the "
                                   "file (or copy it) to a plain UTF-8 name")
+            problem = full_path_problem(checkpoint)
+            if problem:
+                raise ConfigError(f"--checkpoint {checkpoint!r} {problem}")
             from ..data import CLASSES
             from ..models import with_defaults
 
