@@ -91,6 +91,22 @@ def _log(msg: str) -> None:
     typer.echo(msg, err=True)
 
 
+def _out(line: str, saved: bool = True) -> None:
+    """A result line on stdout, flushed. Writing it can fail after the work is done and saved
+    (stdout redirected to a full disk): that is one error line, not a traceback. A reader
+    that stopped reading (`| head -1`) is click's to handle: a quiet exit."""
+    try:
+        typer.echo(line)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        raise
+    except OSError as e:
+        done = ("the work is done and saved; run the command again" if saved else
+                "run the command again")
+        _fail(f"cannot write the result to standard output ({e.strerror or e}): {done} with "
+              "stdout going somewhere writable", 1)
+
+
 # What to do about the operating system's own errors, raised where no stage put them in words.
 _ADVICE = {errno.ENAMETOOLONG: "use a shorter name (255 bytes per file or folder name, 4,096 "
                                "per path)",
@@ -316,7 +332,7 @@ def _plan(cfg, prepared, chosen, retrain: bool, only: bool, options: dict | None
     plan = _run(make_plan, cfg, prepared, chosen, retrain, options, log=_log,
                 one_call=one_call)
     for line in format_plan(plan):
-        typer.echo(line) if only else _log(line)
+        _out(line, saved=False) if only else _log(line)
     return plan
 
 
@@ -356,7 +372,7 @@ def _run_study(study, config, data, out, epochs, seeds, subset, device, devices,
     if planned and planned.seconds:
         _log(_estimate_against(planned, took))
     for line in study.summary(res):
-        typer.echo(line)
+        _out(line)
 
 
 def _estimate_against(planned, took: float) -> str:
@@ -415,7 +431,7 @@ def figures(config: Optional[str] = ConfigOpt, out: Optional[str] = OutOpt,
     cfg = _run(load_config, config, None, out, sets=set_)
     with _figures_held(cfg):
         written = _run(draw_all, results_dir(cfg), figures_path(cfg), log=_log, cfg=cfg)
-    typer.echo(f"{len(written)} files written to {figures_path(cfg)}/")
+    _out(f"{len(written)} files written to {figures_path(cfg)}/")
 
 
 ReportOpts = {
@@ -463,9 +479,9 @@ def report(config: Optional[str] = ConfigOpt, out: Optional[str] = OutOpt,
 def _print_documents(cfg: ExperimentConfig, pdf: Path) -> None:
     """The path of each document written, to stdout: the LaTeX export's, then the PDF's."""
     if "tex" in cfg.report.formats:
-        typer.echo(str(Path(cfg.out_dir) / "latex" / "report.tex"))
+        _out(str(Path(cfg.out_dir) / "latex" / "report.tex"))
     if "pdf" in cfg.report.formats:
-        typer.echo(str(pdf))
+        _out(str(pdf))
 
 
 @app.command(name="all")
@@ -600,10 +616,10 @@ def bench(config: Optional[str] = ConfigOpt, device: Optional[str] = DeviceOpt,
                     sweep_angles=sweep_angles, sweep_images=sweep_images)
     if load:
         result = _run(run_load_bench, cfg, b)
-        typer.echo(json.dumps(result) if as_json else format_load_table(result))
+        _out(json.dumps(result) if as_json else format_load_table(result), saved=False)
         return
     result = _run(run_bench, cfg, b, notebook, notebook_data, side_by_side, profile)
-    typer.echo(json.dumps(result) if as_json else format_table(result))
+    _out(json.dumps(result) if as_json else format_table(result), saved=False)
 
 
 def main() -> None:  # console-script entry point

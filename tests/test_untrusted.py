@@ -2,6 +2,7 @@
 gets a pickle whose `__reduce__` would write a marker file; the marker must never appear."""
 import contextlib
 import json
+import os
 import pathlib
 
 import pytest
@@ -349,6 +350,18 @@ def test_stdout_holds_only_results(tiny):
     lines = proc.stdout.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("val_acc "), proc.stdout[-2000:]
     assert "resnet epoch 1/1: train loss" in proc.stderr  # one line per epoch, no bars
+    if not os.path.exists("/dev/full"):
+        return
+    # stdout on a full disk: the results line cannot be written. It was a traceback.
+    with open("/dev/full", "w") as full:
+        proc = subprocess.run([sys.executable, "-m", "reportgen.cli", "train",
+                               *overrides_to_args(overrides)], stdout=full, stderr=subprocess.PIPE,
+                              text=True, cwd=pathlib.Path(__file__).resolve().parents[1],
+                              timeout=300)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert proc.stderr.strip().splitlines()[-1] == (
+        "error: cannot write the result to standard output (No space left on device): the work "
+        "is done and saved; run the command again with stdout going somewhere writable")
 
 
 # --- no traceback for input a user can give ------------------------------------------------
