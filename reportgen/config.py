@@ -637,10 +637,12 @@ def set_dotted(raw: dict, dotted: str, value: Any) -> None:
     """Set `a.b.c = value` in a nested dict, creating tables on the way."""
     node = raw
     parts = dotted.split(".")
-    for p in parts[:-1]:
+    for i, p in enumerate(parts[:-1]):
         nxt = node.setdefault(p, {})
         if not isinstance(nxt, dict):
-            raise ConfigError(f"{dotted}: {p} is a value, not a table")
+            raise ConfigError(f"{dotted} cannot be set: {'.'.join(parts[:i + 1])} is "
+                              f"{shown(nxt)} (from the experiment file or another --set), a "
+                              "value, not a table of settings")
         node = nxt
     node[parts[-1]] = value
 

@@ -328,3 +328,16 @@ def test_a_partial_model_table_keeps_its_sections_own_model():
 def test_a_single_value_where_a_list_goes_says_what_to_write(key, value, match):
     with pytest.raises(ConfigError, match=match):
         load_experiment(None, {key: value})
+
+
+def test_a_dotted_setting_under_a_value_names_the_value(tmp_path):
+    """`train = 5` in the file and --set train.epochs=2: the message named only "train"."""
+    f = tmp_path / "e.toml"
+    f.write_text("train = 5\n")
+    with pytest.raises(ConfigError, match=r"^train.epochs cannot be set: train is 5 \(from the "
+                                          r"experiment file or another --set\), a value, not a "
+                                          "table of settings$"):
+        load_experiment(f, {"train.epochs": 2})
+    with pytest.raises(ConfigError, match=r"^model.params.c_hidden.x cannot be set: "
+                                          r"model.params.c_hidden is \[8\]"):
+        load_experiment(None, {"model.params.c_hidden": [8], "model.params.c_hidden.x": 1})
