@@ -9,6 +9,7 @@ import errno
 import hashlib
 import json
 import os
+import re
 import stat
 import sys
 from pathlib import Path
@@ -35,6 +36,8 @@ def atomic_write_all(writes: dict[Path, Callable[[Path], None]],
     renamed into place, so a failure while writing any of them (a full disk) leaves every
     old file as it was, not new figures beside an old .tex."""
     tmps: dict[Path, Path] = {}
+    for folder in {Path(p).parent for p in writes}:
+        sweep_temporaries(folder)
     try:
         for path, write in writes.items():
             path = Path(path)
@@ -53,6 +56,41 @@ def atomic_write_all(writes: dict[Path, Callable[[Path], None]],
     finally:
         for tmp in tmps.values():
             tmp.unlink(missing_ok=True)
+
+
+_TEMPORARY = re.compile(r"^\..+\.tmp(\d+)(\.[^.]*)?$")  # atomic_write_all's names
+
+
+def sweep_temporaries(folder: Path) -> None:
+    """Remove the temporary files that killed processes left in `folder`: a writer killed
+    between writing and renaming (SIGKILL, a closed terminal, a power cut) leaves its
+    `.NAME.tmpPID.EXT`, and nothing else removes it; for the decoded data cache that is
+    177 MB. A name whose process still runs on this machine is kept (a DDP worker's, or this
+    process's own)."""
+    try:
+        entries = list(os.scandir(folder))
+    except OSError:
+        return
+    for e in entries:
+        m = _TEMPORARY.match(e.name)
+        if not m or e.is_dir(follow_symlinks=False) or _alive(int(m.group(1))):
+            continue
+        try:
+            os.unlink(e.path)
+        except OSError:
+            pass  # another sweep got it first, or a read-only folder: harmless
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError, ValueError):  # another user's process; no pid
+        return True
+    return True
 
 
 class LinkedFolder(UserError):

@@ -126,6 +126,38 @@ def test_checkpoint_write_never_destroys_the_previous_one(tmp_path, monkeypatch)
     assert target.read_bytes() == good
 
 
+def test_temporaries_of_killed_writers_are_removed_at_the_next_write(tmp_path):
+    """A writer killed between writing and renaming left its `.NAME.tmpPID.EXT` for good (a
+    177 MB one for the data cache); the next write into the folder removes those whose
+    process is gone, and keeps those of live processes (a DDP worker's, its own)."""
+    import os
+
+    from reportgen.files import atomic_write_text
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    dead = tmp_path / f".last.tmp{gone.pid}.ckpt"
+    dead.write_bytes(b"half a checkpoint")
+    dead_link = tmp_path / f".cache.tmp{gone.pid}"
+    dead_link.symlink_to(tmp_path / "elsewhere")
+    live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        kept = [tmp_path / f".metrics.tmp{live.pid}.csv", tmp_path / f".x.tmp{os.getpid()}.png",
+                tmp_path / f"results.tmp{gone.pid}.json",  # not a name reportgen writes
+                tmp_path / "last.ckpt"]
+        for k in kept:
+            k.write_text("keep")
+        (tmp_path / f".dir.tmp{gone.pid}.d").mkdir()
+        atomic_write_text(tmp_path / "results.json", "{}")
+        assert not dead.exists() and not dead_link.is_symlink()
+        assert all(k.read_text() == "keep" for k in kept)
+        assert (tmp_path / f".dir.tmp{gone.pid}.d").is_dir()
+        assert (tmp_path / "results.json").read_text() == "{}"
+    finally:
+        live.kill()
+        live.wait()
+
+
 def test_damaged_and_foreign_checkpoints(tiny):
     overrides, out = tiny
     assert cli({**overrides, "train.epochs": 2}).exit_code == 0
