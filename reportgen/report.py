@@ -151,6 +151,23 @@ def deg(x) -> Markup:
     return setting(float(f"{x:.6g}")) + "°"
 
 
+def hardware(run: dict) -> str:
+    """Where a run trained, as the report says it: the device, and where Lightning's DDP
+    spread it over N GPUs or CPU processes, that too."""
+    device = str(run.get("device", "")).replace("(1 threads)", "(1 thread)")
+    n = run.get("devices") or 1
+    if n <= 1:
+        return device
+    if run.get("accelerator") == "gpu":
+        return f"{n} × {device} with Lightning's DDP"
+    return f"{n} processes with Lightning's DDP, each on {device}"
+
+
+def workers(run: dict) -> str:
+    """"GPUs" or "processes": what a DDP run's devices were."""
+    return "GPUs" if run.get("accelerator") == "gpu" else "processes"
+
+
 def thousands(x) -> str:
     return f"{int(x):,}"
 
@@ -463,7 +480,8 @@ def environment():
                        setting=setting,
                        est=est, stat=stat_cell, diff=diff, change=change, pvalue=_p,
                        fraction=lambda x: "–" if x is None else f"{x:.2f}",
-                       duration=duration, and_list=and_list,
+                       duration=duration, and_list=and_list, hardware=hardware,
+                       workers=workers,
                        optimizer=lambda n: OPTIMIZERS[n].title if n in OPTIMIZERS else n,
                        precision=lambda p: PRECISIONS.get(p, p),
                        precision_short=lambda p: PRECISIONS_SHORT.get(p, p),

@@ -421,6 +421,22 @@ def test_ddp_on_two_cpu_processes(tiny, tmp_path):
     summaries = [l for l in proc.stdout.splitlines() if l.startswith("val_acc ")]
     assert len(summaries) == 1  # one summary line: rank 1 wrote and printed nothing
     assert proc.stderr.count("note: optim.milestones") == 1  # not once more from rank 1
+    # The Method says how it trained: it said "batch size 5" and "AMD EPYC (1 threads)", as
+    # if one process had trained with batches of 5.
+    from reportgen.experiments import get_study
+    from reportgen.files import read_json
+    from reportgen.report import Numbering, environment
+
+    st = get_study("part1")
+    results = read_json(out2 / "practical2" / "part1.json", "train")
+    module = environment().get_template(st.partial).make_module(
+        {"st": st, "r": results, "f": st.facts(results),
+         "numbering": Numbering(Path(overrides["figures_dir"]) / "practical2"),
+         "page_limit": None})
+    method = " ".join(str(module.method()).split())
+    assert ("batch size 5 on each of the 2 processes, whose gradients are averaged (10 images "
+            "per step)") in method, method
+    assert "Training ran on 2 processes with Lightning&#39;s DDP, each on " in method, method
     # Expected noise: 2 x 5 images per step instead of 5, on 90 images for 3 epochs.
     assert abs(two["val_acc"] - one["val_acc"]) <= 0.5
     assert abs(two["test_acc"] - one["test_acc"]) <= 0.5

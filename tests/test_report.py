@@ -686,3 +686,15 @@ def test_the_augmentation_paragraph_says_what_was_done(tiny):
     for gamma, words in ((0.5, "multiplies the learning rate by 0.5 after epoch 1,"),
                          (1.0, "and keeps the learning rate constant, for 2 epochs")):
         assert words in method(optimizer={"milestones": [1], "gamma": gamma}, epochs=2)
+
+
+def test_the_device_line_says_how_many_devices_ddp_used():
+    from reportgen.report import hardware, workers
+
+    one = {"device": "AMD EPYC (1 threads)", "accelerator": "cpu", "devices": 1}
+    assert hardware(one) == "AMD EPYC (1 thread)"  # results written before "1 thread"
+    assert hardware({**one, "devices": 2}) == ("2 processes with Lightning's DDP, each on AMD "
+                                               "EPYC (1 thread)")
+    gpu = {"device": "NVIDIA H100", "accelerator": "gpu", "devices": 4}
+    assert hardware(gpu) == "4 × NVIDIA H100 with Lightning's DDP" and workers(gpu) == "GPUs"
+    assert hardware({"device": "NVIDIA H100"}) == "NVIDIA H100"  # no devices: one

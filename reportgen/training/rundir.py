@@ -106,7 +106,8 @@ def device_description(accelerator: str) -> str:
                 break
     except OSError:
         pass
-    return f"{name} ({torch.get_num_threads()} threads)"
+    threads = torch.get_num_threads()
+    return f"{name} ({threads} thread{'s' if threads != 1 else ''})"
 
 
 def read_results(run_dir: Path) -> dict | None:
