@@ -341,6 +341,12 @@ def _decode(blob: bytes, name: str) -> torch.Tensor:
             if img.size != (IMAGE_SIZE, IMAGE_SIZE):  # known from the header, before decoding
                 raise DataError(f"{name} is {img.size[0]}x{img.size[1]} pixels, not 32x32: "
                                 "CIFAR-10 images are 32x32; remove or replace it")
+            if img.mode in ("I", "F") or img.mode.startswith("I;16"):
+                # PIL's conversion to RGB clips such values at 255: a 16-bit grey image
+                # became pure white, silently.
+                raise DataError(f"{name} has more than 8 bits per pixel (PIL mode {img.mode}): "
+                                "CIFAR-10 images are 8-bit; convert it to 8-bit RGB, or "
+                                "remove it")
             img.load()
             # Grayscale, palette and RGBA images are converted to RGB (alpha is dropped).
             rgb = img.convert("RGB") if img.mode != "RGB" else img

@@ -1,6 +1,7 @@
 """Every CIFAR-10 source, built from tiny generated files; no network."""
 import io
 import os
+import re
 import tarfile
 import zipfile
 from dataclasses import replace
@@ -118,6 +119,31 @@ def test_a_file_name_that_is_not_utf8_is_no_traceback(image_folder, tmp_path):
     # (The name as Python holds it, with the byte as a surrogate: stderr prints it as \udcff.)
     with pytest.raises(D.DataError, match="train/cat/bad\udcff.png is not a readable image"):
         D.load_cifar10(cfg(copy, tmp_path / "out2"), env={})
+
+
+@pytest.mark.parametrize("mode", ["I;16", "I", "F"])
+def test_an_image_of_more_than_8_bits_is_named_not_clipped_white(image_folder, tmp_path, mode):
+    """PIL converts 16-bit grey (and 32-bit integer or float) pixels to RGB by clipping at
+    255: a 16-bit copy of an image decoded as pure white, silently."""
+    import io
+    import shutil
+
+    import numpy as np
+    from PIL import Image
+
+    copy = tmp_path / "copy"
+    shutil.copytree(image_folder, copy)
+    grey = np.full((32, 32), 3000, dtype={"I;16": np.uint16, "I": np.int32, "F": np.float32}[mode])
+    img = Image.fromarray(grey)
+    assert img.mode == mode
+    buf = io.BytesIO()
+    img.save(buf, format="PNG" if mode == "I;16" else "TIFF")  # PNG has no 32-bit modes
+    name = "deep.png" if mode == "I;16" else "deep.tif"
+    (copy / "train" / "cat" / name).write_bytes(buf.getvalue())
+    with pytest.raises(D.DataError, match=rf"train/cat/{name} has more than 8 bits per pixel "
+                                          rf"\(PIL mode {re.escape(mode)}\): CIFAR-10 images are "
+                                          "8-bit; convert it"):
+        D.load_cifar10(cfg(copy, tmp_path / "out"), env={})
 
 
 def test_torchvision_batches_folder(tmp_path, monkeypatch):
