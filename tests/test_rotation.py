@@ -43,6 +43,9 @@ def test_sweep_files_are_complete(swept):
     assert rows[0].startswith("model,split,angle,accuracy,seeds,accuracy_sd,mean_confidence,acc_airplane")
     assert len(rows) == 1 + 2 * 2 * 4
     assert "resnet (val) 0°:" in output
+    val = res["models"]["resnet"]["val"]["accuracy"]
+    worst = min((a for a in res["angles"] if a % 360), key=lambda a: val[res["angles"].index(a)])
+    assert f"worst {worst:g}°: {val[res['angles'].index(worst)]:.3f}" in output
     # The comparison model really trained with rotations.
     cfg = json.loads((Path(res["models"]["resnet-rotaug"]["run_dir"]) / "config.json").read_text())
     assert cfg["train"]["augment"]["rotate_degrees"] == 180

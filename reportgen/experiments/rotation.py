@@ -660,8 +660,13 @@ class Rotation(Study):
         lines = []
         for label, entry in results["models"].items():
             acc = dict(zip(results["angles"], entry[split]["accuracy"]))
-            shown = "  ".join(f"{a:g}°: {acc[a]:.3f}" for a in (0.0, 90.0, 180.0) if a in acc)
-            lines.append(f"{label} ({split}) {shown}")
+            shown = [f"{a:g}°: {acc[a]:.3f}" for a in (0.0, 90.0, 180.0) if a in acc]
+            # The worst rotated angle too: a sweep of [0, 5, 15] showed only 0°.
+            rotated = [a for a in acc if a % 360]
+            if rotated:
+                worst = min(rotated, key=lambda a: acc[a])
+                shown.append(f"worst {worst:g}°: {acc[worst]:.3f}")
+            lines.append(f"{label} ({split}) {'  '.join(shown)}")
         return lines
 
     def facts(self, results: dict) -> dict:
