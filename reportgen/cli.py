@@ -128,9 +128,9 @@ def _os_error(e: OSError) -> str:
     advice = _ADVICE.get(e.errno)
     if advice is None or e.strerror is None:
         return str(e)
-    # A rename's error names its source, a temporary file the user never made (".x.tmp123.png"
-    # for a folder standing at x.png): the destination is the file they know. A file
-    # descriptor (an int) names nothing.
+    # A rename's error names its source, a temporary file the user never made
+    # (".x.tmp-reportgen-123.png" for a folder standing at x.png): the destination is the file
+    # they know. A file descriptor (an int) names nothing.
     path = e.filename2 if e.filename2 is not None else e.filename
     where = f" ({path})" if path and not isinstance(path, int) else ""
     return f"{e.strerror}{where}: {advice}"

@@ -41,7 +41,7 @@ def atomic_write_all(writes: dict[Path, Callable[[Path], None]],
     try:
         for path, write in writes.items():
             path = Path(path)
-            tmp = tmps[path] = path.with_name(f".{path.stem}.tmp{os.getpid()}{path.suffix}")
+            tmp = tmps[path] = path.with_name(f".{path.stem}{_TMP_MARK}{os.getpid()}{path.suffix}")
             # Anything already at the temporary name (left by a crash, or a link planted in a
             # copied output folder) is removed, so the writer creates a new file instead of
             # following it.
@@ -58,15 +58,18 @@ def atomic_write_all(writes: dict[Path, Callable[[Path], None]],
             tmp.unlink(missing_ok=True)
 
 
-_TEMPORARY = re.compile(r"^\..+\.tmp(\d+)(\.[^.]*)?$")  # atomic_write_all's names
+# atomic_write_all's temporary names, `.NAME.tmp-reportgen-PID.EXT`: marked as reportgen's,
+# so that a sweep never takes a file of the user's (out_dir may be their own folder).
+_TMP_MARK = ".tmp-reportgen-"
+_TEMPORARY = re.compile(r"^\..+" + re.escape(_TMP_MARK) + r"(\d+)(\.[^.]*)?$")
 
 
 def sweep_temporaries(folder: Path) -> None:
     """Remove the temporary files that killed processes left in `folder`: a writer killed
     between writing and renaming (SIGKILL, a closed terminal, a power cut) leaves its
-    `.NAME.tmpPID.EXT`, and nothing else removes it; for the decoded data cache that is
-    177 MB. A name whose process still runs on this machine is kept (a DDP worker's, or this
-    process's own)."""
+    `.NAME.tmp-reportgen-PID.EXT`, and nothing else removes it; for the decoded data cache
+    that is 177 MB. A name whose process still runs on this machine is kept (a DDP worker's,
+    or this process's own)."""
     try:
         entries = list(os.scandir(folder))
     except OSError:

@@ -136,22 +136,24 @@ def test_temporaries_of_killed_writers_are_removed_at_the_next_write(tmp_path):
 
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
-    dead = tmp_path / f".last.tmp{gone.pid}.ckpt"
+    dead = tmp_path / f".last.tmp-reportgen-{gone.pid}.ckpt"
     dead.write_bytes(b"half a checkpoint")
-    dead_link = tmp_path / f".cache.tmp{gone.pid}"
+    dead_link = tmp_path / f".cache.tmp-reportgen-{gone.pid}"
     dead_link.symlink_to(tmp_path / "elsewhere")
     live = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
-        kept = [tmp_path / f".metrics.tmp{live.pid}.csv", tmp_path / f".x.tmp{os.getpid()}.png",
-                tmp_path / f"results.tmp{gone.pid}.json",  # not a name reportgen writes
-                tmp_path / "last.ckpt"]
+        kept = [tmp_path / f".metrics.tmp-reportgen-{live.pid}.csv",
+                tmp_path / f".x.tmp-reportgen-{os.getpid()}.png",
+                # not names reportgen writes: a user's own files in an --out of theirs
+                tmp_path / f".results.tmp{gone.pid}.json",
+                tmp_path / f"results.tmp-reportgen-{gone.pid}.json", tmp_path / "last.ckpt"]
         for k in kept:
             k.write_text("keep")
-        (tmp_path / f".dir.tmp{gone.pid}.d").mkdir()
+        (tmp_path / f".dir.tmp-reportgen-{gone.pid}.d").mkdir()
         atomic_write_text(tmp_path / "results.json", "{}")
         assert not dead.exists() and not dead_link.is_symlink()
         assert all(k.read_text() == "keep" for k in kept)
-        assert (tmp_path / f".dir.tmp{gone.pid}.d").is_dir()
+        assert (tmp_path / f".dir.tmp-reportgen-{gone.pid}.d").is_dir()
         assert (tmp_path / "results.json").read_text() == "{}"
     finally:
         live.kill()

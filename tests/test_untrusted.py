@@ -866,7 +866,7 @@ def test_a_link_at_a_temporary_name_is_replaced_not_followed(tmp_path):
     target = tmp_path / "elsewhere.txt"
     target.write_text("precious")
     path = tmp_path / "results.json"
-    (tmp_path / f".results.tmp{os.getpid()}.json").symlink_to(target)
+    (tmp_path / f".results.tmp-reportgen-{os.getpid()}.json").symlink_to(target)
     atomic_write_text(path, "{}")
     assert target.read_text() == "precious" and path.read_text() == "{}"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["elsewhere.txt", "results.json"]
