@@ -504,3 +504,17 @@ def test_the_discussion_knows_when_the_network_itself_is_p4_equivariant(tmp_path
     assert says in text and never not in text
     intro = _render("rotation", r, tmp_path, part="introduction")
     assert ("builds in for multiples of 90° only" in intro) == (model == "p4_preact_resnet")
+
+
+@pytest.mark.parametrize("worst", [105, 130, 300])
+def test_a_worst_angle_near_chance_is_not_called_no_better_than_chance(tmp_path, worst):
+    """An accuracy whose interval holds chance is not shown to be above it, which is not the
+    same as "no better than chance", as the words said: 10.5% of 1,000 images is named not
+    measurably above chance (10%); 13% and 30% lie above it."""
+    ks = [800, worst, 400, worst + 50]
+    above = analysis.above_chance(worst / N, N, 0.1)
+    assert above == (worst > 105)
+    text = _render("rotation", _sweep({"resnet": ("plain", ks)}, [0.0, 90.0, 180.0, 270.0]),
+                   tmp_path)
+    assert "no better than chance" not in text
+    assert ("not measurably above chance (10%)" in text) == (not above), text
