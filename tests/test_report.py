@@ -698,3 +698,33 @@ def test_the_device_line_says_how_many_devices_ddp_used():
     gpu = {"device": "NVIDIA H100", "accelerator": "gpu", "devices": 4}
     assert hardware(gpu) == "4 × NVIDIA H100 with Lightning's DDP" and workers(gpu) == "GPUs"
     assert hardware({"device": "NVIDIA H100"}) == "NVIDIA H100"  # no devices: one
+
+
+def test_a_figure_reference_never_leaves_a_word_alone_on_a_line(tmp_path):
+    """WeasyPrint broke a justified line early before "Figure&nbsp;<a>2</a>": the quick
+    preset's Part 1 paragraph printed "over" alone on a line. This is that paragraph, with
+    the report's stylesheet and its own reference macro."""
+    import io
+
+    from pypdf import PdfReader
+
+    from reportgen.report import Numbering, environment, pdf_engine, templates_dir
+
+    weasyprint = pdf_engine()  # imported as the report does, without its import warning
+
+    numbering = Numbering(tmp_path)
+    numbering.placed["figure"]["curves"] = 2
+    body = environment().from_string(
+        '{% from "macros.html.j2" import fref with context %}'
+        "<p>part in training or selection, and their accuracy is the one to quote. Training one "
+        "run took 2 min 41 s for\n160,000 training images (8 epochs), including\nvalidation: "
+        "994 images per second over the\nwhole run, while the median epoch alone trained at "
+        '1,083 images per\nsecond. {{ fref("curves") }} shows the learning curves.</p>'
+    ).render(numbering=numbering)
+    css = (templates_dir() / "report.css").read_text()
+    html = f"<html><head><style>{css}</style></head><body><section>" \
+           f"{numbering.resolve(body)}</section></body></html>"
+    text = PdfReader(io.BytesIO(weasyprint.HTML(string=html).write_pdf())).pages[0].extract_text()
+    lines = [line.strip() for line in text.splitlines()]
+    assert "Figure\xa02 shows the learning curves." in " ".join(lines), lines
+    assert all(len(line.split()) > 1 for line in lines[:-1]), lines  # the last: page number
