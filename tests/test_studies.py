@@ -213,8 +213,8 @@ def test_a_declared_figure_the_report_never_places_is_an_error(tmp_path):
 
 def test_the_toy_report_renders(tmp_path):
     html = render_html(_toy_context(tmp_path, TOY_PARTIAL))
-    assert ('The toy study counted 3 things, see Figure&nbsp;<a class="xref" '
-            'href="#fig-toy_bars">1</a>.') in html
+    assert ('The toy study counted 3 things, see <span class="nowrap">Figure&nbsp;<a '
+            'class="xref" href="#fig-toy_bars">1</a></span>.') in html
     assert "\x01" not in html and "Figure ?" not in html
 
 
